@@ -1,0 +1,240 @@
+"""bkd-sweep: validate | plan | run | submit | train | report | results | schema.
+
+Bad input (a malformed study, a missing dataset) prints one line and exits with code 2,
+with nothing written. Heavy imports (torch, ray, mlflow) happen inside the commands that
+need them, so `validate` and `plan` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from bkd_sweep.study import StudyError, apply_overrides, load_study, parse_override
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    """Bad input that is not a study-file error: one line, exit 2."""
+
+
+def _load(path: str):
+    return load_study(path)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from bkd_sweep.references import check_references
+
+    for path in args.studies:
+        loaded = _load(path)
+        check_references(loaded)
+        study = loaded.study
+        from bkd_sweep.space import count_trials
+
+        extra = f" (unset: {', '.join(loaded.unresolved)})" if loaded.unresolved else ""
+        print(f"{path}: ok: study {study.name!r}, {count_trials(study.search)} trials{extra}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from bkd_sweep.engine import plan
+    from bkd_sweep.references import check_references
+
+    loaded = _load(args.study)
+    check_references(loaded)
+    print(plan(loaded).render())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bkd_sweep.engine import run_study
+    from bkd_sweep.references import check_references
+
+    loaded = _load(args.study)
+    check_references(loaded)
+    summary = run_study(loaded, resume=args.resume)
+    print(summary.render() if hasattr(summary, "render") else summary)
+    return 0 if getattr(summary, "ok", True) else 1
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from bkd_sweep.engine import submit_study
+    from bkd_sweep.references import check_references
+
+    loaded = _load(args.study)
+    check_references(loaded)
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise UsageError("submit: give --address http://HOST:8265 or set RAY_ADDRESS")
+    job_id = submit_study(Path(args.study), address=address, wait=not args.no_wait)
+    print(f"job id: {job_id}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bkd_sweep.references import check_trial_runnable
+
+    loaded = _load(args.study)
+    overrides = dict(parse_override(item) for item in args.set or [])
+    try:
+        config = apply_overrides(loaded.study.base_config(), overrides)
+    except StudyError as exc:
+        raise StudyError(exc.message, file=loaded.path, field=exc.field) from None
+    check_trial_runnable(loaded, config)
+    out = Path(args.out).resolve() if args.out else None
+    if out is not None and not os.access(out.parent if out.parent.exists() else Path.cwd(),
+                                         os.W_OK):
+        raise UsageError(f"--out {out}: directory is not writable")
+    from bkd_sweep.trial import run_trial
+
+    def report(metrics, _checkpoint_dir):
+        terms = " ".join(f"{k}={v:.4g}" for k, v in metrics.loss_terms.items())
+        print(f"epoch {metrics.epoch}: top1 {metrics.top1:.2f} top5 {metrics.top5:.2f} "
+              f"loss {metrics.loss:.4f} ({terms}) lr {metrics.lr:.3g} "
+              f"{metrics.wall_seconds:.1f}s", flush=True)
+
+    checkpoint_dir = Path(args.checkpoint_dir).resolve() if args.checkpoint_dir else None
+    result = run_trial(config, report, checkpoint_dir=checkpoint_dir,
+                       cache_dir=loaded.results_dir().parent / "cache")
+    payload = result_summary(result)
+    text = json.dumps(payload, indent=2)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out}")
+    print(f"{result.status}: top1 {payload['top1']} energy {payload['energy_mj']} mJ "
+          f"in {result.wall_seconds:.1f}s" + (f" ({result.reason})" if result.reason else ""))
+    return 0 if result.status == "completed" else 1
+
+
+def result_summary(result) -> dict:
+    """The result JSON of `bkd-sweep train`: the headline numbers plus the full TrialResult."""
+    energy = result.energy
+    return {
+        "status": result.status, "reason": result.reason,
+        "top1": result.best_top1, "final_top1": result.final_top1, "top5": result.best_top5,
+        "energy_mj": energy.energy_mj if energy else None,
+        "sops": energy.sops if energy else None, "macs": energy.macs if energy else None,
+        "firing_rates": energy.firing_rates if energy else {},
+        "mean_firing_rate": energy.mean_firing_rate if energy else None,
+        "teacher_top1": result.teacher_top1, "teacher_energy_mj": result.teacher_energy_mj,
+        "losses_per_epoch": [{"epoch": h.epoch, "loss": h.loss, **h.loss_terms}
+                             for h in result.history],
+        "wall_seconds": result.wall_seconds, "epochs_run": result.epochs_run,
+        "warnings": result.warnings,
+        "result": result.model_dump(mode="json"),
+    }
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bkd_sweep.report import build_report
+
+    target = Path(args.target)
+    if target.suffix in (".yaml", ".yml"):
+        loaded = _load(args.target)
+        results_dir = loaded.results_dir()
+        name = loaded.study.name
+    else:
+        results_dir = target.resolve()
+        name = results_dir.name
+    if not (results_dir / "trials.parquet").exists():
+        raise UsageError(f"{results_dir}: no trials.parquet (run the study first)")
+    out_dir = Path(args.out).resolve() if args.out else (Path.cwd() / "reports" / name)
+    output = build_report(results_dir, out_dir)
+    print(f"report: {out_dir / 'index.html'}")
+    if getattr(args, "mlflow", False):
+        pass
+    return 0 if output else 1
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from bkd_sweep.results import load, summary_table
+
+    target = args.target
+    if target.endswith((".yaml", ".yml")):
+        target = str(_load(target).results_dir())
+    print(summary_table(load(target)))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from bkd_sweep.study import study_json_schema
+
+    print(json.dumps(study_json_schema(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bkd-sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check study files (schema, values, references)")
+    p.add_argument("studies", nargs="+")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plan", help="print the trials, resources and a device-hour estimate")
+    p.add_argument("study")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="run a study on Ray Tune (local, or RAY_ADDRESS)")
+    p.add_argument("study")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted sweep")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("submit", help="submit a study to a Ray cluster through the job API")
+    p.add_argument("study")
+    p.add_argument("--address", help="Ray dashboard address, e.g. http://HOST:8265")
+    p.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("train", help="run one trial from the study's base config")
+    p.add_argument("study")
+    p.add_argument("--set", action="append", metavar="PATH=VALUE",
+                   help="dotted override, e.g. --set distill.mode=mixed (repeatable)")
+    p.add_argument("--out", help="write the result JSON here")
+    p.add_argument("--checkpoint-dir", help="checkpoint every epoch here; resume if present")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("report", help="tables and plots from a study's Parquet results")
+    p.add_argument("target", help="a study file or a results directory")
+    p.add_argument("--out", help="output directory (default reports/<name>)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("results", help="a summary table of a study's results")
+    p.add_argument("target", help="a study name, results directory or study file")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("schema", help="print the study JSON Schema (for editors)")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (StudyError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # data errors and the like: one line, not a traceback
+        from bkd_sweep.references import is_input_error
+
+        if is_input_error(exc) and not args.verbose:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""DataLoaders with seeded shuffling (optionally distributed) and batch-level mixup/cutmix."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, DistributedSampler
+from timm.data import Mixup
+from timm.data.mixup import mixup_target
+
+from bkd_sweep.data.base import DataBundle
+from bkd_sweep.study import AugmentConfig, DataConfig
+
+
+def make_loaders(bundle: DataBundle, cfg: DataConfig, *, seed: int,
+                 distributed: bool = False) -> tuple[DataLoader, DataLoader]:
+    """(train, val) loaders. Train shuffles from ``seed`` (a torch.Generator, so the epoch
+    orders are reproducible) and drops its last partial batch only when the (per-replica) set
+    is bigger than one batch; val keeps order, batch eval_batch_size (default 2 x batch_size).
+
+    distributed=True needs torch.distributed initialized: both loaders then use a
+    DistributedSampler (call ``train_loader.sampler.set_epoch(epoch)`` each epoch; the val
+    sampler pads with repeated samples to an equal share per rank).
+    """
+    eval_batch = cfg.eval_batch_size or 2 * cfg.batch_size
+    common = {"num_workers": cfg.num_workers, "pin_memory": torch.cuda.is_available(),
+              "persistent_workers": cfg.num_workers > 0}
+    n_train = len(bundle.train)  # type: ignore[arg-type]
+    if distributed:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError("make_loaders(distributed=True) needs torch.distributed "
+                               "initialized first (init_process_group)")
+        train_sampler = DistributedSampler(bundle.train, shuffle=True, seed=seed)
+        val_sampler = DistributedSampler(bundle.val, shuffle=False)
+        per_replica = math.ceil(n_train / dist.get_world_size())
+        train = DataLoader(bundle.train, batch_size=cfg.batch_size, sampler=train_sampler,
+                           drop_last=per_replica > cfg.batch_size, **common)
+        val = DataLoader(bundle.val, batch_size=eval_batch, sampler=val_sampler, **common)
+        return train, val
+    generator = torch.Generator().manual_seed(seed)
+    train = DataLoader(bundle.train, batch_size=cfg.batch_size, shuffle=True,
+                       generator=generator, drop_last=n_train > cfg.batch_size, **common)
+    val = DataLoader(bundle.val, batch_size=eval_batch, shuffle=False, **common)
+    return train, val
+
+
+class BatchMixup(Mixup):
+    """timm's Mixup that also takes event batches [B, T, C, H, W] (frames mixed alike) and
+    odd batch sizes (the last sample stays unmixed, with a label-smoothed one-hot target)."""
+
+    def __call__(self, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        if x.dim() == 5:
+            b, t, c, h, w = x.shape
+            mixed, soft = self(x.reshape(b, t * c, h, w), target)
+            return mixed.reshape(b, t, c, h, w), soft
+        if len(x) % 2 == 1:
+            last = mixup_target(target[-1:], self.num_classes, 1.0, self.label_smoothing)
+            if len(x) == 1:
+                return x, last
+            head, soft = super().__call__(x[:-1].contiguous(), target[:-1])
+            return torch.cat([head, x[-1:]]), torch.cat([soft, last])
+        return super().__call__(x, target)
+
+
+def make_mixup(aug: AugmentConfig, num_classes: int) -> Mixup | None:
+    """Batch mixup/cutmix with label smoothing (soft targets [B, K]); None when both alphas
+    are 0. The trial sets ``mixup.mixup_enabled = False`` from ``aug.mixup_off_epoch`` on."""
+    if aug.mixup <= 0 and aug.cutmix <= 0:
+        return None
+    return BatchMixup(mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix,
+                      label_smoothing=aug.label_smoothing, num_classes=num_classes)

@@ -1,0 +1,86 @@
+"""Typed values that flow between stages: per-epoch metrics, energy, a trial's result.
+
+No torch here: the tracking and report stages read these without a training stack.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LayerEnergy(Record):
+    """One layer's operations. A layer fed by binary spikes counts SOPs; otherwise MACs."""
+
+    name: str  # module path in the model, e.g. "layer1.0.conv1"
+    kind: str  # module class name, e.g. "Conv2d", "Linear"
+    input_is_spike: bool
+    sops: float = 0.0  # synaptic operations per sample, summed over T
+    macs: float = 0.0  # multiply-accumulates per sample, summed over T
+    dense_macs: float = 0.0  # MACs the layer would cost per sample and time-step if dense
+    firing_rate: float | None = None  # mean spike rate of the layer's input (None if not spikes)
+    energy_pj: float = 0.0
+
+
+class EnergyReport(Record):
+    """Energy per sample: E = e_mac * MACs + e_ac * SOPs (pJ), reported in mJ."""
+
+    energy_mj: float
+    sops: float  # per sample
+    macs: float  # per sample
+    mean_firing_rate: float | None  # over spiking neuron layers' outputs
+    timesteps: int
+    e_mac_pj: float
+    e_ac_pj: float
+    first_layer_once: bool  # True: the direct-encoded first layer counted once, not x T
+    layers: list[LayerEnergy] = Field(default_factory=list)
+    firing_rates: dict[str, float] = Field(default_factory=dict)  # neuron layer -> spike rate
+
+
+class EpochMetrics(Record):
+    """What run_trial reports once per epoch (epochs count from 1)."""
+
+    epoch: int
+    top1: float  # validation top-1, percent
+    top5: float
+    val_loss: float
+    loss: float  # mean training loss (total)
+    loss_terms: dict[str, float] = Field(default_factory=dict)  # task, logit, bkd (unweighted x w)
+    lr: float
+    wall_seconds: float  # seconds this epoch took (train + eval)
+    samples_per_second: float = 0.0
+
+
+TrialStatus = Literal["completed", "pruned", "failed"]
+
+
+class TrialResult(Record):
+    """The one value a finished trial yields."""
+
+    status: TrialStatus
+    reason: str | None = None  # why it failed or was pruned
+    best_top1: float | None = None
+    final_top1: float | None = None
+    best_top5: float | None = None
+    final_top5: float | None = None
+    energy: EnergyReport | None = None
+    teacher_top1: float | None = None
+    teacher_energy_mj: float | None = None
+    epochs_run: int = 0
+    wall_seconds: float = 0.0
+    device_seconds: float = 0.0  # wall seconds x devices used (GPU-seconds on GPU)
+    device: str = "cpu"
+    config: dict[str, Any]
+    config_hash: str
+    code_version: str
+    history: list[EpochMetrics] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def energy_mj(self) -> float | None:
+        return self.energy.energy_mj if self.energy else None

@@ -1,0 +1,81 @@
+"""Seed aggregation: mean, sample std and count per configuration, and best-of selection.
+
+Only completed trials enter an aggregate; pruned and failed trials are counted, not averaged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal
+
+import pandas as pd
+
+from bkd_sweep.report.data import norm_value, param_col, sort_key
+
+Mode = Literal["max", "min"]
+
+
+@dataclass(frozen=True)
+class Stat:
+    """One configuration's metric over its seeds: mean, sample std (ddof=1; None if n=1), n."""
+
+    mean: float
+    std: float | None
+    n: int
+    others: tuple = ()  # values of the parameters a best-of selection chose over
+
+    @classmethod
+    def of(cls, values: list[float], others: tuple = ()) -> "Stat":
+        n = len(values)
+        mean = math.fsum(values) / n
+        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+        return cls(mean=mean, std=std, n=n, others=others)
+
+
+def keys_of(df: pd.DataFrame, paths: Iterable[str]) -> list[tuple]:
+    """Row-wise tuples of the given parameters' values (missing -> None)."""
+    cols = [[norm_value(v) for v in df[param_col(p)].tolist()] for p in paths]
+    return list(zip(*cols)) if cols else [()] * len(df)
+
+
+def group_stats(df: pd.DataFrame, paths: list[str], metric_col: str) -> dict[tuple, Stat]:
+    """Stat per distinct value tuple of ``paths`` (seeds and other columns are pooled)."""
+    groups: dict[tuple, list[float]] = {}
+    for key, value in zip(keys_of(df, paths), df[metric_col].tolist()):
+        value = norm_value(value)
+        if value is None:
+            continue
+        groups.setdefault(key, []).append(float(value))
+    return {k: Stat.of(v) for k, v in groups.items()}
+
+
+def best_per_cell(df: pd.DataFrame, cell_paths: list[str], other_paths: list[str],
+                  metric_col: str, mode: Mode) -> dict[tuple, Stat]:
+    """Per cell (values of ``cell_paths``), the configuration over ``other_paths`` with the best
+    mean; ties go to more seeds, then to the first configuration in value order."""
+    stats = group_stats(df, cell_paths + other_paths, metric_col)
+    sign = -1.0 if mode == "max" else 1.0
+    ranked = sorted(stats.items(), key=lambda kv: (
+        tuple(sort_key(v) for v in kv[0][:len(cell_paths)]),
+        sign * kv[1].mean, -kv[1].n, tuple(sort_key(v) for v in kv[0][len(cell_paths):])))
+    best: dict[tuple, Stat] = {}
+    for key, stat in ranked:
+        cell, others = key[:len(cell_paths)], key[len(cell_paths):]
+        if cell not in best:
+            best[cell] = Stat(stat.mean, stat.std, stat.n, others)
+    return best
+
+
+def excluded_counts(trials: pd.DataFrame) -> tuple[int, int]:
+    """(pruned, failed) trials among ``trials``: excluded from every aggregate."""
+    status = trials["status"]
+    return int((status == "pruned").sum()), int((status == "failed").sum())
+
+
+def mean_of(df: pd.DataFrame, col: str) -> float | None:
+    """Mean of the non-missing values of a column, or None."""
+    if col not in df.columns:
+        return None
+    values = [float(v) for v in (norm_value(x) for x in df[col].tolist()) if v is not None]
+    return math.fsum(values) / len(values) if values else None

@@ -1,0 +1,320 @@
+"""Report tables as typed values (compute first): ablation, main results, energy, Pareto.
+
+A Table holds plain-text cells (Unicode ± † —) with emphasis and marker flags; the renderers
+in ``render.py`` turn the same Table into Markdown, LaTeX and HTML.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Sequence
+
+from bkd_sweep.report.aggregate import (Stat, best_per_cell, excluded_counts, group_stats,
+                                        keys_of, mean_of)
+from bkd_sweep.report.data import (PERCENT_METRICS, ResultsData, format_value, param_col,
+                                   sort_key)
+from bkd_sweep.report.pareto import ParetoFront
+from bkd_sweep.study import ParetoSpec, TableSpec
+
+Emphasis = Literal["bold", "underline"]
+DAGGER = "†"
+DASH = "—"
+MAIN_KEYS = ("data.dataset", "student.arch", "teacher.arch", "student.timesteps")
+BASELINE_MODE, BKDSNN_MODE = "none", "mixed"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: plain text, its numeric value (for ranking), emphasis and a marker."""
+
+    text: str
+    value: float | None = None
+    emphasis: Emphasis | None = None
+    marker: bool = False  # fewer completed seeds than the study asked for
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    caption: str
+    header: tuple[str, ...]
+    rows: tuple[tuple[Cell, ...], ...]
+    align: str  # one of l/r per column
+    notes: tuple[str, ...] = ()
+
+    def column(self, j: int) -> list[Cell]:
+        return [row[j] for row in self.rows]
+
+    def cell(self, row_label: str, col_label: str) -> Cell:
+        """The cell in the row whose first cell reads ``row_label``, under ``col_label``."""
+        j = self.header.index(col_label)
+        for row in self.rows:
+            if row[0].text == row_label:
+                return row[j]
+        raise KeyError(row_label)
+
+
+# --------------------------------------------------------------------------------------
+# Number formatting: fixed, locale-free, so the same Parquet gives the same bytes
+
+
+def decimals_for(metric: str, value: float | None, sig: int = 4) -> int:
+    """Two decimals for percentages; otherwise enough for ``sig`` significant digits."""
+    if metric in PERCENT_METRICS or value is None or value == 0 or not math.isfinite(value):
+        return 2
+    return max(0, sig - 1 - math.floor(math.log10(abs(value))))
+
+
+def fmt(value: float, decimals: int, signed: bool = False) -> str:
+    text = f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
+    if text.lstrip("+-").strip("0.") == "":  # no "-0.00"
+        text = text.lstrip("+-")
+        text = ("+" + text) if signed else text
+    return text
+
+
+def stat_text(stat: Stat, decimals: int) -> str:
+    """'79.41 ± 0.12 (n=3)'; a single seed has no std: '79.41 (n=1)'."""
+    if stat.std is None:
+        return f"{fmt(stat.mean, decimals)} (n={stat.n})"
+    return f"{fmt(stat.mean, decimals)} ± {fmt(stat.std, decimals)} (n={stat.n})"
+
+
+def stat_cell(stat: Stat | None, metric: str, seeds_expected: int | None) -> Cell:
+    if stat is None:
+        return Cell(DASH)
+    decimals = decimals_for(metric, stat.mean)
+    return Cell(stat_text(stat, decimals), value=round(stat.mean, decimals),
+                marker=seeds_expected is not None and stat.n < seeds_expected)
+
+
+def rank(cells: Sequence[Cell], mode: Literal["max", "min"]) -> list[Cell]:
+    """Bold the best value, underline the second best (distinct displayed values; ties share)."""
+    values = sorted({c.value for c in cells if c.value is not None}, reverse=mode == "max")
+    if len(values) < 2:
+        return list(cells)
+    style = {values[0]: "bold", values[1]: "underline"}
+    return [replace(c, emphasis=style.get(c.value)) if c.value is not None else c
+            for c in cells]
+
+
+def rank_columns(rows: list[list[Cell]], columns: Sequence[int],
+                 mode: Literal["max", "min"]) -> list[list[Cell]]:
+    for j in columns:
+        ranked = rank([r[j] for r in rows], mode)
+        for r, c in zip(rows, ranked):
+            r[j] = c
+    return rows
+
+
+def standard_notes(rows: list[list[Cell]], seeds_expected: int | None, pruned: int,
+                   failed: int, extra: Sequence[str] = ()) -> tuple[str, ...]:
+    notes = ["Mean ± sample std over seeds of completed trials; n = completed seeds."]
+    notes.extend(extra)
+    if any(c.marker for r in rows for c in r):
+        notes.append(f"{DAGGER} fewer than {seeds_expected} completed seeds.")
+    if pruned or failed:
+        notes.append(f"{pruned} pruned, {failed} failed trials excluded.")
+    return tuple(notes)
+
+
+def _others_note(others: list[str], metric: str) -> list[str]:
+    if not others:
+        return []
+    return [f"Each cell shows the best configuration over {', '.join(others)} "
+            f"(by mean {metric})."]
+
+
+# --------------------------------------------------------------------------------------
+# Tables
+
+
+def ablation_table(data: ResultsData, spec: TableSpec, seeds_expected: int | None) -> Table:
+    """Rows x cols of a declared TableSpec: mean ± std of the metric per cell."""
+    metric_col = data.metric_col(spec.metric)
+    for path in filter(None, (spec.rows, spec.cols)):
+        if param_col(path) not in data.trials.columns:
+            raise ValueError(f"table {spec.name!r}: unknown parameter {path!r}")
+    cell_paths = [spec.rows] + ([spec.cols] if spec.cols else [])
+    others = [k for k in data.config_keys if k not in cell_paths]
+    best = best_per_cell(data.completed, cell_paths, others, metric_col, spec.mode)
+    row_values = data.order(spec.rows, data.trials[param_col(spec.rows)].tolist())
+    col_values = (data.order(spec.cols, data.trials[param_col(spec.cols)].tolist())
+                  if spec.cols else [None])
+    rows: list[list[Cell]] = []
+    for rv in row_values:
+        row = [Cell(format_value(rv))]
+        for cv in col_values:
+            key = (rv,) if spec.cols is None else (rv, cv)
+            row.append(stat_cell(_lookup(best, key), spec.metric, seeds_expected))
+        rows.append(row)
+    rank_columns(rows, range(1, len(col_values) + 1), spec.mode)
+    header = (spec.rows, *([format_value(c) for c in col_values] if spec.cols else
+                           [spec.metric]))
+    pruned, failed = excluded_counts(data.trials)
+    caption = (f"{spec.metric} ({'higher' if spec.mode == 'max' else 'lower'} is better) by "
+               f"{spec.rows}" + (f" (rows) and {spec.cols} (columns)" if spec.cols else ""))
+    return Table(name=spec.name, caption=caption, header=header,
+                 rows=tuple(tuple(r) for r in rows), align="l" + "r" * (len(header) - 1),
+                 notes=standard_notes(rows, seeds_expected, pruned, failed,
+                                      _others_note(others, spec.metric)))
+
+
+def _lookup(stats: dict[tuple, Stat], key: tuple) -> Stat | None:
+    """Dict lookup tolerant of 4 vs 4.0 and None keys (values come from the same column)."""
+    if key in stats:
+        return stats[key]
+    for k, v in stats.items():
+        if len(k) == len(key) and all(sort_key(a) == sort_key(b) for a, b in zip(k, key)):
+            return v
+    return None
+
+
+def default_table_specs(data: ResultsData) -> list[TableSpec]:
+    """Rows distill.mode, cols each other searched categorical parameter (or none)."""
+    from bkd_sweep.study import CategoricalParam
+
+    cats = [p for p, s in data.study.search.params.items()
+            if isinstance(s, CategoricalParam) and p != "distill.mode"
+            and param_col(p) in data.trials.columns]
+    if not cats:
+        return [TableSpec(name="ablation", rows="distill.mode", cols=None)]
+    if len(cats) == 1:
+        return [TableSpec(name="ablation", rows="distill.mode", cols=cats[0])]
+    return [TableSpec(name="ablation_" + "".join(ch if ch.isalnum() else "_"
+                                                 for ch in p.lower()),
+                      rows="distill.mode", cols=p) for p in cats]
+
+
+def main_results_table(data: ResultsData, seeds_expected: int | None) -> Table:
+    """The paper's layout: baseline (mode none) vs BKDSNN (mode mixed) per student/teacher/T."""
+    metric, metric_col = "top1", data.metric_col("top1")
+    others = [k for k in data.config_keys if k not in MAIN_KEYS and k != "distill.mode"]
+    cell_paths = [*MAIN_KEYS, "distill.mode"]
+    best = best_per_cell(data.completed, cell_paths, others, metric_col, "max")
+    groups = sorted(set(keys_of(data.trials, MAIN_KEYS)),
+                    key=lambda k: tuple(sort_key(v) for v in k))
+    group_keys = keys_of(data.trials, MAIN_KEYS)
+    rows: list[list[Cell]] = []
+    for group in groups:
+        dataset, student, teacher, timesteps = group
+        members = data.trials[[k == group for k in group_keys]]
+        acc = mean_of(members, "metric.teacher_top1")
+        teacher_text = f"{teacher} ({fmt(acc, 2)})" if acc is not None else str(teacher)
+        base = stat_cell(_lookup(best, (*group, BASELINE_MODE)), metric, seeds_expected)
+        ours = stat_cell(_lookup(best, (*group, BKDSNN_MODE)), metric, seeds_expected)
+        base, ours = rank([base, ours], "max")
+        if base.value is not None and ours.value is not None:
+            b = _lookup(best, (*group, BASELINE_MODE))
+            o = _lookup(best, (*group, BKDSNN_MODE))
+            gain = o.mean - b.mean
+            gain_cell = Cell(fmt(gain, 2, signed=True), value=round(gain, 2))
+        else:
+            gain_cell = Cell(DASH)
+        rows.append([Cell(format_value(dataset)), Cell(format_value(student)),
+                     Cell(teacher_text), Cell(format_value(timesteps)), base, ours, gain_cell])
+    pruned, failed = excluded_counts(data.trials)
+    extra = [f"Baseline: distill.mode = {BASELINE_MODE}; BKDSNN: distill.mode = {BKDSNN_MODE}; "
+             "gain = BKDSNN − baseline (top-1 %); teacher accuracy in parentheses."]
+    return Table(name="main_results", caption="Main results: top-1 accuracy (%)",
+                 header=("dataset", "student", "teacher", "T", "baseline", "BKDSNN", "gain"),
+                 rows=tuple(tuple(r) for r in rows), align="llllrrr",
+                 notes=standard_notes(rows, seeds_expected, pruned, failed,
+                                      extra + _others_note(others, metric)))
+
+
+def _config_rows(data: ResultsData, paths: list[str]) -> list[tuple]:
+    """Configurations with at least one completed trial, in the fixed value order."""
+    orders = {p: data.order(p, data.trials[param_col(p)].tolist()) for p in paths}
+
+    def position(key: tuple) -> tuple:
+        out = []
+        for p, v in zip(paths, key):
+            idx = next((i for i, o in enumerate(orders[p]) if sort_key(o) == sort_key(v)),
+                       len(orders[p]))
+            out.append((idx, sort_key(v)))
+        return tuple(out)
+
+    return sorted(set(keys_of(data.completed, paths)), key=position)
+
+
+def energy_table(data: ResultsData, seeds_expected: int | None) -> Table:
+    """Per configuration: top-1, SOPs, mean firing rate, energy and its ratio to the teacher."""
+    paths = data.config_keys
+    done = data.completed
+    configs = _config_rows(data, paths)
+    stats = {name: group_stats(done, paths, col) for name, col in (
+        ("top1", "metric.top1"), ("sops", "metric.sops"), ("rate", "metric.firing_rate"),
+        ("energy", "metric.energy_mj"), ("teacher", "metric.teacher_energy_mj"))
+        if col in done.columns}
+    rows: list[list[Cell]] = []
+    for cfg in configs:
+        get = lambda name: _lookup(stats.get(name, {}), cfg)  # noqa: E731
+        top1, sops, rate, energy, teacher = (get(n) for n in
+                                             ("top1", "sops", "rate", "energy", "teacher"))
+        row = [Cell(format_value(v)) for v in cfg] if paths else [Cell("all")]
+        row.append(stat_cell(top1, "top1", seeds_expected))
+        row.append(_mean_cell(sops.mean / 1e6 if sops else None))
+        row.append(_mean_cell(rate.mean if rate else None))
+        row.append(stat_cell(energy, "energy_mj", seeds_expected))
+        row.append(_mean_cell(teacher.mean if teacher else None))
+        ratio = energy.mean / teacher.mean if energy and teacher and teacher.mean else None
+        row.append(_mean_cell(ratio))
+        rows.append(row)
+    k = max(len(paths), 1)
+    rank_columns(rows, [k], "max")
+    rank_columns(rows, [k + 3], "min")
+    pruned, failed = excluded_counts(data.trials)
+    extra = ["Energy per sample: E = E_MAC × MACs + E_AC × SOPs; ratio = student energy / "
+             "ANN teacher energy (same code path)."]
+    header = (*(paths or ["configuration"]), "top1 (%)", "SOPs (M)", "firing rate",
+              "energy (mJ)", "teacher (mJ)", "ratio to teacher")
+    return Table(name="energy", caption="Energy per configuration (per sample)", header=header,
+                 rows=tuple(tuple(r) for r in rows), align="l" * k + "rrrrrr",
+                 notes=standard_notes(rows, seeds_expected, pruned, failed, extra))
+
+
+def _mean_cell(value: float | None) -> Cell:
+    if value is None:
+        return Cell(DASH)
+    d = decimals_for("", value)
+    return Cell(fmt(value, d), value=round(value, d))
+
+
+def pareto_table(front: ParetoFront, spec: ParetoSpec, group_paths: list[str]) -> Table:
+    """Every configuration's mean (x, y) with its Pareto membership; front rows in bold."""
+    pts = front.points
+    on = front.on_front()
+    xs = [_float(v) for v in pts[front.x].tolist()]
+    ys = [_float(v) for v in pts[front.y].tolist()]
+    inf = float("inf")
+    order = sorted(range(len(pts)), key=lambda i: (
+        inf if xs[i] is None else xs[i], inf if ys[i] is None else -ys[i], i))
+    rows: list[list[Cell]] = []
+    for i in order:
+        rec = pts.iloc[i]
+        x, y = xs[i], ys[i]
+        style = "bold" if on[i] else None
+        y_stat = (Stat(y, _float(rec.get("y_std")), int(rec["n"]))
+                  if y is not None else None)
+        cells = [Cell(format_value(rec[param_col(p)])) for p in group_paths]
+        cells.append(_mean_cell(x))
+        y_cell = stat_cell(y_stat, spec.y, None)
+        cells.append(y_cell)
+        cells.append(Cell("yes" if on[i] else ""))
+        rows.append([replace(c, emphasis=style) for c in cells])
+    header = (*group_paths, f"{spec.x} (mean)", f"{spec.y} (mean)", "Pareto")
+    notes = (f"Means over seeds per configuration (completed trials); Pareto-optimal "
+             f"configurations ({front.x_mode} {spec.x}, {front.y_mode} {spec.y}) in bold.",)
+    return Table(name="pareto", caption=f"Pareto front: {spec.y} vs {spec.x}", header=header,
+                 rows=tuple(tuple(r) for r in rows),
+                 align="l" * len(group_paths) + "rrl", notes=notes)
+
+
+def _float(value: Any) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f

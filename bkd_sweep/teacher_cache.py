@@ -1,0 +1,213 @@
+"""The teacher of a trial: loaded from a local checkpoint, or trained once and cached.
+
+``checkpoint: train`` trains the teacher on the study's data with its recipe the first time
+any trial asks for it, and caches the weights under ``<cache_dir>/teachers/`` keyed by a hash
+of (arch, data, recipe); a file lock makes concurrent trials on one machine wait for the
+first instead of training their own copy.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bkd_sweep.data import DataBundle, make_loaders
+from bkd_sweep.energy import measure
+from bkd_sweep.models import (Teacher, build_teacher_network, load_weights, reset,
+                              wrap_teacher)
+from bkd_sweep.runtime import save_atomic, seed_everything
+from bkd_sweep.study import TrialConfig
+
+log = logging.getLogger(__name__)
+
+TEACHER_SEED = 0  # every trial of a study shares one teacher, whatever its own seed
+
+
+@dataclass
+class TeacherInfo:
+    teacher: Teacher | None  # None when the trial does not distil
+    top1: float | None  # the teacher's validation top-1 (%), when known
+    energy_mj: float | None  # per sample, by the same code path as the student's
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("BKD_CACHE_DIR") or Path.cwd() / "results" / "cache").resolve()
+
+
+def teacher_cache_key(config: TrialConfig) -> str:
+    """Hash of what determines a trained teacher: its arch/recipe and the data it sees."""
+    teacher = config.teacher.model_dump(mode="json", exclude={"checkpoint", "accuracy"})
+    data = config.data.model_dump(mode="json", exclude={"num_workers", "eval_batch_size"})
+    neuron = config.student.neuron.model_dump(mode="json") if config.teacher.timesteps else None
+    blob = json.dumps({"teacher": teacher, "data": data, "neuron": neuron}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@torch.no_grad()
+def evaluate_teacher(teacher: Teacher, loader, device: torch.device) -> float:
+    teacher.eval()
+    correct = total = 0
+    for images, targets in loader:
+        logits = teacher(images.to(device)).logits
+        correct += int((logits.argmax(1).cpu() == targets).sum())
+        total += targets.shape[0]
+    return 100.0 * correct / max(1, total)
+
+
+def _train_network(net: nn.Module, config: TrialConfig, bundle: DataBundle,
+                   device: torch.device) -> None:
+    """Plain supervised training of the teacher network with the study's teacher recipe."""
+    recipe = config.teacher.train
+    data_cfg = config.data.model_copy(update={"batch_size": recipe.batch_size
+                                              or config.data.batch_size})
+    train_loader, _ = make_loaders(bundle, data_cfg, seed=TEACHER_SEED)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt_cfg = recipe.optimizer
+    if opt_cfg.name == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=opt_cfg.lr, momentum=opt_cfg.momentum, weight_decay=opt_cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
+    total = max(1, recipe.epochs * len(train_loader))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(1.0, step / total))))
+    size = config.teacher.input_size
+    net.to(device).train()
+    for _ in range(recipe.epochs):
+        for images, targets in train_loader:
+            images, targets = images.to(device), targets.to(device)
+            if size and images.shape[-1] != size and images.dim() == 4:
+                images = nn.functional.interpolate(images, size=(size, size), mode="bilinear",
+                                                   align_corners=False)
+            logits = net(images)
+            loss = nn.functional.cross_entropy(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            reset(net)
+    net.eval()
+
+
+def _build(config: TrialConfig, bundle: DataBundle) -> nn.Module:
+    return build_teacher_network(config.teacher, num_classes=bundle.num_classes,
+                                 in_channels=bundle.in_channels, image_size=bundle.image_size,
+                                 student_neuron=config.student.neuron)
+
+
+def trained_teacher_path(config: TrialConfig, bundle: DataBundle, device: torch.device,
+                         cache_dir: Path) -> tuple[Path, float | None]:
+    """The cached weights for ``checkpoint: train``, training them first if needed."""
+    key = teacher_cache_key(config)
+    folder = cache_dir / "teachers"
+    weights = folder / f"{config.teacher.arch}-{key}.pt"
+    meta_path = weights.with_suffix(".json")
+    with _file_lock(folder / f"{key}.lock"):
+        if not (weights.exists() and meta_path.exists()):
+            log.info("training teacher %s once (cache key %s)", config.teacher.arch, key)
+            started = time.perf_counter()
+            rng = torch.get_rng_state()
+            seed_everything(TEACHER_SEED)
+            net = _build(config, bundle)
+            _train_network(net, config, bundle, device)
+            teacher = wrap_teacher(net, config.teacher, image_size=bundle.image_size)
+            _, val_loader = make_loaders(bundle, config.data, seed=TEACHER_SEED)
+            top1 = evaluate_teacher(teacher, val_loader, device)
+            torch.set_rng_state(rng)
+            save_atomic({k: v.cpu() for k, v in net.state_dict().items()}, weights)
+            meta_path.write_text(json.dumps({
+                "arch": config.teacher.arch, "top1": top1, "key": key,
+                "train_seconds": time.perf_counter() - started,
+                "recipe": config.teacher.train.model_dump(mode="json")}, indent=2))
+        meta = json.loads(meta_path.read_text())
+    return weights, meta.get("top1")
+
+
+def prepare_teacher(config: TrialConfig, bundle: DataBundle, *, device: torch.device,
+                    cache_dir: Path | None = None, load: bool = True) -> TeacherInfo:
+    """Build the frozen teacher for a distilling trial (``load``), and its accuracy and energy.
+
+    A trial without distillation gets no teacher; an ANN teacher's energy needs no weights
+    (dense MACs), so it is still reported for the energy ratio.
+    """
+    cfg = config.teacher
+    cache_dir = Path(cache_dir).resolve() if cache_dir else default_cache_dir()
+    energy_inputs = torch.stack([bundle.val[i][0]
+                                 for i in range(min(config.energy.samples, len(bundle.val)))])
+    is_snn = cfg.timesteps is not None
+    top1 = cfg.accuracy
+    if not load:
+        energy = None
+        if not is_snn:
+            net = _build(config, bundle)
+            teacher = wrap_teacher(net, cfg, image_size=bundle.image_size)
+            energy = _teacher_energy(teacher, energy_inputs, config, timesteps=1)
+        return TeacherInfo(None, top1, energy)
+    if cfg.checkpoint is None:
+        raise ValueError(f"teacher.checkpoint is required for distill.mode="
+                         f"{config.distill.mode!r}: a local weights file or 'train'")
+    net = _build(config, bundle)
+    if cfg.checkpoint == "train":
+        weights, trained_top1 = trained_teacher_path(config, bundle, device, cache_dir)
+        top1 = top1 if top1 is not None else trained_top1
+    else:
+        weights = Path(cfg.checkpoint)
+    load_weights(net, weights)
+    teacher = wrap_teacher(net, cfg, image_size=bundle.image_size).to(device)
+    if top1 is None:
+        top1 = _cached_checkpoint_top1(teacher, config, bundle, device, cache_dir, weights)
+    energy = _teacher_energy(teacher, energy_inputs.to(device), config,
+                             timesteps=cfg.timesteps or 1)
+    return TeacherInfo(teacher, top1, energy)
+
+
+def _teacher_energy(teacher: Teacher, inputs: torch.Tensor, config: TrialConfig,
+                    timesteps: int) -> float:
+    report = measure(teacher, inputs, timesteps=timesteps, e_mac_pj=config.energy.e_mac_pj,
+                     e_ac_pj=config.energy.e_ac_pj,
+                     first_layer_once=config.energy.first_layer_once)
+    return report.energy_mj
+
+
+def _cached_checkpoint_top1(teacher: Teacher, config: TrialConfig, bundle: DataBundle,
+                            device: torch.device, cache_dir: Path, weights: Path) -> float:
+    """Evaluate a checkpoint teacher once per (file, data) and remember it."""
+    stat = weights.stat()
+    blob = json.dumps({"file": str(weights.resolve()), "size": stat.st_size,
+                       "mtime": stat.st_mtime_ns, "teacher": cfg_dump(config)}, sort_keys=True)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    path = cache_dir / "teacher_eval" / f"{key}.json"
+    with _file_lock(cache_dir / "teacher_eval" / f"{key}.lock"):
+        if path.exists():
+            return float(json.loads(path.read_text())["top1"])
+        _, val_loader = make_loaders(bundle, config.data, seed=TEACHER_SEED)
+        top1 = evaluate_teacher(teacher, val_loader, device)
+        path.write_text(json.dumps({"top1": top1, "file": str(weights)}))
+        return top1
+
+
+def cfg_dump(config: TrialConfig) -> dict:
+    return {"teacher": config.teacher.model_dump(mode="json"),
+            "data": config.data.model_dump(mode="json", exclude={"num_workers"})}

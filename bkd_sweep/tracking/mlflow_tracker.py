@@ -1,0 +1,391 @@
+"""MLflow side of tracking: one experiment per study, one parent run per sweep, one nested
+child run per trial (tag ``mlflow.parentRunId``), plus the Parquet store as the lasting record.
+
+Called from the sweep driver only. Everything goes through an explicit ``MlflowClient``
+(never the fluent active-run API), so two studies in one process never share a run.
+mlflow is imported lazily: reading results must not pay for (or require) it.
+MLflow is a view; Parquet is the record: an MLflow failure during a trial is logged as a
+warning and the trial's rows are still written (missing epochs are back-filled at finish).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bkd_sweep.records import EpochMetrics
+from bkd_sweep.study import Study, flatten
+from bkd_sweep.tracking.store import (
+    STUDY_FILE,
+    ResultStore,
+    TrialRecord,
+    write_json_atomic,
+)
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = "sweep.json"
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+_BATCH_PARAMS = 100  # MLflow's limit on params + tags per log_batch
+_BATCH_METRICS = 1000
+_RUN_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+MAX_TAG_CHARS = 5000  # below MLflow's tag limit; a failure reason may be a long traceback
+
+
+def resolve_tracking_uri(study: Study, results_dir: Path, explicit: str | None = None) -> str:
+    """explicit > study.tracking.mlflow_uri > $MLFLOW_TRACKING_URI > sqlite beside results."""
+    for candidate in (explicit, study.tracking.mlflow_uri, os.environ.get("MLFLOW_TRACKING_URI")):
+        if candidate:
+            return candidate
+    return f"sqlite:///{Path(results_dir).resolve().parent}/mlflow.db"
+
+
+def param_value(value: Any) -> str:
+    """MLflow param text: scalars as str(), containers as JSON, cut to MLflow's 6000 chars."""
+    text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+    return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+
+
+class StudyTracker:
+    """The tracking stage of one study: MLflow runs plus results/<study>/*.parquet."""
+
+    def __init__(self, study: Study, *, results_dir: Path, study_file: Path | None,
+                 mlflow_uri: str | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self.study = study
+        self.results_dir = Path(results_dir).resolve()
+        self.study_file = Path(study_file).resolve() if study_file else None
+        self._uri = resolve_tracking_uri(study, self.results_dir, mlflow_uri)
+        if self._uri.startswith("sqlite:///"):
+            _sqlite_path(self._uri).parent.mkdir(parents=True, exist_ok=True)
+        self.client: MlflowClient = MlflowClient(tracking_uri=self._uri)
+        self.store = ResultStore(self.results_dir, study_name=study.name)
+        self._experiment_id: str | None = None
+        self._parent_id: str | None = None
+        self._children: dict[str, str] = {}  # trial_id -> child run id
+        self._logged: dict[str, set[int]] = {}  # trial_id -> epochs already in MLflow
+        self._live: dict[str, dict[int, EpochMetrics]] = {}  # epochs seen by log_epoch
+        self._warned: set[str] = set()
+
+    # ---------------------------------------------------------------- properties
+
+    @property
+    def tracking_uri(self) -> str:
+        return self._uri
+
+    @property
+    def parent_run_id(self) -> str:
+        """The sweep's parent run (from start_sweep, else from results_dir/sweep.json)."""
+        if self._parent_id is None:
+            info = self._read_sweep_info()
+            if not info.get("parent_run_id"):
+                raise RuntimeError(f"no sweep started for study {self.study.name!r} "
+                                   f"({self.results_dir / SWEEP_FILE} missing)")
+            self._parent_id = info["parent_run_id"]
+            self._experiment_id = info.get("experiment_id")
+        return self._parent_id
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self._experiment_id = self._get_or_create_experiment()
+        return self._experiment_id
+
+    # ---------------------------------------------------------------- sweep
+
+    def start_sweep(self, *, resume: bool) -> str:
+        """Open (or, on resume, reopen) the parent run; write study.json; return the run id."""
+        from mlflow.exceptions import MlflowException
+
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.study.model_dump(mode="json"), self.results_dir / STUDY_FILE)
+        experiment_id = self.experiment_id
+        info = self._read_sweep_info()
+        parent = None
+        if resume and info.get("parent_run_id"):
+            try:
+                run = self.client.get_run(info["parent_run_id"])
+            except MlflowException:
+                run = None
+            if run is not None and run.info.lifecycle_stage == "active" \
+                    and run.info.experiment_id == experiment_id:
+                parent = run.info.run_id
+                if run.info.status != "RUNNING":
+                    self.client.update_run(parent, status="RUNNING")
+            else:
+                log.warning("resume: parent run %s not found at %s; starting a new one",
+                            info["parent_run_id"], self._uri)
+        now = datetime.now(UTC).isoformat()
+        if parent is None:
+            parent = self._create_parent()
+            info = {"parent_run_id": parent, "experiment_id": experiment_id,
+                    "tracking_uri": self._uri, "study": self.study.name, "started_at": now,
+                    "resumed_at": []}
+        else:
+            info.setdefault("resumed_at", []).append(now)
+            info.pop("finished_at", None)
+        self._parent_id = parent
+        write_json_atomic(info, self.results_dir / SWEEP_FILE)
+        if self.study_file is not None and self.study_file.exists():
+            self.client.log_artifact(parent, str(self.study_file), artifact_path="study")
+        self.client.log_artifact(parent, str(self.results_dir / STUDY_FILE), artifact_path="study")
+        return parent
+
+    def finish_sweep(self) -> None:
+        """Attach the Parquet tables to the parent run and end it (FINISHED)."""
+        parent = self.parent_run_id
+        for path in (self.store.trials_path, self.store.epochs_path):
+            if path.exists():
+                self.client.log_artifact(parent, str(path), artifact_path="results")
+        self.client.set_terminated(parent, status="FINISHED")
+        info = self._read_sweep_info()
+        info["finished_at"] = datetime.now(UTC).isoformat()
+        write_json_atomic(info, self.results_dir / SWEEP_FILE)
+
+    def log_report(self, report_dir: Path) -> None:
+        """Attach a built report folder to the parent run (artifact path ``report``)."""
+        self.client.log_artifacts(self.parent_run_id, str(report_dir), artifact_path="report")
+
+    # ---------------------------------------------------------------- trials
+
+    def log_epoch(self, trial_id: str, params: dict[str, Any], metrics: EpochMetrics) -> None:
+        """Log one epoch to the trial's child run (created on first use), once per epoch."""
+        self._live.setdefault(trial_id, {})[metrics.epoch] = metrics
+        try:
+            from mlflow.entities import Param
+
+            run_id, created = self._child(trial_id, params)
+            if metrics.epoch in self._logged[trial_id]:
+                return
+            new_params = [Param(k, param_value(v)) for k, v in params.items()] if created else []
+            self._log_batches(run_id, metrics=_epoch_metrics(metrics), params=new_params)
+            self._logged[trial_id].add(metrics.epoch)
+        except Exception as exc:  # noqa: BLE001 - MLflow is a view; the trial goes on
+            self._warn(trial_id, "log_epoch", exc)
+
+    def finish_trial(self, record: TrialRecord) -> None:
+        """Complete the child run (params, final metrics, tags, artifacts, missing epochs),
+        then upsert the trial's Parquet rows (exactly once per trial_id)."""
+        run_id = None
+        live = self._live.pop(record.trial_id, {})
+        history = {m.epoch: m for m in record.result.history}
+        missing = {e: m for e, m in live.items() if e not in history}
+        if missing:  # epochs reported live but absent from the result (e.g. a failed trial)
+            merged = sorted({**missing, **history}.values(), key=lambda m: m.epoch)
+            record = TrialRecord(record.trial_id, record.trial_number, record.params,
+                                 record.seed, record.result.model_copy(update={"history": merged}),
+                                 record.pruned_epoch)
+        try:
+            run_id = self._finish_child(record)
+        except Exception as exc:  # noqa: BLE001
+            self._warn(record.trial_id, "finish_trial", exc)
+            run_id = run_id or self._children.get(record.trial_id)
+        self.store.upsert(record, mlflow_run_id=run_id)
+        self._logged.pop(record.trial_id, None)
+        self._warned.discard(record.trial_id)
+
+    # ---------------------------------------------------------------- internals
+
+    def _finish_child(self, record: TrialRecord) -> str:
+        from mlflow.entities import Metric, Param, RunTag
+
+        result = record.result
+        run_id, _ = self._child(record.trial_id, record.params)
+        logged = self._logged[record.trial_id]
+        backfill = [m for m in result.history if m.epoch not in logged]
+        epoch_metrics = [x for m in backfill for x in _epoch_metrics(m)]
+
+        run = self.client.get_run(run_id)
+        leaves = {**record.params, **flatten(result.config or {})}
+        leaves.setdefault("seed", record.seed)
+        params = [Param(k, param_value(v)) for k, v in leaves.items()
+                  if k not in run.data.params]  # a logged param cannot change value
+        finals = _final_metrics(record)
+        stamp = _now_ms()
+        step = int(result.epochs_run)
+        final_metrics = [Metric(k, v, stamp, step) for k, v in finals.items()
+                         if run.data.metrics.get(k) != v]  # a retry adds no duplicate point
+        tags = {k: v for k, v in _trial_tags(self.study.name, record).items() if v is not None}
+        for stale in ("reason", "pruned_epoch"):
+            if stale in run.data.tags and stale not in tags:
+                self.client.delete_tag(run_id, stale)
+        self._log_batches(run_id, metrics=epoch_metrics + final_metrics, params=params,
+                          tags=[RunTag(k, _tag_value(v)) for k, v in tags.items()])
+        logged.update(m.epoch for m in backfill)
+        with tempfile.TemporaryDirectory(prefix="bkd_trial_") as tmp:
+            config_path = Path(tmp) / "config.json"
+            config_path.write_text(json.dumps(result.config, indent=2), encoding="utf-8")
+            result_path = Path(tmp) / "result.json"
+            result_path.write_text(result.model_dump_json(indent=2), encoding="utf-8")
+            self.client.log_artifact(run_id, str(config_path))
+            self.client.log_artifact(run_id, str(result_path))
+        self.client.set_terminated(run_id, status=_RUN_STATUS[result.status])
+        return run_id
+
+    def _child(self, trial_id: str, params: dict[str, Any]) -> tuple[str, bool]:
+        """(run id, created now) of the trial's child run: cached, found by tag, or new."""
+        if trial_id in self._children:
+            return self._children[trial_id], False
+        if "'" in trial_id or "\\" in trial_id:
+            raise ValueError(f"trial id {trial_id!r}: quotes are not allowed")
+        parent = self.parent_run_id
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.trial_id = '{trial_id}' and "
+                          f"tags.`mlflow.parentRunId` = '{parent}'",
+            order_by=["attributes.start_time ASC"], max_results=10)
+        created = not found
+        if found:
+            run_id = found[0].info.run_id
+            if found[0].info.status != "RUNNING":  # a retry reopens the run it left
+                self.client.update_run(run_id, status="RUNNING")
+            steps = {m.step for m in self.client.get_metric_history(run_id, "top1")}
+        else:
+            tags = {"mlflow.parentRunId": parent, "trial_id": trial_id,
+                    "study": self.study.name, "bkd_sweep.role": "trial"}
+            run_id = self.client.create_run(self.experiment_id, tags=tags,
+                                            run_name=trial_id).info.run_id
+            steps = set()
+        self._children[trial_id] = run_id
+        self._logged[trial_id] = steps
+        return run_id, created
+
+    def _create_parent(self) -> str:
+        from mlflow.entities import Param
+
+        search = self.study.search
+        tags = {"bkd_sweep.role": "sweep", "study": self.study.name}
+        if self.study.description:
+            tags["mlflow.note.content"] = self.study.description
+        if self.study_file is not None:
+            tags["study_file"] = str(self.study_file)
+        run = self.client.create_run(self.experiment_id, tags=tags,
+                                     run_name=f"{self.study.name}-sweep")
+        params = {
+            "search.sampler": search.sampler,
+            "search.seeds": search.seeds,
+            "search.params": sorted(search.params),
+            "search.objectives": [o.model_dump() for o in search.objectives],
+            "search.pruner": search.pruner.name,
+            "search.n_trials": search.n_trials,
+        }
+        self._log_batches(run.info.run_id, params=[Param(k, param_value(v))
+                                                   for k, v in params.items()])
+        return run.info.run_id
+
+    def _get_or_create_experiment(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        name = self.study.name
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is None:
+            try:
+                return self.client.create_experiment(
+                    name, artifact_location=self._artifact_location(),
+                    tags={"bkd_sweep.study": name})
+            except MlflowException:  # created meanwhile by another process
+                experiment = self.client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+        if experiment.lifecycle_stage == "deleted":
+            self.client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+
+    def _artifact_location(self) -> str | None:
+        """For a local SQLite store: <db folder>/mlartifacts/<study> (MLflow's default would
+        be ./mlruns under whatever directory the driver runs in). Servers choose their own."""
+        if not self._uri.startswith("sqlite:///"):
+            return None
+        return (_sqlite_path(self._uri).parent / "mlartifacts" / self.study.name).as_uri()
+
+    def _log_batches(self, run_id: str, *, metrics: list | None = None,
+                     params: list | None = None, tags: list | None = None) -> None:
+        """log_batch within MLflow's per-call limits (one call in the common case)."""
+        metrics, params, tags = list(metrics or []), list(params or []), list(tags or [])
+        while metrics or params or tags:
+            p = params[:_BATCH_PARAMS]
+            t = tags[: _BATCH_PARAMS - len(p)]
+            m = metrics[: _BATCH_METRICS - len(p) - len(t)]
+            params, tags, metrics = params[len(p):], tags[len(t):], metrics[len(m):]
+            self.client.log_batch(run_id, metrics=m, params=p, tags=t, synchronous=True)
+
+    def _read_sweep_info(self) -> dict[str, Any]:
+        path = self.results_dir / SWEEP_FILE
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+    def _warn(self, trial_id: str, where: str, exc: Exception) -> None:
+        if trial_id not in self._warned:
+            self._warned.add(trial_id)
+            log.warning("MLflow %s failed for trial %s (%s: %s); Parquet results are kept",
+                        where, trial_id, type(exc).__name__, exc)
+
+
+def _tag_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= MAX_TAG_CHARS else text[: MAX_TAG_CHARS - 3] + "..."
+
+
+def _sqlite_path(uri: str) -> Path:
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0]).resolve()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _epoch_metrics(m: EpochMetrics) -> list:
+    """One epoch's metrics for MLflow, all at step = epoch."""
+    from mlflow.entities import Metric
+
+    values = {"top1": m.top1, "top5": m.top5, "val_loss": m.val_loss, "loss": m.loss,
+              "lr": m.lr, "epoch_seconds": m.wall_seconds,
+              "samples_per_second": m.samples_per_second,
+              **{f"loss.{k}": v for k, v in m.loss_terms.items()}}
+    stamp = _now_ms()
+    return [Metric(k, float(v), stamp, m.epoch) for k, v in values.items()]
+
+
+def _final_metrics(record: TrialRecord) -> dict[str, float]:
+    r = record.result
+    energy = r.energy
+    values = {
+        "best_top1": r.best_top1, "final_top1": r.final_top1,
+        "best_top5": r.best_top5, "final_top5": r.final_top5,
+        "energy_mj": energy.energy_mj if energy else None,
+        "sops": energy.sops if energy else None,
+        "macs": energy.macs if energy else None,
+        "firing_rate": energy.mean_firing_rate if energy else None,
+        "teacher_top1": r.teacher_top1, "teacher_energy_mj": r.teacher_energy_mj,
+        "epochs_run": r.epochs_run, "wall_seconds": r.wall_seconds,
+        "device_seconds": r.device_seconds,
+    }
+    return {k: float(v) for k, v in values.items() if v is not None}
+
+
+def _trial_tags(study: str, record: TrialRecord) -> dict[str, Any]:
+    config = record.result.config or {}
+    student = config.get("student") or {}
+    return {
+        "study": study,
+        "trial_id": record.trial_id,
+        "trial_number": record.trial_number,
+        "status": record.result.status,
+        "reason": record.result.reason,
+        "mode": (config.get("distill") or {}).get("mode"),
+        "arch": student.get("arch"),
+        "T": student.get("timesteps"),
+        "seed": record.seed,
+        "pruned_epoch": record.pruned_epoch,
+        "config_hash": record.result.config_hash,
+        "code_version": record.result.code_version,
+    }
