@@ -13,8 +13,9 @@ What is counted (everything summed over all calls, i.e. all T steps, then divide
   layer sees T*B rows, so T steps are covered either way.
 - Matrix products outside those modules (aten mm, addmm, bmm, baddbmm, mv, dot, convolution from
   functional calls, fused scaled-dot-product attention), seen by a TorchDispatchMode and recorded
-  as pseudo-layers named ``"<enclosing module>:<op><k>"`` (k-th such op in a call of it). One binary operand: SOPs = nnz(spikes) x
-  fan-out (the other operand plays the weight). Two binary operands (spiking Q K^T): SOPs = the
+  as pseudo-layers ``"<enclosing module>:<op><k>"`` (the k-th such op in one call of that module,
+  e.g. ``blocks.0.attn:bmm0`` = Q K^T). One binary operand: SOPs = nnz(spikes) x fan-out (the
+  other operand plays the weight). Two binary operands (spiking Q K^T): SOPs = the
   number of 1 x 1 products. Otherwise dense MACs. Fused attention always counts MACs (softmax).
 - Not counted: BatchNorm (folded into the preceding conv at inference), pooling, residual adds,
   other elementwise ops and neuron membrane updates, as in the Spikformer / BKDSNN estimates.
@@ -161,7 +162,9 @@ def _module_call(m: nn.Module, x: torch.Tensor, out: torch.Tensor, b: int, t: in
             x = F.pad(x.float(), m._reversed_padding_repeated_twice, mode=m.padding_mode)
             padding = 0
         out_pad = m.output_padding if m.transposed else 0
-        c.sops = _conv_sops(x, w_shape, m.stride, padding, m.dilation, m.groups, m.transposed, out_pad)
+        c.sops = _conv_sops(
+            x, w_shape, m.stride, padding, m.dilation, m.groups, m.transposed, out_pad
+        )
     return c
 
 
@@ -210,7 +213,9 @@ def _aten_counters(b: int, t: int) -> dict[Any, tuple[str, Callable[..., _Call]]
         c = _Call(dense=dense, apps=x.shape[0] // b if x.shape[0] % b == 0 else 1)
         if _is_binary(x):
             c.nnz, c.numel = _nnz(x), x.numel()
-            c.sops = _conv_sops(x, tuple(w.shape), stride, padding, dilation, groups, transposed, out_pad)
+            c.sops = _conv_sops(
+                x, tuple(w.shape), stride, padding, dilation, groups, transposed, out_pad
+            )
         return c
 
     table: dict[Any, tuple[str, Callable[..., _Call]]] = {
@@ -312,7 +317,9 @@ class _Counter(TorchDispatchMode):
             self.accs[name] = _Acc(name=name, kind=kind, is_module=is_module)
         return self.accs[name]
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
         out = func(*args, **(kwargs or {}))
         entry = self.table.get(func.overloadpacket)
         if entry is not None and self.depth == 0 and not self.busy:

@@ -1,23 +1,20 @@
 """Read one study's results (Parquet + study.json) into a typed value the report works from.
 
 The report reads only ``results/<study>/{trials,epochs}.parquet`` and ``study.json`` (schema
-version 1, see the tracking stage), never MLflow, so a copy of that folder is enough.
+version 1, through ``bkd_sweep.results.load``), never MLflow: a copy of that folder is enough.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from bkd_sweep.study import CategoricalParam, Study
 
-SCHEMA_VERSION = 1
 STATUSES = ("completed", "pruned", "failed")
 TRIAL_COLUMNS = ("trial_id", "status", "seed")
 EPOCH_COLUMNS = ("trial_id", "epoch", "metric.top1")
@@ -50,10 +47,10 @@ class ResultsData:
         """A fixed order for a parameter's values: the study's declared order, then sorted."""
         spec = self.study.search.params.get(path)
         declared = list(spec.values) if isinstance(spec, CategoricalParam) else []
-        present = _unique(values)
+        present = _unique([norm_value(v) for v in values])
         first = [v for v in declared if any(_same(v, p) for p in present)]
         rest = [v for v in present if not any(_same(v, d) for d in first)]
-        return first + sorted(rest, key=_sort_key)
+        return first + sorted(rest, key=sort_key)
 
     def metric_col(self, name: str) -> str:
         """Resolve a metric name (``top1``) to its trials column (``metric.top1``)."""
@@ -89,8 +86,9 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _sort_key(value: Any) -> tuple:
-    """Numbers numerically, then strings, then missing values; total and deterministic."""
+def sort_key(value: Any) -> tuple:
+    """The value order of rows, columns and configurations: booleans, numbers numerically,
+    strings, then missing values; total and deterministic."""
     if is_missing(value):
         return (3, 0, "")
     if isinstance(value, bool):
@@ -121,41 +119,31 @@ def _python(value: Any) -> Any:
     return value
 
 
-def _read_parquet(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
-    frame = pq.read_table(path).to_pandas()
+def _check_columns(frame: pd.DataFrame, required: tuple[str, ...], what: str) -> None:
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: missing columns {', '.join(missing)} (not a bkd-sweep table?)")
-    if "schema_version" in frame.columns and len(frame):
-        versions = sorted({int(v) for v in frame["schema_version"].dropna()})
-        if versions and versions != [SCHEMA_VERSION]:
-            raise ValueError(f"{path}: schema_version {versions} unsupported; this report reads "
-                             f"version {SCHEMA_VERSION}")
-    return frame
+        raise ValueError(f"{what}: missing columns {', '.join(missing)} (not a bkd-sweep table?)")
 
 
 def load_results_dir(results_dir: str | Path) -> ResultsData:
-    """Read ``trials.parquet``, ``epochs.parquet`` (optional) and ``study.json`` of one study."""
+    """Read one study's folder through ``bkd_sweep.results.load`` (the Parquet reader, which
+    checks the schema version) and validate its study.json."""
+    from bkd_sweep.results import load  # the tracking stage's reader: pandas + pyarrow only
+
     results_dir = Path(results_dir)
-    study_file = results_dir / "study.json"
-    if not study_file.exists():
-        raise FileNotFoundError(f"{study_file}: no study.json (is this a results/<study>/ dir?)")
-    study = Study.model_validate(json.loads(study_file.read_text(encoding="utf-8")))
-    trials_file = results_dir / "trials.parquet"
-    if not trials_file.exists():
-        raise FileNotFoundError(f"{trials_file}: no trials table yet")
-    trials = _read_parquet(trials_file, TRIAL_COLUMNS)
+    if not results_dir.is_dir():
+        raise FileNotFoundError(f"{results_dir}: no such results directory")
+    results = load(results_dir)
+    if results.study is None:
+        raise FileNotFoundError(f"{results_dir / 'study.json'}: missing (the report takes its "
+                                "table specs and seeds from it)")
+    study = Study.model_validate(results.study)
+    trials, epochs = results.trials, results.epochs
+    _check_columns(trials, TRIAL_COLUMNS, str(results_dir / "trials.parquet"))
+    _check_columns(epochs, EPOCH_COLUMNS, str(results_dir / "epochs.parquet"))
     bad = sorted(set(trials["status"].dropna()) - set(STATUSES))
     if bad:
-        raise ValueError(f"{trials_file}: unknown status {bad}; expected one of {STATUSES}")
-    for col in trials.columns:  # object columns of numpy scalars -> Python values
-        if col.startswith("param.") and trials[col].dtype == object:
-            trials[col] = trials[col].map(_python)
-    epochs_file = results_dir / "epochs.parquet"
-    if epochs_file.exists():
-        epochs = _read_parquet(epochs_file, EPOCH_COLUMNS)
-    else:
-        epochs = pd.DataFrame({c: pd.Series(dtype="float64") for c in EPOCH_COLUMNS})
+        raise ValueError(f"{results_dir}: unknown trial status {bad}; expected one of {STATUSES}")
     sort_cols = [c for c in ("trial_number", "trial_id") if c in trials.columns]
     trials = trials.sort_values(sort_cols, kind="stable").reset_index(drop=True)
     epochs = epochs.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
@@ -166,8 +154,3 @@ def norm_value(value: Any) -> Any:
     """A hashable, comparable cell value: missing -> None, numpy scalars -> Python scalars."""
     value = _python(value)
     return None if is_missing(value) else value
-
-
-def sort_key(value: Any) -> tuple:
-    """The public face of the value order used for rows, columns and configurations."""
-    return _sort_key(value)

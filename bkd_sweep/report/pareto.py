@@ -53,8 +53,8 @@ def pareto_front(df: pd.DataFrame, x: str, y: str, x_mode: Mode = "min",
         if col not in df.columns:
             raise ValueError(f"no column {col!r}; columns: {', '.join(map(str, df.columns))}")
     points = df.reset_index(drop=True)
-    a = pd.to_numeric(points[x], errors="coerce").to_numpy(dtype=float)
-    b = pd.to_numeric(points[y], errors="coerce").to_numpy(dtype=float)
+    a = _floats(points[x])
+    b = _floats(points[y])
     a = a if x_mode == "min" else -a
     b = -b if y_mode == "max" else b
     valid = np.flatnonzero(~(np.isnan(a) | np.isnan(b)))
@@ -68,10 +68,16 @@ def pareto_front(df: pd.DataFrame, x: str, y: str, x_mode: Mode = "min",
             front.append(int(i))
         elif b[i] == best_b and a[i] == best_a:  # an identical point: not dominated
             front.append(int(i))
-    x_vals = pd.to_numeric(points[x], errors="coerce").to_numpy(dtype=float)
+    x_vals = _floats(points[x])
     front.sort(key=lambda i: (x_vals[i], i))
     return ParetoFront(points=points, x=x, y=y, x_mode=x_mode, y_mode=y_mode,
                        front=tuple(front))
+
+
+def _floats(column: pd.Series) -> np.ndarray:
+    """Numbers as float64 with NaN for missing (nullable Int64/Float64 columns included)."""
+    return pd.to_numeric(column, errors="coerce").astype("Float64").to_numpy(
+        dtype=float, na_value=np.nan)
 
 
 def pareto_group_paths(data: ResultsData, spec: ParetoSpec) -> list[str]:

@@ -90,7 +90,7 @@ def to_latex(table: Table) -> str:
     if len(frame):
         styler = styler.apply(lambda _: styles.set_axis(frame.index), axis=None)
     tabular = styler.to_latex(hrules=True, column_format=table.align).rstrip("\n")
-    notes = "\n".join(tex_escape(n) + r"\\" for n in table.notes)
+    notes = "\\\\\n".join(tex_escape(n) for n in table.notes)  # one note per line
     label = table.name.replace("_", "-")
     parts = [r"\begin{table}[t]", r"\centering", rf"\caption{{{tex_escape(table.caption)}}}",
              rf"\label{{tab:{label}}}", tabular]

@@ -15,7 +15,7 @@ from bkd_sweep.report.aggregate import (Stat, best_per_cell, excluded_counts, gr
 from bkd_sweep.report.data import (PERCENT_METRICS, ResultsData, format_value, param_col,
                                    sort_key)
 from bkd_sweep.report.pareto import ParetoFront
-from bkd_sweep.study import ParetoSpec, TableSpec
+from bkd_sweep.study import CategoricalParam, ParetoSpec, TableSpec
 
 Emphasis = Literal["bold", "underline"]
 DAGGER = "†"
@@ -81,20 +81,29 @@ def stat_text(stat: Stat, decimals: int) -> str:
     return f"{fmt(stat.mean, decimals)} ± {fmt(stat.std, decimals)} (n={stat.n})"
 
 
-def stat_cell(stat: Stat | None, metric: str, seeds_expected: int | None) -> Cell:
+def column_decimals(metric: str, values: Sequence[float | None]) -> int:
+    """One precision per column (read down a column, digits line up): fixed for percentages,
+    else 4 significant digits of the smallest non-zero magnitude."""
+    finite = [abs(v) for v in values if v is not None and v != 0 and math.isfinite(v)]
+    return decimals_for(metric, min(finite) if finite else None)
+
+
+def stat_cell(stat: Stat | None, metric: str, seeds_expected: int | None,
+              decimals: int | None = None) -> Cell:
     if stat is None:
         return Cell(DASH)
-    decimals = decimals_for(metric, stat.mean)
+    decimals = decimals_for(metric, stat.mean) if decimals is None else decimals
     return Cell(stat_text(stat, decimals), value=round(stat.mean, decimals),
                 marker=seeds_expected is not None and stat.n < seeds_expected)
 
 
-def rank(cells: Sequence[Cell], mode: Literal["max", "min"]) -> list[Cell]:
+def rank(cells: Sequence[Cell], mode: Literal["max", "min"],
+         second: bool = True) -> list[Cell]:
     """Bold the best value, underline the second best (distinct displayed values; ties share)."""
     values = sorted({c.value for c in cells if c.value is not None}, reverse=mode == "max")
     if len(values) < 2:
         return list(cells)
-    style = {values[0]: "bold", values[1]: "underline"}
+    style = {values[0]: "bold", values[1]: "underline" if second else None}
     return [replace(c, emphasis=style.get(c.value)) if c.value is not None else c
             for c in cells]
 
@@ -142,12 +151,13 @@ def ablation_table(data: ResultsData, spec: TableSpec, seeds_expected: int | Non
     row_values = data.order(spec.rows, data.trials[param_col(spec.rows)].tolist())
     col_values = (data.order(spec.cols, data.trials[param_col(spec.cols)].tolist())
                   if spec.cols else [None])
+    decimals = column_decimals(spec.metric, [s.mean for s in best.values()])
     rows: list[list[Cell]] = []
     for rv in row_values:
         row = [Cell(format_value(rv))]
         for cv in col_values:
             key = (rv,) if spec.cols is None else (rv, cv)
-            row.append(stat_cell(_lookup(best, key), spec.metric, seeds_expected))
+            row.append(stat_cell(_lookup(best, key), spec.metric, seeds_expected, decimals))
         rows.append(row)
     rank_columns(rows, range(1, len(col_values) + 1), spec.mode)
     header = (spec.rows, *([format_value(c) for c in col_values] if spec.cols else
@@ -173,8 +183,6 @@ def _lookup(stats: dict[tuple, Stat], key: tuple) -> Stat | None:
 
 def default_table_specs(data: ResultsData) -> list[TableSpec]:
     """Rows distill.mode, cols each other searched categorical parameter (or none)."""
-    from bkd_sweep.study import CategoricalParam
-
     cats = [p for p, s in data.study.search.params.items()
             if isinstance(s, CategoricalParam) and p != "distill.mode"
             and param_col(p) in data.trials.columns]
@@ -200,11 +208,12 @@ def main_results_table(data: ResultsData, seeds_expected: int | None) -> Table:
     for group in groups:
         dataset, student, teacher, timesteps = group
         members = data.trials[[k == group for k in group_keys]]
-        acc = mean_of(members, "metric.teacher_top1")
+        acc = mean_of(members, "metric.teacher_top1")  # measured; else the declared accuracy
+        acc = acc if acc is not None else mean_of(members, "param.teacher.accuracy")
         teacher_text = f"{teacher} ({fmt(acc, 2)})" if acc is not None else str(teacher)
         base = stat_cell(_lookup(best, (*group, BASELINE_MODE)), metric, seeds_expected)
         ours = stat_cell(_lookup(best, (*group, BKDSNN_MODE)), metric, seeds_expected)
-        base, ours = rank([base, ours], "max")
+        base, ours = rank([base, ours], "max", second=False)
         if base.value is not None and ours.value is not None:
             b = _lookup(best, (*group, BASELINE_MODE))
             o = _lookup(best, (*group, BKDSNN_MODE))
@@ -248,19 +257,29 @@ def energy_table(data: ResultsData, seeds_expected: int | None) -> Table:
         ("top1", "metric.top1"), ("sops", "metric.sops"), ("rate", "metric.firing_rate"),
         ("energy", "metric.energy_mj"), ("teacher", "metric.teacher_energy_mj"))
         if col in done.columns}
-    rows: list[list[Cell]] = []
+    values: list[dict[str, Any]] = []
     for cfg in configs:
-        get = lambda name: _lookup(stats.get(name, {}), cfg)  # noqa: E731
-        top1, sops, rate, energy, teacher = (get(n) for n in
-                                             ("top1", "sops", "rate", "energy", "teacher"))
-        row = [Cell(format_value(v)) for v in cfg] if paths else [Cell("all")]
-        row.append(stat_cell(top1, "top1", seeds_expected))
-        row.append(_mean_cell(sops.mean / 1e6 if sops else None))
-        row.append(_mean_cell(rate.mean if rate else None))
-        row.append(stat_cell(energy, "energy_mj", seeds_expected))
-        row.append(_mean_cell(teacher.mean if teacher else None))
-        ratio = energy.mean / teacher.mean if energy and teacher and teacher.mean else None
-        row.append(_mean_cell(ratio))
+        v = {n: _lookup(stats.get(n, {}), cfg)
+             for n in ("top1", "sops", "rate", "energy", "teacher")}
+        v["sops_m"] = v["sops"].mean / 1e6 if v["sops"] else None
+        v["rate_mean"] = v["rate"].mean if v["rate"] else None
+        v["teacher_mean"] = v["teacher"].mean if v["teacher"] else None
+        v["ratio"] = (v["energy"].mean / v["teacher"].mean
+                      if v["energy"] and v["teacher"] and v["teacher"].mean else None)
+        values.append(v)
+    dec = {k: column_decimals("", [v[k] for v in values])
+           for k in ("sops_m", "rate_mean", "teacher_mean", "ratio")}
+    dec["energy"] = column_decimals("energy_mj", [v["energy"].mean for v in values
+                                                  if v["energy"]])
+    rows: list[list[Cell]] = []
+    for cfg, v in zip(configs, values):
+        row = [Cell(format_value(x)) for x in cfg] if paths else [Cell("all")]
+        row.append(stat_cell(v["top1"], "top1", seeds_expected))
+        row.append(_mean_cell(v["sops_m"], dec["sops_m"]))
+        row.append(_mean_cell(v["rate_mean"], dec["rate_mean"]))
+        row.append(stat_cell(v["energy"], "energy_mj", seeds_expected, dec["energy"]))
+        row.append(_mean_cell(v["teacher_mean"], dec["teacher_mean"]))
+        row.append(_mean_cell(v["ratio"], dec["ratio"]))
         rows.append(row)
     k = max(len(paths), 1)
     rank_columns(rows, [k], "max")
@@ -275,10 +294,10 @@ def energy_table(data: ResultsData, seeds_expected: int | None) -> Table:
                  notes=standard_notes(rows, seeds_expected, pruned, failed, extra))
 
 
-def _mean_cell(value: float | None) -> Cell:
+def _mean_cell(value: float | None, decimals: int | None = None) -> Cell:
     if value is None:
         return Cell(DASH)
-    d = decimals_for("", value)
+    d = decimals_for("", value) if decimals is None else decimals
     return Cell(fmt(value, d), value=round(value, d))
 
 
@@ -291,6 +310,8 @@ def pareto_table(front: ParetoFront, spec: ParetoSpec, group_paths: list[str]) -
     inf = float("inf")
     order = sorted(range(len(pts)), key=lambda i: (
         inf if xs[i] is None else xs[i], inf if ys[i] is None else -ys[i], i))
+    x_dec = column_decimals(spec.x, xs)
+    y_dec = column_decimals(spec.y, ys)
     rows: list[list[Cell]] = []
     for i in order:
         rec = pts.iloc[i]
@@ -299,8 +320,8 @@ def pareto_table(front: ParetoFront, spec: ParetoSpec, group_paths: list[str]) -
         y_stat = (Stat(y, _float(rec.get("y_std")), int(rec["n"]))
                   if y is not None else None)
         cells = [Cell(format_value(rec[param_col(p)])) for p in group_paths]
-        cells.append(_mean_cell(x))
-        y_cell = stat_cell(y_stat, spec.y, None)
+        cells.append(_mean_cell(x, x_dec))
+        y_cell = stat_cell(y_stat, spec.y, None, y_dec)
         cells.append(y_cell)
         cells.append(Cell("yes" if on[i] else ""))
         rows.append([replace(c, emphasis=style) for c in cells])

@@ -5,7 +5,12 @@
 """
 
 from bkd_sweep.tracking.mlflow_tracker import StudyTracker, resolve_tracking_uri
-from bkd_sweep.tracking.schema import EPOCHS_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY, trials_schema
+from bkd_sweep.tracking.schema import (
+    EPOCHS_SCHEMA,
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY,
+    trials_schema,
+)
 from bkd_sweep.tracking.store import ResultStore, SchemaVersionError, TrialRecord
 
 __all__ = [

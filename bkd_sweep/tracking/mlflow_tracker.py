@@ -160,6 +160,7 @@ class StudyTracker:
 
     def log_epoch(self, trial_id: str, params: dict[str, Any], metrics: EpochMetrics) -> None:
         """Log one epoch to the trial's child run (created on first use), once per epoch."""
+        self._require_started()
         self._live.setdefault(trial_id, {})[metrics.epoch] = metrics
         try:
             from mlflow.entities import Param
@@ -176,6 +177,7 @@ class StudyTracker:
     def finish_trial(self, record: TrialRecord) -> None:
         """Complete the child run (params, final metrics, tags, artifacts, missing epochs),
         then upsert the trial's Parquet rows (exactly once per trial_id)."""
+        self._require_started()
         run_id = None
         live = self._live.pop(record.trial_id, {})
         history = {m.epoch: m for m in record.result.history}
@@ -191,10 +193,16 @@ class StudyTracker:
             self._warn(record.trial_id, "finish_trial", exc)
             run_id = run_id or self._children.get(record.trial_id)
         self.store.upsert(record, mlflow_run_id=run_id)
+        # forget the run: a retry after this finish finds it again by tag and reopens it
+        self._children.pop(record.trial_id, None)
         self._logged.pop(record.trial_id, None)
         self._warned.discard(record.trial_id)
 
     # ---------------------------------------------------------------- internals
+
+    def _require_started(self) -> None:
+        if self._parent_id is None:
+            raise RuntimeError("StudyTracker: call start_sweep() before logging trials")
 
     def _finish_child(self, record: TrialRecord) -> str:
         from mlflow.entities import Metric, Param, RunTag

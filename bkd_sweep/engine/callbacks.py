@@ -1,0 +1,146 @@
+"""The driver's Tune callback: tracking (MLflow + Parquet) and the live progress line.
+
+All tracking calls happen here, in the driver process, so the stores see one writer:
+on_trial_result -> ``log_epoch``; on_trial_complete / on_trial_error -> ``finish_trial`` with
+the outcome the SweepBook recorded (the searcher or scheduler has already told Optuna).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from ray.tune import Callback
+
+from bkd_sweep.engine.book import Outcome, SweepBook
+from bkd_sweep.engine.scheduler import epoch_metrics
+
+
+class Tracker(Protocol):
+    """What the engine needs of tracking (bkd_sweep.tracking.StudyTracker)."""
+
+    def start_sweep(self, *, resume: bool) -> str: ...
+    def log_epoch(self, trial_id: str, params: dict[str, Any], metrics) -> None: ...
+    def finish_trial(self, record) -> None: ...
+    def finish_sweep(self) -> None: ...
+
+
+def to_record(outcome: Outcome):
+    """The tracking stage's TrialRecord for an outcome."""
+    from bkd_sweep.tracking import TrialRecord
+
+    spec = outcome.spec
+    return TrialRecord(trial_id=spec.trial_id, trial_number=spec.number, params=spec.params,
+                       seed=spec.seed, result=outcome.result, pruned_epoch=outcome.pruned_epoch)
+
+
+def error_reason(trial) -> str:
+    """The last line of a failed trial's exception (Ray writes the traceback to a file)."""
+    path = getattr(trial, "error_file", None)
+    text = ""
+    if path and Path(path).exists():
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "failed (no error message)"
+
+
+class Progress:
+    """One line per change of a trial's state, with the sweep's totals and the best so far."""
+
+    def __init__(self, book: SweepBook, stream: TextIO | None = None, enabled: bool = True):
+        self.book = book
+        self.stream = stream or sys.stdout
+        self.enabled = enabled
+        self.running: set[str] = set()
+
+    def best_text(self) -> str:
+        best = self.book.best()
+        if not best:
+            return "best: -"
+        objectives = self.book.search.objectives
+        if len(objectives) > 1:
+            return f"pareto front: {len(best)} trial(s)"
+        trial = best[0]
+        return f"best {trial.number and f't{trial.number:04d}' or 't0000'} " \
+               f"{objectives[0].metric}={trial.value:.4g}"
+
+    def line(self, trial_id: str, event: str, detail: str = "") -> None:
+        if not self.enabled:
+            return
+        counts = self.book.counts()
+        done = counts["completed"] + counts["pruned"] + counts["failed"]
+        text = (f"[{time.strftime('%H:%M:%S')}] {trial_id} {event}"
+                f"{(' ' + detail) if detail else ''} | {done}/{self.book.total} done "
+                f"({counts['completed']} completed, {counts['pruned']} pruned, "
+                f"{counts['failed']} failed), {len(self.running)} running | {self.best_text()}")
+        print(text, file=self.stream, flush=True)
+
+
+def outcome_detail(outcome: Outcome) -> str:
+    result = outcome.result
+    if result.status == "completed":
+        top1 = f"top1={result.best_top1:.2f}" if result.best_top1 is not None else ""
+        energy = f" energy={result.energy_mj:.4g}mJ" if result.energy_mj is not None else ""
+        return top1 + energy
+    return result.reason or ""
+
+
+class SweepCallback(Callback):
+    """Tracking + progress for one sweep; holds no decision logic."""
+
+    def __init__(self, book: SweepBook, tracker: Tracker | None, progress: Progress):
+        self.book = book
+        self.tracker = tracker
+        self.progress = progress
+        self.finished: list[str] = []  # trial ids recorded this session, in order
+
+    def _spec(self, trial):
+        number = self.book.number_for(trial.trial_id)
+        return None if number is None else self.book.spec(number)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        spec = self._spec(trial)
+        if spec is None:
+            return
+        self.progress.running.add(spec.trial_id)
+        params = " ".join(f"{k}={v}" for k, v in spec.params.items())
+        note = "resumed" if spec.rerun else "running"
+        self.progress.line(spec.trial_id, note, f"seed={spec.seed} {params}".strip())
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        spec = self._spec(trial)
+        if spec is not None:
+            self.progress.line(spec.trial_id, "retrying", error_reason(trial))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        metrics = epoch_metrics(result)
+        spec = self._spec(trial)
+        if metrics is None or spec is None or self.tracker is None:
+            return
+        self.tracker.log_epoch(spec.trial_id, spec.params, metrics)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._record(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        number = self.book.number_for(trial.trial_id)
+        if number is not None:
+            self.book.fail(number, error_reason(trial))
+        self._record(trial)
+
+    def _record(self, trial) -> None:
+        number = self.book.number_for(trial.trial_id)
+        if number is None:
+            return
+        spec = self.book.spec(number)
+        self.progress.running.discard(spec.trial_id)
+        outcome = self.book.outcome(number)
+        if outcome is None:  # stopped by the driver's shutdown: left for --resume
+            self.progress.line(spec.trial_id, "interrupted", "left for --resume")
+            return
+        if self.tracker is not None:
+            self.tracker.finish_trial(to_record(outcome))
+        self.finished.append(spec.trial_id)
+        self.progress.line(spec.trial_id, outcome.result.status, outcome_detail(outcome))

@@ -1,0 +1,312 @@
+"""``plan``: what a sweep would run and roughly what it costs, in seconds, without Ray.
+
+The estimate is deliberately coarse and says how it was made:
+
+    FLOPs(trial) = epochs x [ n_train x (3 x F_s x T_s  +  F_t x T_t)  +  n_val x F_s x T_s ]
+                 (+ once per distinct teacher with ``checkpoint: train``:
+                    teacher epochs x 3 x n_train x F_t x T_t)
+
+F = forward GFLOPs per image at time-step 1 (a dense, MAC x 2 count from the table below,
+scaled by (image size / reference size)^2), 3 = forward + backward, T = time-steps (T_t = 1
+for an ANN teacher; the teacher term only when distilling). Device-hours = FLOPs / an
+assumed effective throughput per device (GPU 20 TFLOP/s, CPU 50 GFLOP/s per trial). Pruning is
+ignored (an upper bound); data loading, energy measurement and spike sparsity are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+from bkd_sweep import space
+from bkd_sweep.study import CategoricalParam, LoadedStudy, StudyError, TrialConfig
+
+GPU_TFLOPS = 20.0  # effective training throughput of one GPU (mixed precision, real kernels)
+CPU_GFLOPS = 50.0  # effective throughput of one trial's CPU cores
+LIST_LIMIT = 40  # list the trials when there are at most this many
+
+# Forward GFLOPs per image at T=1 and the reference image side (coarse constants: dense
+# conv/linear MACs x 2, rounded; spike sparsity not credited).
+ARCH_COSTS: dict[str, tuple[float, int]] = {
+    # students (spikingjelly SNNs, per time-step)
+    "spiking_cnn_small": (0.011, 32),
+    "spiking_resnet19": (4.8, 32),
+    "sew_resnet18": (3.6, 224), "sew_resnet34": (7.3, 224), "sew_resnet50": (8.2, 224),
+    "sew_resnet18_cifar": (1.1, 32), "sew_resnet34_cifar": (2.3, 32),
+    "sew_resnet50_cifar": (2.6, 32),
+    "sew_resnet_dvs": (3.2, 128),
+    # teachers (ANNs)
+    "cnn_small": (0.011, 32),
+    "resnet18": (3.6, 224), "resnet34": (7.3, 224), "resnet50": (8.2, 224),
+    "resnet101": (15.6, 224),
+    "vit_tiny_patch16_224": (2.5, 224), "vit_small_patch16_224": (9.2, 224),
+    "vit_base_patch16_224": (35.1, 224),
+}
+DEFAULT_COST = (1.0, 32)  # an architecture missing from the table (noted in the plan)
+_TRANSFORMER = re.compile(r"^(spikformer|spikingformer)_(\d+)_(\d+)(_dvs)?$")
+
+# (train images, val images, native image side); None val = split by data.val_fraction.
+DATASET_SIZES: dict[str, tuple[int, int | None, int]] = {
+    "digits": (1797, None, 8),
+    "synthetic": (320, 160, 32),  # 32 / 16 per class x 10 classes
+    "mnist": (60000, 10000, 28), "fashion_mnist": (60000, 10000, 28),
+    "cifar10": (50000, 10000, 32), "cifar100": (50000, 10000, 32),
+    "imagenet": (1281167, 50000, 224),
+    "cifar10_dvs": (10000, None, 128),
+}
+DEFAULT_DATASET = (50000, 10000, 32)
+
+
+def transformer_gflops(depth: int, dim: int, image_size: int) -> float:
+    """Spikformer-style cost: stem convs + depth x tokens x (12 dim^2 + 2 tokens dim) MACs."""
+    side = image_size
+    for _ in range(4):  # the stem halves the map while it keeps >= 8 tokens a side
+        if -(-side // 2) < 8:
+            break
+        side = -(-side // 2)
+    tokens = side * side
+    blocks = depth * tokens * (12 * dim * dim + 2 * tokens * dim)
+    stem = 9 * image_size * image_size * (dim // 8) * (dim // 4)  # first two convs dominate
+    return 2 * (blocks + stem) / 1e9
+
+
+def arch_gflops(arch: str, image_size: int) -> tuple[float, str | None]:
+    """(forward GFLOPs per image at T=1, a note when the table had to guess)."""
+    match = _TRANSFORMER.match(arch)
+    if match:
+        return transformer_gflops(int(match.group(2)), int(match.group(3)), image_size), None
+    cost, ref = ARCH_COSTS.get(arch, DEFAULT_COST)
+    note = None if arch in ARCH_COSTS else (
+        f"{arch}: not in the cost table; assumed {DEFAULT_COST[0]} GFLOPs at "
+        f"{DEFAULT_COST[1]}px")
+    return cost * (image_size / ref) ** 2, note
+
+
+def dataset_sizes(config: TrialConfig) -> tuple[int, int, int, str | None]:
+    """(train images per epoch, val images, image side, note) honouring limits and caps."""
+    data = config.data
+    total_train, val, native = DATASET_SIZES.get(data.dataset, DEFAULT_DATASET)
+    note = None if data.dataset in DATASET_SIZES else (
+        f"{data.dataset}: size unknown; assumed {DEFAULT_DATASET[0]} train images")
+    if val is None:
+        val = round(total_train * data.val_fraction)
+        total_train -= val
+    train = min(total_train, data.limit_train or total_train)
+    if config.train.max_batches_per_epoch:
+        train = min(train, config.train.max_batches_per_epoch * data.batch_size)
+    val = min(val, data.limit_val or val)
+    return train, val, data.image_size or native, note
+
+
+@dataclass
+class TrialCost:
+    gflop: float  # total GFLOPs of the trial (teacher training excluded)
+    teacher_train_gflop: float  # the teacher's one-off training, if this trial needs it
+    teacher_key: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+def trial_cost(config: TrialConfig) -> TrialCost:
+    n_train, n_val, size, data_note = dataset_sizes(config)
+    notes = [data_note] if data_note else []
+    f_s, note = arch_gflops(config.student.arch, size)
+    notes += [note] if note else []
+    t_s = config.student.timesteps
+    per_epoch = n_train * 3 * f_s * t_s + n_val * f_s * t_s
+    teacher_train = 0.0
+    key = None
+    if config.distill.mode != "none":
+        f_t, note = arch_gflops(config.teacher.arch, config.teacher.input_size or size)
+        notes += [note] if note else []
+        t_t = config.teacher.timesteps or 1
+        per_epoch += n_train * f_t * t_t
+        if config.teacher.checkpoint == "train":
+            key = f"{config.teacher.arch}@{config.data.dataset}"
+            teacher_train = config.teacher.train.epochs * (3 * n_train + n_val) * f_t * t_t
+    return TrialCost(per_epoch * config.train.epochs, teacher_train, key, notes)
+
+
+@dataclass
+class PlannedTrial:
+    trial_id: str | None  # known for grid sweeps
+    params: dict[str, Any]
+    seed: int
+    gflop: float
+    device_hours: float
+
+
+@dataclass
+class Plan:
+    """What ``bkd-sweep plan`` prints: trials, resources, concurrency and a cost estimate."""
+
+    study: str
+    sampler: str
+    pruner: str
+    n_trials: int
+    trials: list[PlannedTrial]  # every trial (grid), or one per sampled-space configuration
+    trials_listed: bool  # False when the trials are sampled at run time
+    per_trial: dict[str, float]  # cpu, gpu (per worker), workers
+    max_concurrent: int | None  # None: as many as the cluster fits
+    machine: dict[str, int]  # this machine's cpus / gpus
+    fits_here: int  # trials this machine could run at once
+    device: str  # "gpu" or "cpu"
+    throughput_gflops: float  # assumed per device
+    device_hours: float
+    wall_hours: float  # device-hours spread over the concurrent trials' devices
+    method: str
+    notes: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        lines = [f"study {self.study}: {self.n_trials} trials (sampler {self.sampler}, "
+                 f"pruner {self.pruner})"]
+        if self.trials_listed and self.n_trials <= LIST_LIMIT:
+            for t in self.trials:
+                params = " ".join(f"{k}={v}" for k, v in t.params.items())
+                lines.append(f"  {t.trial_id} seed={t.seed} {params}  "
+                             f"~{t.device_hours:.3g} {self.device}-h")
+        elif not self.trials_listed:
+            lines.append(f"  (configurations are sampled at run time; costs averaged over "
+                         f"{len(self.trials)} representative configuration(s))")
+        else:
+            lines.append(f"  ({self.n_trials} trials; not listed above {LIST_LIMIT})")
+        r = self.per_trial
+        per = "per worker, " if r["workers"] > 1 else ""
+        lines.append(f"resources: {r['cpu']:g} cpu + {r['gpu']:g} gpu {per}x {int(r['workers'])} "
+                     f"worker(s) per trial")
+        conc = (f"{self.max_concurrent} (resources.max_concurrent)" if self.max_concurrent
+                else "as many as the cluster fits")
+        lines.append(f"max concurrent trials: {conc}; this machine ({self.machine['cpus']} cpus, "
+                     f"{self.machine['gpus']} gpus) fits {self.fits_here} at once")
+        lines.append(f"estimate: {self.device_hours:.3g} {self.device}-hours "
+                     f"(~{self.wall_hours:.3g} h wall at {self._concurrency()} concurrent "
+                     f"trial(s)), assuming {self._throughput_text()} per device")
+        lines.append(f"method: {self.method}")
+        lines.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+    def _throughput_text(self) -> str:
+        if self.device == "gpu":
+            return f"{self.throughput_gflops / 1000:g} TFLOP/s"
+        return f"{self.throughput_gflops:g} GFLOP/s"
+
+    def _concurrency(self) -> int:
+        return max(1, min(self.n_trials, self.max_concurrent or max(self.fits_here, 1)))
+
+
+METHOD = ("FLOPs = epochs x (n_train x (3 x F_s x T_s + F_t x T_t) + n_val x F_s x T_s), "
+          "F from a coarse per-architecture table scaled by (size/ref)^2, plus one-off teacher "
+          "training; device-hours = FLOPs / assumed throughput; pruning ignored (upper bound)")
+
+
+def machine_resources() -> dict[str, int]:
+    """This machine's CPUs and NVIDIA GPUs (nvidia-smi; no torch import)."""
+    gpus = 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        gpus = len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    elif shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                 timeout=10)
+            gpus = sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+        except (OSError, subprocess.SubprocessError):
+            gpus = 0
+    return {"cpus": os.cpu_count() or 1, "gpus": gpus}
+
+
+def trials_fitting(per_trial, cpus: float, gpus: float) -> int:
+    """How many trials fit at once on ``cpus`` / ``gpus`` (cpu, gpu are per worker)."""
+    need_cpu = per_trial.cpu * per_trial.workers
+    need_gpu = per_trial.gpu * per_trial.workers
+    fits = math.floor(cpus / need_cpu + 1e-9) if need_cpu else 10**6
+    if need_gpu:
+        fits = min(fits, math.floor(gpus / need_gpu + 1e-9))
+    return max(0, fits)
+
+
+def _representative_configs(loaded: LoadedStudy) -> tuple[list[tuple[dict, int]], bool]:
+    """(params, seed) to cost: the exact trials of a grid; otherwise the configurations of the
+    finite part of the space (ranges at their midpoint), each once."""
+    search = loaded.study.search
+    if search.sampler == "grid":
+        return space.grid_trials(search), True
+    finite = search.model_copy(update={"params": {
+        path: spec if isinstance(spec, CategoricalParam) else
+        CategoricalParam(values=[_midpoint(spec)], when=spec.when)
+        for path, spec in search.params.items()}})
+    configs = space.grid(finite)
+    if len(configs) > 2000:
+        configs = [{}]
+    return [(c, search.seeds[0]) for c in configs], False
+
+
+def _midpoint(spec) -> float | int:
+    if spec.log:
+        mid = math.sqrt(spec.low * spec.high)
+    else:
+        mid = (spec.low + spec.high) / 2
+    return int(round(mid)) if spec.is_int else mid
+
+
+def plan(loaded: LoadedStudy) -> Plan:
+    """The trials of a study, its resources and concurrency, and a device-hour estimate."""
+    study = loaded.study
+    search = study.search
+    n_trials = space.count_trials(search)
+    per_trial = study.resources.per_trial
+    device = "gpu" if per_trial.gpu > 0 else "cpu"
+    throughput = GPU_TFLOPS * 1000 if device == "gpu" else CPU_GFLOPS
+    devices_per_trial = per_trial.workers * (max(per_trial.gpu, 1e-9) if device == "gpu" else 1)
+    configs, exact = _representative_configs(loaded)
+    notes: list[str] = []
+    trials: list[PlannedTrial] = []
+    teacher_costs: dict[str, float] = {}
+    for index, (params, seed) in enumerate(configs):
+        try:
+            config = study.trial_config(params, seed)
+        except StudyError as exc:
+            notes.append(f"skipped an invalid combination: {exc.one_line()}")
+            continue
+        cost = trial_cost(config)
+        for note in cost.notes:
+            if note not in notes:
+                notes.append(note)
+        if cost.teacher_key:
+            teacher_costs[cost.teacher_key] = cost.teacher_train_gflop
+        hours = cost.gflop / throughput / 3600
+        trials.append(PlannedTrial(f"t{index:04d}" if exact else None, params, seed,
+                                   cost.gflop, hours))
+    if not trials:
+        raise StudyError("no valid trial configuration to plan", field="search")
+    per_trial_hours = [t.device_hours for t in trials]
+    if exact:
+        total_hours = sum(per_trial_hours)
+    else:
+        total_hours = n_trials * sum(per_trial_hours) / len(per_trial_hours)
+        notes.append("sampled space: cost = n_trials x the mean over the listed "
+                     "configurations (continuous ranges at their midpoints)")
+    teacher_hours = sum(teacher_costs.values()) / throughput / 3600
+    if teacher_costs:
+        notes.append(f"includes one-off teacher training ({len(teacher_costs)} teacher(s), "
+                     f"~{teacher_hours:.3g} {device}-h)")
+    total_hours += teacher_hours
+    machine = machine_resources()
+    fits = trials_fitting(per_trial, machine["cpus"], machine["gpus"])
+    if fits == 0:
+        notes.append(f"this machine cannot run one trial (needs "
+                     f"{per_trial.cpu * per_trial.workers:g} cpus, "
+                     f"{per_trial.gpu * per_trial.workers:g} gpus): use a cluster")
+    concurrency = max(1, min(n_trials, study.resources.max_concurrent or max(fits, 1)))
+    wall = total_hours / (concurrency * devices_per_trial)
+    return Plan(
+        study=study.name, sampler=search.sampler, pruner=search.pruner.name, n_trials=n_trials,
+        trials=trials, trials_listed=exact,
+        per_trial={"cpu": per_trial.cpu, "gpu": per_trial.gpu, "workers": per_trial.workers},
+        max_concurrent=study.resources.max_concurrent, machine=machine, fits_here=fits,
+        device=device, throughput_gflops=throughput, device_hours=total_hours,
+        wall_hours=wall, method=METHOD, notes=notes)

@@ -1,0 +1,3 @@
+"""Placeholder replaced below."""
+def submit_study(*a, **k):
+    raise NotImplementedError

@@ -1,0 +1,160 @@
+"""The Ray Tune function trainable: runs one trial in a worker process.
+
+Per epoch the trial's ``report`` sends ``{bkd_kind: epoch, bkd_epoch: <EpochMetrics JSON>,
+top1, ...}`` with the epoch's checkpoint directory as a Ray checkpoint; at the end one last
+report ``{bkd_kind: final, bkd_result: <TrialResult JSON>}`` carries the result to the driver
+(the scheduler and pruner ignore it). A retried trial restores its Ray checkpoint into the
+trial's checkpoint dir when that dir has none, and ``run_trial`` resumes from it.
+
+With ``workers > 1`` the function starts a Ray Train ``TorchTrainer`` (gloo on CPU, nccl on
+GPU) and fits it; every rank runs the trial under torch.distributed and rank 0's reports reach
+Tune through Ray Train's TuneReportCallback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from bkd_sweep.records import EpochMetrics, TrialResult
+from bkd_sweep.study import TrialConfig
+
+KIND_KEY, EPOCH_KEY, RESULT_KEY = "bkd_kind", "bkd_epoch", "bkd_result"
+CHECKPOINT_FILE = "last.pt"  # what run_trial resumes from
+Trainable = Callable[..., TrialResult]
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every trial's worker needs besides its own config (small and picklable)."""
+
+    results_dir: str  # absolute results/<study>
+    cache_dir: str  # absolute; trained teachers are cached here
+    cpu: float  # per worker
+    gpu: float  # per worker
+    workers: int
+    cwd: str  # the driver's working directory (relative data paths resolve against it)
+    train_storage: str  # Ray Train storage for multi-worker trials
+
+
+def epoch_payload(metrics: EpochMetrics) -> dict[str, Any]:
+    return {KIND_KEY: "epoch", EPOCH_KEY: metrics.model_dump_json(), "epoch": metrics.epoch,
+            "top1": metrics.top1, "top5": metrics.top5, "val_loss": metrics.val_loss,
+            "loss": metrics.loss, "lr": metrics.lr}
+
+
+def final_payload(result: TrialResult) -> dict[str, Any]:
+    return {KIND_KEY: "final", RESULT_KEY: result.model_dump_json(),
+            "status": result.status, "epochs_run": result.epochs_run}
+
+
+def _default_trainable() -> Trainable:
+    from bkd_sweep.trial import run_trial
+
+    return run_trial
+
+
+def _has_checkpoint(directory: Path) -> bool:
+    return (directory / CHECKPOINT_FILE).exists()
+
+
+def _restore(checkpoint, directory: Path) -> None:
+    """Copy a Ray checkpoint into the trial's checkpoint dir unless it already has one."""
+    if checkpoint is None or _has_checkpoint(directory):
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    with checkpoint.as_directory() as src:
+        for item in Path(src).iterdir():
+            target = directory / item.name
+            if item.is_dir():
+                shutil.copytree(item, target, dirs_exist_ok=True)
+            else:
+                shutil.copy2(item, target)
+
+
+def _set_threads(cpu: float) -> None:
+    threads = max(1, int(cpu))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def make_tune_function(setup: WorkerSetup, trainable: Trainable | None) -> Callable[[dict], None]:
+    """The function trainable Tune runs for each trial (``trainable`` None = run_trial)."""
+
+    def bkd_trial(config: dict) -> None:
+        from ray import tune
+
+        if os.path.isdir(setup.cwd):
+            os.chdir(setup.cwd)
+        trial_config = TrialConfig.model_validate(config["trial_config"])
+        trial_dir = Path(setup.results_dir) / "trials" / config["trial_id"]
+        checkpoint_dir = trial_dir / "ckpt"
+        cache_dir = Path(setup.cache_dir)
+        if setup.workers > 1:
+            _run_distributed(setup, trainable, trial_config, config["trial_id"], checkpoint_dir,
+                             cache_dir)
+            return
+        _set_threads(setup.cpu)
+        _restore(tune.get_checkpoint(), checkpoint_dir)
+        fn = trainable or _default_trainable()
+
+        def report(metrics: EpochMetrics, ckpt_dir: Path | None) -> None:
+            checkpoint = None
+            if ckpt_dir is not None and Path(ckpt_dir).is_dir():
+                checkpoint = tune.Checkpoint.from_directory(str(ckpt_dir))
+            tune.report(epoch_payload(metrics), checkpoint=checkpoint)
+
+        result = fn(trial_config, report, checkpoint_dir=checkpoint_dir, cache_dir=cache_dir)
+        tune.report(final_payload(result))
+
+    return bkd_trial
+
+
+def _run_distributed(setup: WorkerSetup, trainable: Trainable | None, trial_config: TrialConfig,
+                     trial_id: str, checkpoint_dir: Path, cache_dir: Path) -> None:
+    """Fit a TorchTrainer of ``setup.workers`` ranks inside this Tune trial."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    use_gpu = setup.gpu > 0
+    per_worker = {"CPU": setup.cpu, **({"GPU": setup.gpu} if use_gpu else {})}
+
+    def train_loop(_: dict) -> None:
+        import torch.distributed as dist
+        from ray.train import Checkpoint
+
+        rank = ray.train.get_context().get_world_rank()
+        _set_threads(setup.cpu)
+        if rank == 0:
+            _restore(ray.train.get_checkpoint(), checkpoint_dir)
+        if dist.is_initialized():
+            dist.barrier()
+        fn = trainable or _default_trainable()
+
+        def report(metrics: EpochMetrics, ckpt_dir: Path | None) -> None:
+            checkpoint = None
+            if rank == 0 and ckpt_dir is not None and Path(ckpt_dir).is_dir():
+                checkpoint = Checkpoint.from_directory(str(ckpt_dir))
+            ray.train.report(epoch_payload(metrics), checkpoint=checkpoint,
+                             delete_local_checkpoint_after_upload=False)
+
+        result = fn(trial_config, report, checkpoint_dir=checkpoint_dir, cache_dir=cache_dir)
+        ray.train.report(final_payload(result))
+
+    trainer = TorchTrainer(
+        train_loop,
+        scaling_config=ray.train.ScalingConfig(num_workers=setup.workers, use_gpu=use_gpu,
+                                               resources_per_worker=per_worker),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=ray.train.RunConfig(
+            name=trial_id, storage_path=setup.train_storage,
+            failure_config=ray.train.FailureConfig(max_failures=0),  # Tune retries the trial
+            callbacks=[TuneReportCallback()]),
+    )
+    trainer.fit()

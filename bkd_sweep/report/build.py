@@ -1,0 +1,130 @@
+"""build_report: results/<study>/ (Parquet + study.json) -> reports/<study>/ (tables, figures,
+index.html). Reads no MLflow and imports neither torch nor ray."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bkd_sweep.report.aggregate import mean_of
+from bkd_sweep.report.data import ResultsData, load_results_dir
+from bkd_sweep.report.page import PageFigure, index_html
+from bkd_sweep.report.pareto import ParetoFront, pareto_front, pareto_points
+from bkd_sweep.report.plots import (device_hours_figure, epoch_curves_figure, pareto_figure,
+                                    save_figure)
+from bkd_sweep.report.render import EXTENSIONS, render
+from bkd_sweep.report.tables import (Table, ablation_table, default_table_specs, energy_table,
+                                     main_results_table, pareto_table)
+from bkd_sweep.study import ReportConfig, TableSpec
+
+RESERVED_NAMES = frozenset({"main_results", "energy", "pareto", "index", "curves_epochs",
+                            "curves_device_hours"})
+LOWER_IS_BETTER = frozenset({"energy_mj", "sops", "macs", "firing_rate", "loss", "val_loss",
+                             "wall_seconds", "device_seconds", "teacher_energy_mj"})
+PARETO_FORMATS = ("png", "pdf", "svg")
+CURVE_FORMATS = ("png", "svg")
+
+
+@dataclass(frozen=True)
+class ReportOutput:
+    """What build_report wrote: the folder, its index.html, every file, and the values behind
+    the tables and the Pareto plot (for callers and tests that check values, not pixels)."""
+
+    out_dir: Path
+    index_html: Path
+    files: tuple[Path, ...]
+    tables: dict[str, Table]
+    pareto: ParetoFront | None
+    seconds: float
+
+
+def _check_specs(specs: list[TableSpec]) -> None:
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in RESERVED_NAMES:
+            raise ValueError(f"report table name {spec.name!r} is reserved; avoid: "
+                             + ", ".join(sorted(RESERVED_NAMES)))
+        if spec.name in seen:
+            raise ValueError(f"report table name {spec.name!r} appears twice")
+        seen.add(spec.name)
+
+
+def _objective_mode(data: ResultsData, metric: str) -> str:
+    for obj in data.study.search.objectives:
+        if obj.metric == metric:
+            return obj.mode
+    return "min" if metric in LOWER_IS_BETTER else "max"
+
+
+def build_report(results_dir: Path, out_dir: Path, *, report_cfg: ReportConfig | None = None,
+                 seeds_expected: int | None = None) -> ReportOutput:
+    """Write ablation/main/energy/Pareto tables (md, tex, html), figures and index.html.
+
+    ``report_cfg`` and ``seeds_expected`` default to study.json (its report section and
+    len(search.seeds)); a cell with fewer completed seeds than expected is marked.
+    """
+    start = time.perf_counter()
+    data = load_results_dir(results_dir)
+    cfg = report_cfg if report_cfg is not None else data.study.report
+    seeds = seeds_expected if seeds_expected is not None else len(data.study.search.seeds)
+    specs = list(cfg.tables) or default_table_specs(data)
+    _check_specs(specs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    tables: dict[str, Table] = {}
+    sections: list[tuple[str, str]] = []
+
+    def emit(table: Table, title: str) -> None:
+        tables[table.name] = table
+        for fmt, ext in EXTENSIONS.items():
+            path = out_dir / f"{table.name}.{ext}"
+            path.write_text(render(table, fmt), encoding="utf-8")
+            written.append(path)
+        sections.append((title, render(table, "html")))
+
+    if cfg.main_results:
+        emit(main_results_table(data, seeds), "Main results (baseline vs BKDSNN)")
+    for spec in specs:
+        emit(ablation_table(data, spec, seeds), f"Ablation: {spec.name}")
+    if "metric.energy_mj" in data.trials.columns:
+        emit(energy_table(data, seeds), "Energy")
+
+    figures: list[PageFigure] = []
+    front = None
+    if cfg.pareto is not None:
+        spec = cfg.pareto
+        points, group_paths = pareto_points(data, spec)
+        front = pareto_front(points, data.metric_col(spec.x), data.metric_col(spec.y),
+                             x_mode=_objective_mode(data, spec.x),
+                             y_mode=_objective_mode(data, spec.y))
+        emit(pareto_table(front, spec, group_paths), "Pareto front")
+        if len(front.points):  # nothing to draw before the first completed trial
+            done = data.completed
+            teacher_x = (mean_of(done, "metric.teacher_energy_mj") if spec.x == "energy_mj"
+                         else None)
+            teacher_y = mean_of(done, "metric.teacher_top1") if spec.y == "top1" else None
+            fig = pareto_figure(front, spec, data, teacher_x, teacher_y)
+            written += save_figure(fig, out_dir / "pareto", PARETO_FORMATS)
+            figures.append(PageFigure(
+                "pareto", f"{spec.y} vs {spec.x}: configuration means, Pareto front as a step "
+                "line, ANN teacher dashed", (out_dir / "pareto.png").read_bytes(),
+                tuple(f"pareto.{f}" for f in PARETO_FORMATS)))
+    for name, make, caption in (
+            ("curves_epochs", epoch_curves_figure,
+             "Validation top-1 per epoch per distillation mode (mean ± std over trials)"),
+            ("curves_device_hours", device_hours_figure,
+             "Best top-1 so far per mode vs cumulative device-hours of the study")):
+        fig = make(data)
+        if fig is None:
+            continue
+        written += save_figure(fig, out_dir / name, CURVE_FORMATS)
+        figures.append(PageFigure(name, caption, (out_dir / f"{name}.png").read_bytes(),
+                                  tuple(f"{name}.{f}" for f in CURVE_FORMATS)))
+
+    index = out_dir / "index.html"
+    index.write_text(index_html(data, sections, figures), encoding="utf-8")
+    written.append(index)
+    return ReportOutput(out_dir=out_dir, index_html=index, files=tuple(sorted(written)),
+                        tables=tables, pareto=front, seconds=time.perf_counter() - start)

@@ -1,0 +1,213 @@
+"""Figures drawn from computed values: the Pareto plot and the training curves.
+
+Uses matplotlib's object API (``Figure`` + Agg canvas), never pyplot, so no global backend is
+switched and nothing needs a display. Saved files carry no dates (reproducible bytes).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+from bkd_sweep.report.data import ResultsData, format_value, norm_value, param_col
+from bkd_sweep.report.pareto import ParetoFront
+from bkd_sweep.study import ParetoSpec
+
+MODE_STYLE = {  # fixed per distillation mode, so every figure reads the same
+    "none": ("#7f7f7f", "o"), "logit": ("#1f77b4", "s"), "bkd": ("#ff7f0e", "^"),
+    "mixed": ("#d62728", "D"),
+}
+_CYCLE = [("#2ca02c", "v"), ("#9467bd", "P"), ("#8c564b", "X"), ("#e377c2", "*"),
+          ("#17becf", "h"), ("#bcbd22", "<")]
+_METADATA = {"png": None, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
+MAX_LABELLED = 40  # points labelled one by one; past this only the front is labelled
+LOG_RATIO = 20.0  # log energy axis when max/min exceeds this
+_RC = {"svg.hashsalt": "bkd-sweep", "svg.fonttype": "path", "font.size": 9}
+
+
+def style_for(values: Sequence[Any]) -> dict[Any, tuple[str, str]]:
+    """Color and marker per value: the fixed mode styles first, then a cycle."""
+    out, k = {}, 0
+    for v in values:
+        if v in MODE_STYLE:
+            out[v] = MODE_STYLE[v]
+        else:
+            out[v] = _CYCLE[k % len(_CYCLE)]
+            k += 1
+    return out
+
+
+def _figure(width: float = 6.0, height: float = 4.0) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def save_figure(fig: Figure, base: Path, formats: Sequence[str]) -> list[Path]:
+    """Write ``base.<fmt>`` for each format; returns the paths."""
+    paths = []
+    with matplotlib.rc_context(_RC):
+        for fmt in formats:
+            path = base.with_suffix(f".{fmt}")
+            fig.savefig(path, format=fmt, metadata=_METADATA.get(fmt))
+            paths.append(path)
+    return paths
+
+
+def pareto_figure(front: ParetoFront, spec: ParetoSpec, data: ResultsData,
+                  teacher_x: float | None, teacher_y: float | None) -> Figure:
+    """Mean (x, y) per configuration, a marker per ``spec.color`` value, labels from
+    ``spec.label``, the front as a step line, the ANN teacher as dashed references."""
+    fig, ax = _figure()
+    pts = front.points
+    color_col = param_col(spec.color) if spec.color else None
+    label_col = param_col(spec.label) if spec.label else None
+    groups = (data.order(spec.color, pts[color_col].tolist())
+              if color_col in pts.columns else [None])
+    styles = style_for(groups)
+    xs = pts[front.x].to_numpy(dtype=float)
+    ys = pts[front.y].to_numpy(dtype=float)
+    for g in groups:
+        mask = (np.array([norm_value(v) == g for v in pts[color_col].tolist()])
+                if color_col in pts.columns else np.ones(len(pts), bool))
+        color, marker = styles[g]
+        name = f"{spec.color} = {format_value(g)}" if g is not None else "configurations"
+        ax.scatter(xs[mask], ys[mask], c=color, marker=marker, s=36, label=name, zorder=3,
+                   edgecolors="black", linewidths=0.4)
+    if label_col in pts.columns:  # many points: label the front only, to stay legible
+        prefix = "T=" if spec.label == "student.timesteps" else ""
+        labelled = range(len(pts)) if len(pts) <= MAX_LABELLED else front.front
+        values = pts[label_col].tolist()
+        for i in labelled:
+            x, y, v = xs[i], ys[i], values[i]
+            ax.annotate(f"{prefix}{format_value(norm_value(v))}", (x, y), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+    fp = front.front_points()
+    if len(fp):
+        fx = fp[front.x].to_numpy(dtype=float)
+        fy = fp[front.y].to_numpy(dtype=float)
+        ax.step(fx, fy, where="post", color="black", linewidth=1.0, alpha=0.7,
+                label="Pareto front", zorder=2)
+    all_x = [v for v in xs.tolist() if math.isfinite(v)]
+    if teacher_x is not None:
+        ax.axvline(teacher_x, color="black", linestyle="--", linewidth=0.9,
+                   label=f"ANN teacher energy ({teacher_x:.4g})")
+        all_x.append(teacher_x)
+    if teacher_y is not None:
+        ax.axhline(teacher_y, color="gray", linestyle="--", linewidth=0.9,
+                   label=f"ANN teacher {spec.y} ({teacher_y:.2f})")
+    positive = [v for v in all_x if v > 0]
+    if positive and max(positive) / min(positive) > LOG_RATIO:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(_axis_label(spec.x))
+    ax.set_ylabel(_axis_label(spec.y))
+    ax.set_title(f"{data.study.name}: {spec.y} vs {spec.x}")
+    ax.grid(True, alpha=0.3)
+    _legend(ax, fontsize=7, loc="best")
+    return fig
+
+
+def _legend(ax: Any, **kwargs: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
+def _axis_label(metric: str) -> str:
+    return {"energy_mj": "energy per sample (mJ)", "top1": "top-1 accuracy (%)",
+            "top5": "top-5 accuracy (%)", "sops": "SOPs per sample",
+            "firing_rate": "mean firing rate"}.get(metric, metric)
+
+
+def epoch_curves_figure(data: ResultsData, mode_path: str = "distill.mode") -> Figure | None:
+    """Validation top-1 per epoch, mean over the completed trials of each mode, std shaded."""
+    done = data.completed
+    if data.epochs.empty or done.empty or param_col(mode_path) not in done.columns:
+        return None
+    modes = dict(zip(done["trial_id"].tolist(),
+                     (norm_value(v) for v in done[param_col(mode_path)].tolist())))
+    ep = data.epochs[data.epochs["trial_id"].isin(modes)].copy()
+    ep = ep[ep["metric.top1"].notna()]
+    if ep.empty:
+        return None
+    ep["_mode"] = ep["trial_id"].map(modes)
+    fig, ax = _figure()
+    order = data.order(mode_path, list(modes.values()))
+    styles = style_for(order)
+    for mode in order:
+        sub = ep[ep["_mode"].map(lambda v: v == mode)]
+        if sub.empty:
+            continue
+        agg = sub.groupby("epoch", sort=True)["metric.top1"].agg(["mean", "std", "count"])
+        x = agg.index.to_numpy(dtype=float)
+        mean = agg["mean"].to_numpy(dtype=float)
+        std = agg["std"].fillna(0.0).to_numpy(dtype=float)
+        color, _ = styles[mode]
+        n = sub["trial_id"].nunique()
+        ax.plot(x, mean, color=color, label=f"{format_value(mode)} ({n} trials)")
+        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.18, linewidth=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title(f"{data.study.name}: top-1 per epoch ({mode_path}; mean ± std)")
+    ax.grid(True, alpha=0.3)
+    _legend(ax, fontsize=7, loc="lower right")
+    return fig
+
+
+def device_hours_series(data: ResultsData, mode_path: str = "distill.mode"
+                        ) -> dict[Any, tuple[list[float], list[float]]]:
+    """Per mode: (cumulative device-hours of the whole study at each of that mode's completed
+    trials, best top-1 of that mode so far), trials taken in finish order."""
+    t = data.trials
+    if t.empty or "device_seconds" not in t.columns:
+        return {}
+    keys = [c for c in ("finished_at", "trial_number", "trial_id") if c in t.columns]
+    t = t.sort_values(keys, kind="stable", na_position="last")
+    hours = (t["device_seconds"].fillna(0.0).astype(float) / 3600.0).cumsum().tolist()
+    series: dict[Any, tuple[list[float], list[float]]] = {}
+    best: dict[Any, float] = {}
+    modes = [norm_value(v) for v in t[param_col(mode_path)].tolist()]
+    for h, status, mode, top1 in zip(hours, t["status"].tolist(), modes,
+                                     t["metric.top1"].tolist()):
+        top1 = norm_value(top1)
+        if status != "completed" or top1 is None:
+            continue
+        best[mode] = max(best.get(mode, -math.inf), float(top1))
+        xs, ys = series.setdefault(mode, ([], []))
+        xs.append(h)
+        ys.append(best[mode])
+    return series
+
+
+def device_hours_figure(data: ResultsData, mode_path: str = "distill.mode") -> Figure | None:
+    series = device_hours_series(data, mode_path)
+    if not series:
+        return None
+    total = float(data.trials["device_seconds"].fillna(0.0).sum()) / 3600.0
+    fig, ax = _figure()
+    order = data.order(mode_path, list(series))
+    styles = style_for(order)
+    for mode in order:
+        xs, ys = series[mode]
+        color, marker = styles[mode]
+        ax.step(xs + [total], ys + [ys[-1]], where="post", color=color,
+                label=format_value(mode))
+        better = [i for i in range(len(ys)) if i == 0 or ys[i] > ys[i - 1]]  # improvements
+        ax.scatter([xs[i] for i in better], [ys[i] for i in better], color=color,
+                   marker=marker, s=16, zorder=3)
+    ax.set_xlabel("device-hours spent by the study (cumulative, finish order)")
+    ax.set_ylabel("best top-1 so far (%)")
+    ax.set_title(f"{data.study.name}: best top-1 vs device-hours ({mode_path})")
+    ax.grid(True, alpha=0.3)
+    _legend(ax, fontsize=7, loc="lower right")
+    return fig

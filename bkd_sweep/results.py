@@ -1,0 +1,151 @@
+"""Reading a study's results: ``load(name)`` -> trials / epochs DataFrames and the study.
+
+Imports neither mlflow, ray nor torch: results can be read (and reports built) from a copy of
+results/<study>/ on any machine with pandas and pyarrow.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bkd_sweep.tracking.schema import PARAM_PREFIX
+from bkd_sweep.tracking.store import STUDY_FILE, TRIALS_FILE, ResultStore, read_study_json
+
+STATUSES = ("completed", "pruned", "failed")
+
+
+@dataclass
+class Results:
+    """One study's stored results: trials (one row per trial), epochs (per trial and epoch)."""
+
+    directory: Path
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    study: dict[str, Any] | None  # study.json (the validated Study), None if absent
+
+    @property
+    def name(self) -> str:
+        return (self.study or {}).get("name") or self.directory.name
+
+    @property
+    def seeds(self) -> list[int] | None:
+        """The seeds the study asked for (None when study.json is missing)."""
+        search = (self.study or {}).get("search") or {}
+        return search.get("seeds")
+
+    def config_columns(self) -> list[str]:
+        """Columns that define a configuration: the searched params except seed.
+
+        From study.json when present, else the param columns (but seed) that vary.
+        """
+        search = (self.study or {}).get("search")
+        if search is not None:
+            cols = [PARAM_PREFIX + p for p in search.get("params", {}) if p != "seed"]
+            return [c for c in cols if c in self.trials.columns]
+        return [c for c in self.trials.columns
+                if c.startswith(PARAM_PREFIX) and c != PARAM_PREFIX + "seed"
+                and self.trials[c].nunique(dropna=False) > 1]
+
+
+def load(name_or_dir: str | os.PathLike, results_root: Path | None = None) -> Results:
+    """Load results by directory (if ``name_or_dir`` is one) or by study name under
+    ``results_root`` (default ./results). Raises FileNotFoundError naming what exists."""
+    path = Path(name_or_dir)
+    if path.is_dir():
+        directory = path
+    else:
+        root = Path(results_root) if results_root is not None else Path.cwd() / "results"
+        directory = root / str(name_or_dir)
+        if not directory.is_dir():
+            known = sorted(p.name for p in root.iterdir()
+                           if (p / TRIALS_FILE).exists() or (p / STUDY_FILE).exists()) \
+                if root.is_dir() else []
+            hint = f"; studies there: {', '.join(known)}" if known else "; none stored there"
+            raise FileNotFoundError(f"no results for {str(name_or_dir)!r}: {directory} does not "
+                                    f"exist{hint}")
+    trials, epochs = ResultStore(directory).read()
+    return Results(directory=directory.resolve(), trials=trials, epochs=epochs,
+                   study=read_study_json(directory))
+
+
+def summary_table(results: Results) -> str:
+    """A terminal table: per configuration, trial count, status counts, top-1 mean ± std and
+    mean energy over completed trials; then totals. ``*`` marks fewer completed seeds than
+    the study asked for."""
+    df = results.trials
+    counts = {s: int((df["status"] == s).sum()) for s in STATUSES}
+    title = (f"{results.name}: {len(df)} trials ("
+             + ", ".join(f"{n} {s}" for s, n in counts.items()) + f") in {results.directory}")
+    if df.empty:
+        return title + "\nno finished trials yet"
+    cols = results.config_columns()
+    wanted = len(results.seeds) if results.seeds else None
+    groups = df.groupby(cols, dropna=False, sort=True) if cols else [((), df)]
+    header = [c.removeprefix(PARAM_PREFIX) for c in cols] + [
+        "n", *STATUSES, "top1 %", "energy mJ"]
+    body: list[list[str]] = []
+    short = False
+    for key, group in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        done = group[group["status"] == "completed"]
+        n_done = len(done)
+        mark = ""
+        if wanted is not None and n_done < wanted:
+            mark, short = "*", True
+        body.append([*(_fmt_value(v) for v in key), str(len(group)), f"{n_done}{mark}",
+                     *(str(int((group["status"] == s).sum())) for s in STATUSES[1:]),
+                     _mean_std(done["metric.top1"]), _fmt_num(done["metric.energy_mj"].mean())])
+    completed = df[df["status"] == "completed"]["metric.top1"].dropna()
+    best = f"best {completed.max():.2f}" if len(completed) else "-"
+    total = ["total"] + [""] * (len(cols) - 1) if cols else ["total"]
+    if not cols:
+        header, body = ["config"] + header, [["all"] + row for row in body]
+    footer = [*total, str(len(df)), *(str(counts[s]) for s in STATUSES), best, ""]
+    lines = [title, *_render(header, body, footer)]
+    if short:
+        lines.append(f"* fewer completed seeds than the study's {wanted}")
+    return "\n".join(lines)
+
+
+def _render(header: list[str], body: list[list[str]], footer: list[str]) -> list[str]:
+    rows = [header, *body, footer]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    numeric = [all(_is_numberish(r[i]) for r in body) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        cells = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric)]
+        return "  ".join(cells).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return [line(header), rule, *(line(r) for r in body), rule, line(footer)]
+
+
+def _is_numberish(text: str) -> bool:
+    return text == "-" or text[:1].isdigit() or text[:1] == "-" and text[1:2].isdigit()
+
+
+def _mean_std(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "-"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.2f}"
+    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
+
+
+def _fmt_num(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "-"
+    return f"{value:.4g}"
+
+
+def _fmt_value(value: Any) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return str(value)

@@ -1,0 +1,255 @@
+"""Each on-disk format, written for real by tests/data/fixtures.py, loaded via build_data."""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from bkd_sweep.data import DataError, build_data, list_datasets, make_loaders
+from bkd_sweep.data.transforms import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD
+from bkd_sweep.study import DataConfig
+from tests.data.fixtures import (cifar_images, mnist_images, write_cifar10, write_cifar100,
+                                 write_image_folder, write_mnist)
+
+
+def labels_of(dataset) -> list[int]:
+    return [int(dataset[i][1]) for i in range(len(dataset))]
+
+
+def test_registry_lists_every_dataset_and_unknown_names_list_valid_ones():
+    assert set(list_datasets()) >= {"digits", "mnist", "fashion_mnist", "cifar10", "cifar100",
+                                    "imagenet", "cifar10_dvs", "synthetic"}
+    with pytest.raises(DataError, match="did you mean 'cifar10'.*valid: .*digits"):
+        build_data(DataConfig(dataset="cifar1"), seed=0)
+
+
+# ---------------------------------------------------------------------------- digits
+
+
+def test_digits_split_is_stratified_and_seeded():
+    bundle = build_data(DataConfig(val_fraction=0.2), seed=0)
+    assert (bundle.num_classes, bundle.in_channels, bundle.image_size) == (10, 1, 8)
+    assert not bundle.is_event and bundle.frames is None
+    assert len(bundle.train) + len(bundle.val) == 1797
+    x, y = bundle.train[0]
+    assert x.shape == (1, 8, 8) and x.dtype == torch.float32 and isinstance(y, int)
+    # every class keeps ~20% in val: sklearn's digits have 174..183 images per class
+    val_counts = Counter(bundle.val.labels.tolist())
+    assert sorted(val_counts) == list(range(10))
+    assert all(34 <= c <= 37 for c in val_counts.values())
+    # normalized with the whole set's statistics
+    everything = torch.cat([bundle.train.transform(bundle.train.images),
+                            bundle.val.transform(bundle.val.images)])
+    assert abs(float(everything.mean())) < 1e-4 and abs(float(everything.std()) - 1) < 1e-3
+
+    same = build_data(DataConfig(val_fraction=0.2), seed=0)
+    other = build_data(DataConfig(val_fraction=0.2), seed=1)
+    assert torch.equal(same.val.images, bundle.val.images)
+    assert not torch.equal(other.val.images, bundle.val.images)
+
+
+def test_limits_take_a_seeded_subset():
+    cfg = DataConfig(limit_train=50, limit_val=7)
+    a, b = build_data(cfg, seed=3), build_data(cfg, seed=3)
+    c = build_data(cfg, seed=4)
+    assert (len(a.train), len(a.val)) == (50, 7)
+    assert a.train.indices == b.train.indices
+    assert a.train.indices != c.train.indices
+
+
+def test_digits_crop_flip_moves_pixels_but_keeps_shape():
+    cfg = DataConfig(augment={"crop_flip": True}, image_size=16)
+    bundle = build_data(cfg, seed=0)
+    torch.manual_seed(0)
+    train_views = torch.stack([bundle.train[0][0] for _ in range(8)])
+    assert train_views.shape == (8, 1, 16, 16) and bundle.image_size == 16
+    assert not all(torch.equal(train_views[0], v) for v in train_views[1:])
+    assert torch.equal(bundle.val[0][0], bundle.val[0][0])  # val is deterministic
+
+
+def test_randaugment_on_non_pil_dataset_is_a_data_error():
+    with pytest.raises(DataError, match="digits: augment.randaugment"):
+        build_data(DataConfig(augment={"randaugment": "rand-m9-mstd0.5"}), seed=0)
+
+
+# ---------------------------------------------------------------------------- synthetic
+
+
+def test_synthetic_is_deterministic_and_learnable():
+    cfg = DataConfig(dataset="synthetic", num_classes=4, image_size=12)
+    bundle = build_data(cfg, seed=0)
+    assert (bundle.num_classes, bundle.in_channels, bundle.image_size) == (4, 3, 12)
+    assert (len(bundle.train), len(bundle.val)) == (4 * 32, 4 * 16)
+    assert Counter(bundle.train.labels.tolist()) == {c: 32 for c in range(4)}
+    assert torch.equal(build_data(cfg, seed=0).train.images, bundle.train.images)
+    assert not torch.equal(build_data(cfg, seed=1).train.images, bundle.train.images)
+    # nearest class mean (fit on train) classifies val almost perfectly
+    flat = bundle.train.images.flatten(1)
+    means = torch.stack([flat[bundle.train.labels == c].mean(0) for c in range(4)])
+    pred = torch.cdist(bundle.val.images.flatten(1), means).argmin(1)
+    assert (pred == bundle.val.labels).float().mean() > 0.9
+
+
+# ---------------------------------------------------------------------------- mnist
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_idx_files_plain_and_gz(tmp_path: Path, gz: bool):
+    write_mnist(tmp_path, n_train=20, n_test=10, gz=gz)
+    bundle = build_data(DataConfig(dataset="mnist", root=str(tmp_path)), seed=0)
+    assert (len(bundle.train), len(bundle.val), bundle.num_classes) == (20, 10, 10)
+    assert labels_of(bundle.val) == [i % 10 for i in range(10)]
+    x, _ = bundle.train[3]
+    want = (torch.from_numpy(mnist_images(20)[3]).float() / 255 - MNIST_MEAN[0]) / MNIST_STD[0]
+    assert x.shape == (1, 28, 28) and torch.allclose(x[0], want, atol=1e-5)
+
+
+def test_fashion_mnist_root_pointing_at_raw_folder(tmp_path: Path):
+    raw = write_mnist(tmp_path, n_train=10, n_test=10, fashion=True)
+    bundle = build_data(DataConfig(dataset="fashion_mnist", root=str(raw), image_size=14),
+                        seed=0)
+    assert bundle.train[0][0].shape == (1, 14, 14) and bundle.image_size == 14
+    assert bundle.class_names[9] == "Ankle boot"
+    with pytest.raises(DataError, match=f"mnist: expected .* under {tmp_path / 'MNIST' / 'raw'}"):
+        build_data(DataConfig(dataset="mnist", root=str(tmp_path)), seed=0)
+
+
+def test_mnist_malformed_and_missing_files(tmp_path: Path):
+    raw = write_mnist(tmp_path)
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(DataError, match=f"t10k-labels-idx1-ubyte \\(or .gz\\) under {raw}"):
+        build_data(DataConfig(dataset="mnist", root=str(tmp_path)), seed=0)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 20)
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte has magic 0x00000803"):
+        build_data(DataConfig(dataset="mnist", root=str(tmp_path)), seed=0)
+    with gzip.open(raw / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(b"\x00\x00\x08\x01\x00\x00\x00\x0a" + bytes(range(9)))  # 9 of 10 labels
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz holds 9 bytes of data but "
+                                        "its header says 10"):
+        build_data(DataConfig(dataset="mnist", root=str(tmp_path)), seed=0)
+    with pytest.raises(DataError, match="mnist: data root .*nowhere does not exist"):
+        build_data(DataConfig(dataset="mnist", root=str(tmp_path / "nowhere")), seed=0)
+
+
+def test_mnist_randaugment_runs_on_grayscale(tmp_path: Path):
+    write_mnist(tmp_path)
+    cfg = DataConfig(dataset="mnist", root=str(tmp_path),
+                     augment={"randaugment": "rand-m9-n3-mstd0.5", "crop_flip": True})
+    bundle = build_data(cfg, seed=0)
+    assert bundle.train[0][0].shape == (1, 28, 28)
+
+
+# ---------------------------------------------------------------------------- cifar
+
+
+@pytest.mark.parametrize("point_at_folder", [False, True])
+def test_cifar10_pickles(tmp_path: Path, point_at_folder: bool):
+    write_cifar10(tmp_path, n_train=20, n_test=10)
+    root = tmp_path / "cifar-10-batches-py" if point_at_folder else tmp_path
+    cfg = DataConfig(dataset="cifar10", root=str(root), batch_size=8)
+    bundle = build_data(cfg, seed=0)
+    assert (len(bundle.train), len(bundle.val), bundle.num_classes, bundle.in_channels) == \
+        (20, 10, 10, 3)
+    assert bundle.class_names[0] == "airplane"
+    assert Counter(labels_of(bundle.train)) == {c: 2 for c in range(10)}
+    x, y = bundle.val[7]
+    raw = torch.from_numpy(cifar_images(10, 1)[7]).view(3, 32, 32).float() / 255
+    want = (raw - torch.tensor(CIFAR10_MEAN).view(3, 1, 1)) / torch.tensor(CIFAR10_STD).view(3, 1, 1)
+    assert y == 7 and torch.allclose(x, want, atol=1e-5)
+    train_loader, val_loader = make_loaders(bundle, cfg, seed=0)
+    xb, yb = next(iter(train_loader))
+    assert xb.shape == (8, 3, 32, 32) and yb.dtype == torch.long
+    assert [len(b[1]) for b in val_loader] == [10]  # eval batch 16 = 2 x 8
+
+
+def test_cifar10_augmented_and_resized(tmp_path: Path):
+    write_cifar10(tmp_path, n_train=10, n_test=5)
+    cfg = DataConfig(dataset="cifar10", root=str(tmp_path), image_size=24,
+                     augment={"crop_flip": True, "randaugment": "rand-m9-mstd0.5-inc1",
+                              "random_erasing": 0.5})
+    bundle = build_data(cfg, seed=0)
+    assert bundle.image_size == 24
+    assert bundle.train[0][0].shape == (3, 24, 24) and bundle.val[0][0].shape == (3, 24, 24)
+
+
+def test_cifar100_fine_labels(tmp_path: Path):
+    write_cifar100(tmp_path, n_train=30, n_test=10)
+    bundle = build_data(DataConfig(dataset="cifar100", root=str(tmp_path)), seed=0)
+    assert bundle.num_classes == 100 and bundle.class_names[5] == "fine_5"
+    assert labels_of(bundle.train) == list(range(30))
+    assert bundle.val[0][0].shape == (3, 32, 32)
+
+
+def test_cifar_missing_and_malformed(tmp_path: Path):
+    base = write_cifar10(tmp_path) / "cifar-10-batches-py"
+    (base / "test_batch").unlink()
+    msg = ("cifar10: expected data_batch_1..data_batch_5 and test_batch (python pickle "
+           f"version) under {base} (missing test_batch)")
+    with pytest.raises(DataError) as err:
+        build_data(DataConfig(dataset="cifar10", root=str(tmp_path)), seed=0)
+    assert str(err.value) == msg
+    (base / "test_batch").write_bytes(b"not a pickle at all")
+    with pytest.raises(DataError, match=f"{base / 'test_batch'} is not a CIFAR python pickle"):
+        build_data(DataConfig(dataset="cifar10", root=str(tmp_path)), seed=0)
+    with pytest.raises(DataError, match=f"under {tmp_path / 'empty' / 'cifar-100-python'}"):
+        (tmp_path / "empty").mkdir()
+        build_data(DataConfig(dataset="cifar100", root=str(tmp_path / "empty")), seed=0)
+
+
+def test_cifar_pickle_cannot_run_code(tmp_path: Path):
+    import pickle
+
+    base = write_cifar10(tmp_path) / "cifar-10-batches-py"
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    (base / "test_batch").write_bytes(pickle.dumps({"data": Evil(), "labels": []}))
+    with pytest.raises(DataError, match="builtins.print is not allowed"):
+        build_data(DataConfig(dataset="cifar10", root=str(tmp_path)), seed=0)
+
+
+# ---------------------------------------------------------------------------- imagenet
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_image_folder(tmp_path: Path, fmt: str):
+    classes = ("n02", "n01", "n03")
+    write_image_folder(tmp_path, classes, n_train=3, n_val=2, fmt=fmt, val_classes=("n03",))
+    cfg = DataConfig(dataset="imagenet", root=str(tmp_path), image_size=16, batch_size=4,
+                     augment={"randaugment": "rand-m9-mstd0.5", "random_erasing": 0.25})
+    bundle = build_data(cfg, seed=0)
+    assert bundle.class_names == ("n01", "n02", "n03") and bundle.num_classes == 3
+    assert (len(bundle.train), len(bundle.val)) == (9, 2)
+    assert Counter(labels_of(bundle.train)) == {0: 3, 1: 3, 2: 3}
+    assert labels_of(bundle.val) == [2, 2]  # val indexes follow train's classes
+    assert bundle.train[0][0].shape == (3, 16, 16) and bundle.val[0][0].shape == (3, 16, 16)
+    xb, yb = next(iter(make_loaders(bundle, cfg, seed=0)[0]))
+    assert xb.shape == (4, 3, 16, 16)
+
+
+def test_image_folder_errors(tmp_path: Path):
+    write_image_folder(tmp_path, ("a", "b"), n_train=1, n_val=1)
+    (tmp_path / "val" / "zzz").mkdir()
+    with pytest.raises(DataError, match="class folders missing from train: zzz"):
+        build_data(DataConfig(dataset="imagenet", root=str(tmp_path)), seed=0)
+    (tmp_path / "val" / "zzz").rmdir()
+    for f in (tmp_path / "val").rglob("*.JPEG"):
+        f.unlink()
+    with pytest.raises(DataError, match=f"no images .* under {tmp_path / 'val'}/<class>/"):
+        build_data(DataConfig(dataset="imagenet", root=str(tmp_path)), seed=0)
+    with pytest.raises(DataError, match=f"expected train/<wnid>/\\* under {tmp_path / 'x'}"):
+        (tmp_path / "x").mkdir()
+        build_data(DataConfig(dataset="imagenet", root=str(tmp_path / "x")), seed=0)
+
+
+def test_num_classes_mismatch_is_an_error(tmp_path: Path):
+    write_cifar10(tmp_path, n_train=10, n_test=5)
+    with pytest.raises(DataError, match="num_classes is 5 but the data has 10"):
+        build_data(DataConfig(dataset="cifar10", root=str(tmp_path), num_classes=5), seed=0)

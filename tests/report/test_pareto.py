@@ -1,0 +1,120 @@
+"""pareto_front on hand-made point sets (ties, duplicates, dominated, missing); vs brute force."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bkd_sweep.report import ParetoFront, pareto_front
+from bkd_sweep.report.data import load_results_dir
+from bkd_sweep.report.pareto import pareto_points
+from bkd_sweep.study import ParetoSpec
+
+# (energy, top1): lower energy and higher top1 are better
+POINTS = [
+    (1.0, 50.0),   # 0 front
+    (2.0, 60.0),   # 1 front
+    (2.0, 55.0),   # 2 dominated by 1 (same x, lower y)
+    (3.0, 60.0),   # 3 dominated by 1 (same y, higher x)
+    (4.0, 70.0),   # 4 front
+    (4.0, 70.0),   # 5 identical to 4: neither dominates the other
+    (5.0, 65.0),   # 6 dominated by 4
+    (0.5, 40.0),   # 7 front (cheapest)
+    (math.nan, 80.0),  # 8 missing x: never on the front
+    (6.0, 70.0),   # 9 dominated by 4 (tie on y)
+]
+
+
+def frame(points) -> pd.DataFrame:
+    return pd.DataFrame(points, columns=["energy", "top1"], index=[f"p{i}" for i in
+                                                                    range(len(points))])
+
+
+def test_hand_made_front() -> None:
+    front = pareto_front(frame(POINTS), "energy", "top1", x_mode="min", y_mode="max")
+    assert isinstance(front, ParetoFront)
+    assert front.front == (7, 0, 1, 4, 5)  # positions, by x ascending
+    assert front.on_front() == [True, True, False, False, True, True, False, True, False,
+                                False]
+    assert list(front.front_points()["energy"]) == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert list(front.points.index) == list(range(len(POINTS)))  # reset, positions == index
+
+
+def test_modes_are_symmetric() -> None:
+    flipped = [(-x, -y) for x, y in POINTS]
+    front = pareto_front(frame(flipped), "energy", "top1", x_mode="max", y_mode="min")
+    assert sorted(front.front) == [0, 1, 4, 5, 7]
+    both_max = pareto_front(frame([(1, 1), (2, 2), (2, 1), (0, 3)]), "energy", "top1",
+                            x_mode="max", y_mode="max")
+    assert set(both_max.front) == {1, 3}
+
+
+def test_edge_cases() -> None:
+    same = pareto_front(frame([(1.0, 1.0)] * 3), "energy", "top1")
+    assert same.front == (0, 1, 2)
+    empty = pareto_front(frame([]), "energy", "top1")
+    assert empty.front == () and empty.on_front() == []
+    assert pareto_front(frame([(math.nan, math.nan)]), "energy", "top1").front == ()
+    with pytest.raises(ValueError, match="no column"):
+        pareto_front(frame(POINTS), "energy_mj", "top1")
+    with pytest.raises(ValueError, match="mode"):
+        pareto_front(frame(POINTS), "energy", "top1", x_mode="lowest")  # type: ignore[arg-type]
+    nullable = pd.DataFrame({"energy": pd.array([1, None, 2], dtype="Int64"),
+                             "top1": pd.array([1.0, 5.0, 2.0], dtype="Float64")})
+    assert pareto_front(nullable, "energy", "top1").front == (0, 2)
+
+
+def brute_force(points, x_mode: str, y_mode: str) -> set[int]:
+    def better_eq(a, b, mode):
+        return a <= b if mode == "min" else a >= b
+
+    out = set()
+    for i, (xi, yi) in enumerate(points):
+        if math.isnan(xi) or math.isnan(yi):
+            continue
+        dominated = any(
+            better_eq(xj, xi, x_mode) and better_eq(yj, yi, y_mode) and (xj != xi or yj != yi)
+            for j, (xj, yj) in enumerate(points)
+            if j != i and not (math.isnan(xj) or math.isnan(yj)))
+        if not dominated:
+            out.add(i)
+    return out
+
+
+small = st.one_of(st.integers(0, 5).map(float), st.just(math.nan))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(small, small), max_size=25),
+       st.sampled_from(["min", "max"]), st.sampled_from(["min", "max"]))
+def test_matches_brute_force(points, x_mode, y_mode) -> None:
+    front = pareto_front(frame(points), "energy", "top1", x_mode=x_mode, y_mode=y_mode)
+    assert set(front.front) == brute_force(points, x_mode, y_mode)
+    xs = [points[i][0] for i in front.front]
+    assert xs == sorted(xs)
+
+
+def test_points_are_seed_means_per_configuration(fixture_results) -> None:
+    data = load_results_dir(fixture_results)
+    spec = ParetoSpec()
+    points, paths = pareto_points(data, spec)
+    assert paths == ["distill.mode", "student.arch", "student.timesteps"]
+    assert len(points) == 8  # 4 modes x 2 students, T fixed
+    row = points[(points["param.distill.mode"] == "mixed")
+                 & (points["param.student.arch"] == "snn_a")].iloc[0]
+    assert row["metric.energy_mj"] == pytest.approx(0.05)
+    assert row["metric.top1"] == pytest.approx(230 / 3)
+    assert row["n"] == 3
+    bkd_a = points[(points["param.distill.mode"] == "bkd")
+                   & (points["param.student.arch"] == "snn_a")].iloc[0]
+    assert bkd_a["n"] == 2 and bkd_a["metric.top1"] == pytest.approx(74.5)  # pruned left out
+    front = pareto_front(points, "metric.energy_mj", "metric.top1")
+    # mixed/snn_a (0.05 mJ, 76.67 %) dominates every other configuration
+    assert [tuple(points.iloc[i][["param.distill.mode", "param.student.arch"]])
+            for i in front.front] == [("mixed", "snn_a")]
+    assert np.isfinite(points["metric.energy_mj"].to_numpy(dtype=float)).all()

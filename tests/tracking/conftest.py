@@ -1,0 +1,116 @@
+"""Synthetic studies and trial records (no training, no Ray) for the tracking tests."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bkd_sweep.records import EnergyReport, EpochMetrics, TrialResult
+from bkd_sweep.study import Study
+from bkd_sweep.tracking import TrialRecord
+
+MODES = ("none", "bkd")
+SEEDS = (0, 1)
+
+
+def make_study(name: str = "demo", **top: Any) -> Study:
+    """A tiny study: distill.mode x student.timesteps searched, two seeds, 3 epochs."""
+    spec = {"params": {"distill.mode": list(MODES), "student.timesteps": [2, 4]},
+            "seeds": list(SEEDS)}
+    return Study.model_validate({"name": name, "train": {"epochs": 3}, "search": spec, **top})
+
+
+def epoch_top1(trial_number: int, epoch: int) -> float:
+    """A known, distinct curve per trial so stored values can be checked by hand."""
+    return 50.0 + 10.0 * epoch + trial_number / 10
+
+
+def make_record(study: Study, trial_number: int, params: dict[str, Any], seed: int, *,
+                status: str = "completed", epochs: int = 3, energy: bool = True,
+                offset: float = 0.0, pruned_epoch: int | None = None) -> TrialRecord:
+    """A TrialRecord as the engine would hand it over. ``offset`` shifts every value (a retry
+    that produced different numbers)."""
+    config = study.trial_config(params, seed)
+    history = [
+        EpochMetrics(epoch=e, top1=epoch_top1(trial_number, e) + offset,
+                     top5=90.0 + e + offset, val_loss=1.0 / e, loss=2.0 / e,
+                     loss_terms={"task": 1.0 / e, "bkd": 0.5 / e} if params.get(
+                         "distill.mode") == "bkd" else {"task": 1.0 / e},
+                     lr=1e-3 / e, wall_seconds=0.5 * e)
+        for e in range(1, epochs + 1)
+    ]
+    tops = [m.top1 for m in history]
+    report = EnergyReport(energy_mj=0.01 * (trial_number + 1), sops=1e6, macs=2e5,
+                          mean_firing_rate=0.12, timesteps=config.student.timesteps,
+                          e_mac_pj=4.6, e_ac_pj=0.9, first_layer_once=False,
+                          firing_rates={"lif1": 0.1, "lif2": 0.14})
+    result = TrialResult(
+        status=status,
+        reason=None if status == "completed" else f"{status} by test",
+        best_top1=max(tops) if tops else None,
+        final_top1=tops[-1] if tops else None,
+        best_top5=max(m.top5 for m in history) if history else None,
+        final_top5=history[-1].top5 if history else None,
+        energy=report if energy else None,
+        epochs_run=len(history), wall_seconds=1.5 * len(history), device_seconds=1.5,
+        device="cpu", config=config.model_dump(mode="json"),
+        config_hash=config.config_hash(), code_version="test-0",
+        history=history)
+    return TrialRecord(trial_id=f"t{trial_number:04d}", trial_number=trial_number,
+                       params=dict(params), seed=seed, result=result,
+                       pruned_epoch=pruned_epoch)
+
+
+def grid_records(study: Study) -> list[TrialRecord]:
+    """The full grid x seeds of make_study(): 8 completed trials."""
+    out = []
+    combos = itertools.product(MODES, (2, 4), SEEDS)
+    for number, (mode, t, seed) in enumerate(combos):
+        out.append(make_record(study, number, {"distill.mode": mode,
+                                               "student.timesteps": t}, seed))
+    return out
+
+
+@pytest.fixture
+def study() -> Study:
+    return make_study()
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path, study: Study) -> Path:
+    return tmp_path / "results" / study.name
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests choose their tracking URI explicitly; a user's environment must not leak in."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One SQLite store for the session (each test uses its own study = experiment)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(name="make_record")
+def _make_record_fixture():
+    return make_record
+
+
+@pytest.fixture(name="grid_records")
+def _grid_records_fixture():
+    return grid_records
+
+
+@pytest.fixture(name="make_study")
+def _make_study_fixture():
+    return make_study
+
+
+@pytest.fixture(name="epoch_top1")
+def _epoch_top1_fixture():
+    return epoch_top1

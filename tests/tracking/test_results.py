@@ -1,0 +1,109 @@
+"""bkd_sweep.results: load() by name or directory, summary_table() values, light imports."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bkd_sweep.results import load, summary_table
+from bkd_sweep.tracking import ResultStore
+from bkd_sweep.tracking.store import write_json_atomic
+
+
+def _stored(study, results_dir, records):
+    store = ResultStore(results_dir)
+    for rec in records:
+        store.upsert(rec)
+    write_json_atomic(study.model_dump(mode="json"), results_dir / "study.json")
+    return store
+
+
+def test_load_round_trip_by_name_and_by_directory(study, results_dir, grid_records,
+                                                  monkeypatch):
+    records = grid_records(study)
+    _stored(study, results_dir, records)
+    by_dir = load(results_dir)
+    by_name = load(study.name, results_root=results_dir.parent)
+    monkeypatch.chdir(results_dir.parent.parent)  # default root: ./results
+    by_default = load(study.name)
+    for res in (by_dir, by_name, by_default):
+        assert res.directory == results_dir.resolve()
+        assert list(res.trials["trial_id"]) == [r.trial_id for r in records]
+        assert len(res.epochs) == 3 * len(records)
+        assert res.study == json.loads((results_dir / "study.json").read_text())
+        assert res.seeds == [0, 1]
+    top1 = by_dir.trials.set_index("trial_id")["metric.top1"].to_dict()
+    assert top1 == {r.trial_id: pytest.approx(r.result.best_top1) for r in records}
+    assert by_dir.config_columns() == ["param.distill.mode", "param.student.timesteps"]
+
+
+def test_load_missing_names_what_exists(tmp_path: Path, study, make_record):
+    root = tmp_path / "results"
+    ResultStore(root / "other").upsert(make_record(study, 0, {"distill.mode": "none"}, 0))
+    with pytest.raises(FileNotFoundError, match=r"no results for 'nope'.*studies there: other"):
+        load("nope", results_root=root)
+    with pytest.raises(FileNotFoundError, match="none stored there"):
+        load("nope", results_root=tmp_path / "empty")
+
+
+def test_summary_table_aggregates_seeds_per_configuration(study, results_dir, make_record):
+    bkd4 = {"distill.mode": "bkd", "student.timesteps": 4}
+    none2 = {"distill.mode": "none", "student.timesteps": 2}
+    records = [make_record(study, 0, bkd4, 0), make_record(study, 1, bkd4, 1),
+               make_record(study, 2, none2, 0),
+               make_record(study, 3, none2, 1, status="pruned", epochs=1, pruned_epoch=1),
+               make_record(study, 4, {"distill.mode": "none", "student.timesteps": 4}, 0,
+                           status="failed", epochs=0, energy=False)]
+    _stored(study, results_dir, records)
+    text = summary_table(load(results_dir))
+    lines = text.splitlines()
+    assert lines[0].startswith("demo: 5 trials (3 completed, 1 pruned, 1 failed)")
+    header = lines[1].split()
+    assert header[:4] == ["distill.mode", "student.timesteps", "n", "completed"]
+    rows = {tuple(line.split()[:2]): line for line in lines[3:-3]}
+    bkd_top1 = [records[0].result.best_top1, records[1].result.best_top1]
+    mean, std = statistics.mean(bkd_top1), statistics.stdev(bkd_top1)
+    assert f"{mean:.2f} ± {std:.2f}" in rows[("bkd", "4")]
+    assert rows[("bkd", "4")].split()[2:6] == ["2", "2", "0", "0"]
+    energy = statistics.mean([r.result.energy_mj for r in records[:2]])
+    assert rows[("bkd", "4")].split()[-1] == f"{energy:.4g}"
+    # one completed seed of two: marked; the failed-only cell has no top-1
+    assert rows[("none", "2")].split()[2:6] == ["2", "1*", "1", "0"]
+    assert rows[("none", "4")].split()[2:6] == ["1", "0*", "0", "1"]
+    assert rows[("none", "4")].split()[-2:] == ["-", "-"]
+    total = lines[-2].split()
+    assert total[:5] == ["total", "5", "3", "1", "1"]
+    assert total[5:7] == ["best", f"{max(r.result.best_top1 for r in records[:3]):.2f}"]
+    assert lines[-1].startswith("* fewer completed seeds than the study's 2")
+
+
+def test_summary_table_without_study_json_groups_varying_params(study, results_dir,
+                                                                make_record):
+    store = ResultStore(results_dir)
+    for n, mode in enumerate(("none", "bkd", "bkd")):
+        store.upsert(make_record(study, n, {"distill.mode": mode, "student.timesteps": 4}, n))
+    res = load(results_dir)
+    assert res.study is None
+    assert res.config_columns() == ["param.distill.mode"]  # timesteps and seed do not count
+    text = summary_table(res)
+    assert "\nbkd " in text and "\nnone " in text and "*" not in text
+
+
+def test_summary_table_of_an_empty_study(tmp_path: Path):
+    (tmp_path / "fresh").mkdir()
+    assert summary_table(load(tmp_path / "fresh")).endswith("no finished trials yet")
+
+
+def test_reading_results_imports_no_heavy_stack():
+    code = ("import bkd_sweep.results, sys; "
+            "assert 'ray' not in sys.modules and 'mlflow' not in sys.modules "
+            "and 'torch' not in sys.modules, sorted(m for m in ('ray', 'mlflow', 'torch') "
+            "if m in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
