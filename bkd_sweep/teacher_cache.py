@@ -77,8 +77,12 @@ def evaluate_teacher(teacher: Teacher, loader, device: torch.device) -> float:
 
 
 def _train_network(net: nn.Module, config: TrialConfig, bundle: DataBundle,
-                   device: torch.device) -> None:
-    """Plain supervised training of the teacher network with the study's teacher recipe."""
+                   device: torch.device) -> Teacher:
+    """Plain supervised training of the teacher network with the study's teacher recipe;
+    returns it wrapped (frozen). Inputs go through the wrapper's own preparation (resize,
+    channels, frames) so the teacher is trained on exactly what it later sees."""
+    teacher = wrap_teacher(net, config.teacher, image_size=bundle.image_size)
+    net.requires_grad_(True)
     recipe = config.teacher.train
     data_cfg = config.data.model_copy(update={"batch_size": recipe.batch_size
                                               or config.data.batch_size})
@@ -93,22 +97,20 @@ def _train_network(net: nn.Module, config: TrialConfig, bundle: DataBundle,
     total = max(1, recipe.epochs * len(train_loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(1.0, step / total))))
-    size = config.teacher.input_size
     net.to(device).train()
     for _ in range(recipe.epochs):
         for images, targets in train_loader:
             images, targets = images.to(device), targets.to(device)
-            if size and images.shape[-1] != size and images.dim() == 4:
-                images = nn.functional.interpolate(images, size=(size, size), mode="bilinear",
-                                                   align_corners=False)
-            logits = net(images)
+            logits = net(teacher.prepare(images))
             loss = nn.functional.cross_entropy(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             reset(net)
+    net.requires_grad_(False)
     net.eval()
+    return teacher
 
 
 def _build(config: TrialConfig, bundle: DataBundle) -> nn.Module:
@@ -118,8 +120,10 @@ def _build(config: TrialConfig, bundle: DataBundle) -> nn.Module:
 
 
 def trained_teacher_path(config: TrialConfig, bundle: DataBundle, device: torch.device,
-                         cache_dir: Path) -> tuple[Path, float | None]:
-    """The cached weights for ``checkpoint: train``, training them first if needed."""
+                         cache_dir: Path) -> tuple[Path, float | None, bool]:
+    """The cached weights for ``checkpoint: train`` and the teacher's top-1, training them
+    first if no trial has (the last value says whether this call trained them)."""
+    trained_now = False
     key = teacher_cache_key(config)
     folder = cache_dir / "teachers"
     weights = folder / f"{config.teacher.arch}-{key}.pt"
@@ -131,8 +135,7 @@ def trained_teacher_path(config: TrialConfig, bundle: DataBundle, device: torch.
             rng = torch.get_rng_state()
             seed_everything(TEACHER_SEED)
             net = _build(config, bundle)
-            _train_network(net, config, bundle, device)
-            teacher = wrap_teacher(net, config.teacher, image_size=bundle.image_size)
+            teacher = _train_network(net, config, bundle, device)
             _, val_loader = make_loaders(bundle, config.data, seed=TEACHER_SEED)
             top1 = evaluate_teacher(teacher, val_loader, device)
             torch.set_rng_state(rng)
@@ -141,8 +144,9 @@ def trained_teacher_path(config: TrialConfig, bundle: DataBundle, device: torch.
                 "arch": config.teacher.arch, "top1": top1, "key": key,
                 "train_seconds": time.perf_counter() - started,
                 "recipe": config.teacher.train.model_dump(mode="json")}, indent=2))
+            trained_now = True
         meta = json.loads(meta_path.read_text())
-    return weights, meta.get("top1")
+    return weights, meta.get("top1"), trained_now
 
 
 def prepare_teacher(config: TrialConfig, bundle: DataBundle, *, device: torch.device,
@@ -170,7 +174,7 @@ def prepare_teacher(config: TrialConfig, bundle: DataBundle, *, device: torch.de
                          f"{config.distill.mode!r}: a local weights file or 'train'")
     net = _build(config, bundle)
     if cfg.checkpoint == "train":
-        weights, trained_top1 = trained_teacher_path(config, bundle, device, cache_dir)
+        weights, trained_top1, _ = trained_teacher_path(config, bundle, device, cache_dir)
         top1 = top1 if top1 is not None else trained_top1
     else:
         weights = Path(cfg.checkpoint)

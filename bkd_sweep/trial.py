@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 ReportFn = Callable[[EpochMetrics, "Path | None"], None]
 CHECKPOINT_NAME = "last.pt"
+DATA_SPLIT_SEED = 0
 
 
 class DistillationModel(nn.Module):
@@ -166,7 +167,9 @@ def run_trial(config: TrialConfig, report: ReportFn | None = None, *,
 
     teacher_t = config.teacher.timesteps if config.distill.mode != "none" else None
     frames = max(config.student.timesteps, teacher_t or 0)
-    bundle = build_data(config.data, seed=config.seed, timesteps=frames)
+    # One split for every trial of a study (the seed varies init and order, not the data),
+    # so a cached teacher never saw a later trial's validation images.
+    bundle = build_data(config.data, seed=DATA_SPLIT_SEED, timesteps=frames)
     train_loader, val_loader = make_loaders(bundle, config.data, seed=config.seed,
                                             distributed=ddp.enabled)
     mixup = make_mixup(config.data.augment, bundle.num_classes)
@@ -262,7 +265,7 @@ def run_trial(config: TrialConfig, report: ReportFn | None = None, *,
                 break
             images = images.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
-            if mixing and images.shape[0] % 2 == 0:
+            if mixing:
                 images, targets = mixup(images, targets)
             t_logits = t_feat = None
             if teacher is not None:
@@ -274,7 +277,7 @@ def run_trial(config: TrialConfig, report: ReportFn | None = None, *,
             total = terms.total
             if not torch.isfinite(total):
                 reset(model)
-                return finish("failed", f"non-finite loss ({float(total)}) at epoch {epoch} "
+                return finish("failed", f"non-finite loss ({float(total.detach())}) at epoch {epoch} "
                                         f"step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
@@ -287,7 +290,7 @@ def run_trial(config: TrialConfig, report: ReportFn | None = None, *,
             reset(model)
             batch = images.shape[0]
             seen += batch
-            sums["loss"] = sums.get("loss", 0.0) + float(total) * batch
+            sums["loss"] = sums.get("loss", 0.0) + float(total.detach()) * batch
             for name, value in terms.as_floats().items():
                 sums[name] = sums.get(name, 0.0) + value * batch
         top1, top5, val_loss = evaluate(student, val_loader, device, ddp, autocast)
@@ -295,7 +298,9 @@ def run_trial(config: TrialConfig, report: ReportFn | None = None, *,
         means = {k: v / max(1, seen) for k, v in sums.items()}
         terms_mean = {k: v for k, v in means.items() if k != "loss"}
         task = terms_mean.get("task", 0.0)
-        for name in ("logit", "bkd"):
+        # Balance is judged on the first epoch: later the task loss goes toward 0 while a
+        # soft-target term keeps the teacher's entropy, so late ratios say nothing.
+        for name in ("logit", "bkd") if epoch == 1 else ():
             value = terms_mean.get(name)
             if value is not None and task > 0 and value > config.distill.warn_ratio * task:
                 message = (f"epoch {epoch}: L_{name} = {value:.4g} is {value / task:.0f}x the "

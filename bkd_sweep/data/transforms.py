@@ -48,10 +48,27 @@ def make_randaugment(spec: str, side: int, mean: tuple[float, ...]) -> Callable:
     hparams = {"translate_const": max(1, int(side * 0.45)),
                "img_mean": fill if len(fill) > 1 else fill[0]}
     try:
-        return rand_augment_transform(spec, hparams)
+        transform = rand_augment_transform(spec, hparams)
     except (AssertionError, KeyError, ValueError, IndexError) as exc:
         raise DataError(f"augment.randaugment: invalid spec {spec!r} ({exc.__class__.__name__}); "
                         "expected a timm spec such as 'rand-m9-mstd0.5-inc1'") from None
+    for op in transform.ops:
+        if op.name.startswith("Posterize"):
+            op.aug_fn = safe_posterize
+    return transform
+
+
+def safe_posterize(img, bits_to_keep: int, **_):
+    """Posterize that accepts 0 bits (a black image, as Pillow < 13 did): timm's
+    PosterizeIncreasing asks for 0 bits at magnitude 10, which Pillow 13 rejects, so
+    'rand-m9-mstd0.5-inc1' would crash a run now and then."""
+    from PIL import Image, ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
 
 
 def make_erasing(probability: float, mode: str = "pixel") -> Callable | None:

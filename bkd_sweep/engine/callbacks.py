@@ -51,7 +51,7 @@ class Progress:
 
     def __init__(self, book: SweepBook, stream: TextIO | None = None, enabled: bool = True):
         self.book = book
-        self.stream = stream or sys.stdout
+        self.stream = stream  # None: sys.stdout at print time (Tune pickles callbacks)
         self.enabled = enabled
         self.running: set[str] = set()
 
@@ -75,7 +75,7 @@ class Progress:
                 f"{(' ' + detail) if detail else ''} | {done}/{self.book.total} done "
                 f"({counts['completed']} completed, {counts['pruned']} pruned, "
                 f"{counts['failed']} failed), {len(self.running)} running | {self.best_text()}")
-        print(text, file=self.stream, flush=True)
+        print(text, file=self.stream or sys.stdout, flush=True)
 
 
 def outcome_detail(outcome: Outcome) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 import time
@@ -208,6 +207,12 @@ def check_runnable(loaded: LoadedStudy, resume: bool = False) -> None:
 # Ray
 
 
+def _quiet_tune() -> None:
+    """Our progress lines replace Tune's tables (the legacy reporter honours verbose=0)."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
 def _init_ray(study: Study) -> bool:
     """Connect to RAY_ADDRESS's cluster, or start an embedded Ray. True if we started it."""
     import ray
@@ -298,7 +303,7 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False,
     started = time.perf_counter()
     study = loaded.study
     results_dir = results_dir_for(loaded)
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    _quiet_tune()
     import ray
 
     from bkd_sweep.engine.book import SweepBook
@@ -355,7 +360,9 @@ def _fit(study: Study, book, callback, trainable, results_dir: Path, max_concurr
                         cpu=per_trial.cpu, gpu=per_trial.gpu, workers=per_trial.workers,
                         cwd=os.getcwd(), train_storage=str(ray_dir / "train"))
     if per_trial.workers > 1:
-        resources: dict[str, float] = {"cpu": 0}  # the Train workers hold the resources
+        # the trial only drives Train workers that hold the CPUs/GPUs; Ray needs a non-empty
+        # request, so it asks for a little memory instead (no CPU to starve the workers of)
+        resources: dict[str, float] = {"cpu": 0, "memory": 64 * 1024 * 1024}
     else:
         resources = {"cpu": per_trial.cpu, "gpu": per_trial.gpu}
     function = make_tune_function(setup, trainable)

@@ -23,7 +23,7 @@ _SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
 
 
 def make_surrogate(name: str, alpha: float | None = None) -> nn.Module:
-    """spikingjelly surrogate by name; ``alpha=None`` takes the usual default (atan 2, sigmoid 4)."""
+    """spikingjelly surrogate by name; ``alpha=None`` takes the default (atan 2, sigmoid 4)."""
     if name not in _SURROGATES:
         raise ValueError(f"unknown surrogate {name!r}; valid: {', '.join(sorted(_SURROGATES))}")
     return _SURROGATES[name](alpha=float(alpha if alpha is not None

@@ -241,9 +241,12 @@ class _Capture:
 
     def __init__(self, take_input: bool = False):
         self.take_input = take_input
+        self.active = False  # only the owning teacher's forward records (no stray references)
         self.value: torch.Tensor | None = None
 
     def __call__(self, module: nn.Module, inputs: tuple, output: Any = None) -> None:
+        if not self.active:
+            return
         value = inputs[0] if self.take_input else output
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"feature module {type(module).__name__} returned "
@@ -340,13 +343,18 @@ class FrozenTeacher(Teacher):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> TeacherOutput:  # type: ignore[override]
         x = self.prepare(x)
+        if self._capture is not None:
+            self._capture.active = True
         try:
             if self.is_snn:
                 features = self.net.forward_features(x)
                 logits = self.net.forward_head(features)
                 # the SNN's modules all output [T,B,...]: time-average whatever was tapped
                 tapped = features if self._capture is None else self._capture.value
-                feature = tapped.mean(0)  # type: ignore[union-attr]
+                if tapped is None:
+                    raise RuntimeError(f"teacher {self.arch!r}: feature module "
+                                       f"{self.feature_name!r} did not run in forward")
+                feature = tapped.mean(0)
             elif self._use_timm_head:
                 features = self.net.forward_features(x)
                 feature = self.net.forward_head(features, pre_logits=True)
@@ -354,11 +362,14 @@ class FrozenTeacher(Teacher):
             else:
                 logits = self.net(x)
                 feature = self._capture.value  # type: ignore[union-attr]
+                if feature is None:
+                    raise RuntimeError(f"teacher {self.arch!r}: feature module "
+                                       f"{self.feature_name!r} did not run in forward")
                 if self.feature_name == "pre_logits":
                     feature = feature.flatten(1)
         finally:
             if self._capture is not None:
-                self._capture.value = None
+                self._capture.active, self._capture.value = False, None
             if self.is_snn:
                 reset(self.net)
         return TeacherOutput(logits=logits, feature=feature)

@@ -6,6 +6,7 @@ import gzip
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -175,6 +176,20 @@ def test_cifar10_augmented_and_resized(tmp_path: Path):
     bundle = build_data(cfg, seed=0)
     assert bundle.image_size == 24
     assert bundle.train[0][0].shape == (3, 24, 24) and bundle.val[0][0].shape == (3, 24, 24)
+
+
+def test_randaugment_posterize_survives_zero_bits():
+    from PIL import Image
+
+    from bkd_sweep.data.transforms import make_randaugment
+
+    ra = make_randaugment("rand-m9-mstd0.5-inc1", 32, CIFAR10_MEAN)
+    (op,) = [op for op in ra.ops if op.name == "PosterizeIncreasing"]
+    op.magnitude, op.magnitude_std, op.prob = 10, 0, 1.0  # timm asks for 0 bits here
+    img = Image.fromarray(cifar_images(1)[0].reshape(3, 32, 32).transpose(1, 2, 0))
+    assert not np.asarray(op(img)).any()
+    op.magnitude = 5  # 2 bits kept: every value a multiple of 64
+    assert set(np.unique(np.asarray(op(img))) % 64) == {0}
 
 
 def test_cifar100_fine_labels(tmp_path: Path):

@@ -76,9 +76,12 @@ def test_mixup_gives_soft_targets_with_label_smoothing():
     torch.testing.assert_close(soft.sum(1), torch.ones(6))
     assert float(soft.min()) >= 0.1 / 5 - 1e-6  # smoothing floor
     assert float(soft.max()) < 1.0  # never a hard one-hot
-    # sample i mixes with sample 5 - i: sample 1 (class 1) with sample 4 (class 4)
-    assert soft[1, 1] > 0.02 + 1e-3 and soft[1, 4] > 0.02 + 1e-3
-    torch.testing.assert_close(soft[1, 1] + soft[1, 4], torch.tensor(1 - 3 * 0.02))
+    # batch mode: one lam; sample i mixes with sample 5 - i, and every row is
+    # (1 - 0.1) * (lam * onehot(y_i) + (1 - lam) * onehot(y_{5-i})) + 0.1 / 5
+    lam = float(soft[1, 1] - 0.02) / 0.9
+    one_hot = torch.nn.functional.one_hot(y, 5).float()
+    want = 0.9 * (lam * one_hot + (1 - lam) * one_hot.flip(0)) + 0.02
+    torch.testing.assert_close(soft, want)
 
 
 def test_mixup_target_is_the_convex_combination():

@@ -40,7 +40,6 @@ def curve_trial(config: TrialConfig, report=None, *, checkpoint_dir=None, cache_
         state = json.loads(ckpt.read_text())
         history = [EpochMetrics.model_validate(h) for h in state["history"]]
         start = state["epoch"] + 1
-        starts = ckpt.parent / "starts.txt"
     if ckpt is not None:
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         with open(ckpt.parent / "starts.txt", "a") as handle:  # one line per (re)start
@@ -68,3 +67,49 @@ def curve_trial(config: TrialConfig, report=None, *, checkpoint_dir=None, cache_
                        wall_seconds=sum(h.wall_seconds for h in history),
                        config=config.model_dump(mode="json"), config_hash=config.config_hash(),
                        code_version="test", history=history)
+
+
+def crash_or_fail(config: TrialConfig, report=None, *, checkpoint_dir=None, cache_dir=None):
+    """blur_ratio 0.0: raises once after epoch 2 and then resumes; otherwise always raises."""
+    marker = Path(checkpoint_dir) / "crashed"
+    if config.distill.blur_ratio > 0:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(checkpoint_dir) / "starts.txt", "a") as handle:
+            handle.write("1\n")
+        raise ValueError(f"bad batch (blur {config.distill.blur_ratio})")
+
+    def crashing_report(metrics, ckpt):
+        report(metrics, ckpt)
+        if metrics.epoch == 2 and not marker.exists():
+            marker.write_text("x")
+            raise RuntimeError("simulated worker crash")
+
+    return curve_trial(config, crashing_report, checkpoint_dir=checkpoint_dir, epoch_seconds=0.01)
+
+
+def ddp_trial(config: TrialConfig, report=None, *, checkpoint_dir=None, cache_dir=None):
+    """Needs an initialized torch.distributed group: all-reduces its rank each epoch and
+    reports top1 = world size x 10 + the rank sum (rank 0 writes the checkpoint)."""
+    import torch
+    import torch.distributed as dist
+
+    assert dist.is_initialized(), "run inside a TorchTrainer"
+    rank, world = dist.get_rank(), dist.get_world_size()
+    ckpt = Path(checkpoint_dir) / "last.pt"
+    history: list[EpochMetrics] = []
+    for epoch in range(1, config.train.epochs + 1):
+        total = torch.tensor([float(rank)])
+        dist.all_reduce(total)
+        top1 = world * 10 + float(total.item())
+        metrics = EpochMetrics(epoch=epoch, top1=top1, top5=top1, val_loss=1.0, loss=1.0,
+                               lr=0.1, wall_seconds=0.01)
+        history.append(metrics)
+        if rank == 0:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            ckpt.write_text(json.dumps({"epoch": epoch, "world": world}))
+        dist.barrier()
+        report(metrics, checkpoint_dir)
+    return TrialResult(status="completed", best_top1=history[-1].top1,
+                       final_top1=history[-1].top1, epochs_run=len(history),
+                       config=config.model_dump(mode="json"), config_hash=config.config_hash(),
+                       code_version="test", history=history, device=f"gloo x{world}")

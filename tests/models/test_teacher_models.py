@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import pytest
 from spikingjelly.activation_based import neuron
 from torch import nn
 
-import pytest
 from bkd_sweep.models import (CheckpointError, build_teacher_network, create_student,
                               create_teacher, list_teachers, load_weights, reset, wrap_teacher)
 from bkd_sweep.registry import UnknownNameError
@@ -37,15 +37,15 @@ def test_cnn_small_vector_and_map() -> None:
 
 
 def test_resnet18_pre_logits_and_layer4() -> None:
-    x = torch.randn(2, 3, 32, 32)
-    net, vec = _teacher("resnet18")
-    _, fmap = _teacher("resnet18", feature="layer4")
-    _, cifar = _teacher("resnet18_cifar", feature="layer4")
+    x = torch.randn(2, 3, 16, 16)
+    net, vec = _teacher("resnet18", image_size=16)
+    _, fmap = _teacher("resnet18", image_size=16, feature="layer4")
+    _, cifar = _teacher("resnet18_cifar", image_size=16, feature="layer4")
     out_v, out_m, out_c = vec(x), fmap(x), cifar(x)
     assert (vec.feature_kind, vec.feature_channels) == ("vector", 512)
     assert out_v.feature.shape == (2, 512)
     assert fmap.feature_kind == "map" and out_m.feature.shape == (2, 512, 1, 1)
-    assert out_c.feature.shape == (2, 512, 4, 4)  # CIFAR stem: /8 instead of /32
+    assert out_c.feature.shape == (2, 512, 2, 2)  # CIFAR stem: /8 instead of /32
     torch.testing.assert_close(out_v.feature, out_m.feature.flatten(1))  # avgpool of layer4
     with torch.no_grad():
         torch.testing.assert_close(out_v.logits, net(x))

@@ -1,0 +1,77 @@
+"""check_runnable refuses with one line, before anything is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bkd_sweep.engine import check_runnable
+from bkd_sweep.study import StudyError, load_study
+
+
+def study(tmp_path: Path, body: str, name: str = "chk") -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(f"name: {name}\ntracking: {{results_dir: {tmp_path / 'results'}}}\n" + body)
+    return path
+
+
+def refused(path: Path, match: str, resume: bool = False) -> StudyError:
+    with pytest.raises(StudyError, match=match) as info:
+        check_runnable(load_study(path), resume)
+    assert "\n" not in str(info.value)
+    assert not (path.parent / "results").exists()  # nothing written
+    return info.value
+
+
+def test_unset_variable_names_it_and_where(tmp_path, monkeypatch):
+    monkeypatch.delenv("BKD_UNSET_FOR_TEST", raising=False)
+    path = study(tmp_path, "data:\n  dataset: cifar10\n  root: ${BKD_UNSET_FOR_TEST}/cifar\n")
+    err = refused(path, "BKD_UNSET_FOR_TEST is not set")
+    assert err.field == "data.root" and err.line == 5
+
+
+def test_dataset_root_missing_or_absent(tmp_path):
+    refused(study(tmp_path, "data: {dataset: cifar10}\ndistill: {mode: none}\n"),
+            "needs data.root")
+    refused(study(tmp_path, f"data: {{dataset: mnist, root: {tmp_path / 'nope'}}}\n"
+                            "distill: {mode: none}\n"), "does not exist")
+    check_runnable(load_study(study(tmp_path, "data: {dataset: digits}\ndistill: {mode: none}\n")))
+
+
+def test_teacher_checkpoint_missing_in_base_or_linked_bundle(tmp_path):
+    refused(study(tmp_path, "teacher: {checkpoint: missing.pth}\n"), "teacher checkpoint not found")
+    weights = tmp_path / "t.pth"
+    weights.write_bytes(b"x")
+    linked = (f"teacher: {{checkpoint: {weights}}}\nsearch:\n  sampler: grid\n  linked:\n"
+              f"    backbone:\n      a: {{teacher.arch: resnet18}}\n"
+              f"      b: {{teacher.arch: resnet34, teacher.checkpoint: {tmp_path}/gone.pth}}\n")
+    refused(study(tmp_path, linked), "gone.pth")
+    check_runnable(load_study(study(tmp_path, f"teacher: {{checkpoint: {weights}}}\n")))
+
+
+def test_unwritable_results_dir(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: chk\ndistill: {{mode: none}}\ntracking: {{results_dir: {blocker}/r}}\n")
+    with pytest.raises(StudyError, match="not writable"):
+        check_runnable(load_study(path))
+
+
+def test_existing_sweep_needs_resume(tmp_path):
+    path = study(tmp_path, "distill: {mode: none}\n")
+    results = tmp_path / "results" / "chk"
+    results.mkdir(parents=True)
+    (results / "optuna.journal").write_text("")
+    with pytest.raises(StudyError, match="already holds a sweep.*use --resume"):
+        check_runnable(load_study(path))
+    check_runnable(load_study(path), resume=True)
+
+
+def test_pruned_metric_and_budget(tmp_path):
+    refused(study(tmp_path, "distill: {mode: none}\nsearch:\n  sampler: grid\n"
+                            "  pruner: {name: median}\n  pruned_metric: acc\n"),
+            "unknown per-epoch metric 'acc'")
+    refused(study(tmp_path, "distill: {mode: none}\nsearch:\n  sampler: tpe\n  params:\n"
+                            "    distill.beta: {low: 0.001, high: 0.01}\n"), "n_trials")

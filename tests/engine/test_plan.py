@@ -1,0 +1,88 @@
+"""plan(): trial counts, resources and the device-hour estimate against hand computation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bkd_sweep.engine import plan
+from bkd_sweep.engine.plan import CPU_GFLOPS, GPU_TFLOPS, arch_gflops, trials_fitting
+from bkd_sweep.study import load_study, load_study_text
+
+HERE = Path(__file__).parent
+
+
+def test_imagenet_like_plan_counts_and_estimate(monkeypatch):
+    monkeypatch.delenv("BKD_DATA", raising=False)  # plan works with unset variables
+    p = plan(load_study(HERE / "studies/imagenet_like.yaml"))
+    assert p.n_trials == 12 and len(p.trials) == 12 and p.device == "gpu"
+    first = p.trials[0]  # sew_resnet18, distill none: 320 x (1281167 x 3 + 50000) x 3.6 x 4
+    expected = 320 * (1281167 * 3 + 50000) * 3.6 * 4
+    assert first.params == {"linked.backbone": "sew_resnet18", "distill.mode": "none"}
+    assert first.gflop == pytest.approx(expected)
+    assert first.device_hours == pytest.approx(expected / (GPU_TFLOPS * 1000) / 3600)
+    logit = p.trials[1]  # + the ResNet-18 teacher's forward on every training image
+    assert logit.gflop == pytest.approx(expected + 320 * 1281167 * 3.6)
+    assert p.device_hours == pytest.approx(sum(t.device_hours for t in p.trials))
+    assert p.wall_hours == pytest.approx(p.device_hours / (2 * 4))  # 2 trials x 4 GPUs
+    text = p.render()
+    assert "12 trials" in text and "gpu-hours" in text and "20 TFLOP/s" in text
+    assert "t0011 seed=0 linked.backbone=spikingformer_8_384 distill.mode=mixed" in text
+    assert "method:" in text and "per worker" in text
+
+
+def test_small_digits_plan_by_hand():
+    loaded = load_study_text("""
+name: tiny
+data: {dataset: digits, limit_train: 200}
+student: {arch: spiking_cnn_small, timesteps: 4}
+train: {epochs: 2}
+distill: {mode: none}
+""")
+    p = plan(loaded)
+    f = 0.011 * (8 / 32) ** 2
+    n_val = round(1797 * 0.2)
+    expected = 2 * (200 * 3 * f * 4 + n_val * f * 4)
+    assert p.n_trials == 1 and p.device == "cpu"
+    assert p.trials[0].gflop == pytest.approx(expected)
+    assert p.device_hours == pytest.approx(expected / CPU_GFLOPS / 3600)
+
+
+def test_large_grid_is_counted_not_listed_and_sampled_spaces_are_averaged():
+    big = plan(load_study_text("""
+name: big
+distill: {mode: none}
+search:
+  sampler: grid
+  seeds: [0, 1, 2]
+  params:
+    student.timesteps: [1, 2, 4, 8, 16]
+    train.epochs: [1, 2, 3]
+"""))
+    assert big.n_trials == 45
+    assert "not listed" in big.render() and "t0044" not in big.render()
+    sampled = plan(load_study_text("""
+name: sampled
+distill: {mode: none}
+search:
+  sampler: tpe
+  n_trials: 10
+  params:
+    student.timesteps: [2, 4]
+    distill.blur_ratio: {low: 0.1, high: 0.5}
+"""))
+    costs = [t.device_hours for t in sampled.trials]
+    assert len(costs) == 2 and sampled.device_hours == pytest.approx(10 * sum(costs) / 2)
+    assert "sampled at run time" in sampled.render()
+
+
+def test_unknown_architecture_gets_default_with_note_and_fit_counts():
+    cost, note = arch_gflops("my_net", 64)
+    assert cost == pytest.approx(1.0 * (64 / 32) ** 2) and "not in the cost table" in note
+    transformer, none = arch_gflops("spikingformer_4_384", 32)
+    assert none is None and 0.5 < transformer < 5  # ~1.3 GFLOPs at 8x8 tokens
+    from bkd_sweep.study import TrialResources
+    assert trials_fitting(TrialResources(cpu=1), 2, 0) == 2
+    assert trials_fitting(TrialResources(cpu=2, gpu=0.5, workers=2), 16, 2) == 2
+    assert trials_fitting(TrialResources(cpu=1, gpu=1), 8, 0) == 0

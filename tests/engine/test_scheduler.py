@@ -1,0 +1,205 @@
+"""The Ray<->Optuna glue with plain values: no Ray cluster, only result dicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from optuna.trial import TrialState
+from ray.tune.schedulers import TrialScheduler
+
+from bkd_sweep.engine.book import SweepBook
+from bkd_sweep.engine.scheduler import OptunaPruningScheduler
+from bkd_sweep.engine.searcher import OptunaSearcher
+from bkd_sweep.engine.worker import epoch_payload, final_payload
+from bkd_sweep.records import EnergyReport, EpochMetrics, TrialResult
+from bkd_sweep.study import load_study_text
+
+STUDY = """
+name: glue
+distill: {{mode: none}}
+train: {{epochs: 4}}
+search:
+  sampler: grid
+  params:
+    distill.blur_ratio: [0.0, 0.2, 0.4, 0.6]
+  objectives: {objectives}
+  pruner: {pruner}
+  pruned_metric: {metric}
+"""
+
+
+def make(tmp_path: Path, pruner="{name: median, startup_trials: 1}",
+         objectives="[{metric: top1, mode: max}]", metric="top1"):
+    loaded = load_study_text(STUDY.format(pruner=pruner, objectives=objectives, metric=metric))
+    book = SweepBook(loaded.study, tmp_path / "glue")
+    book.open()
+    return book, OptunaSearcher(book), OptunaPruningScheduler(book)
+
+
+def epoch(n: int, top1: float, val_loss: float = 1.0) -> dict:
+    return epoch_payload(EpochMetrics(epoch=n, top1=top1, top5=top1, val_loss=val_loss,
+                                      loss=1.0, lr=0.1, wall_seconds=2.0))
+
+
+def completed(book: SweepBook, number: int, top1s: list[float], energy: float = 0.5,
+              status: str = "completed") -> dict:
+    spec = book.spec(number)
+    history = [EpochMetrics(epoch=i + 1, top1=v, top5=v, val_loss=1.0, loss=1.0, lr=0.1,
+                            wall_seconds=2.0) for i, v in enumerate(top1s)]
+    result = TrialResult(
+        status=status, reason="non-finite loss" if status == "failed" else None,
+        best_top1=max(top1s), final_top1=top1s[-1], epochs_run=len(top1s),
+        energy=EnergyReport(energy_mj=energy, sops=1.0, macs=1.0, mean_firing_rate=0.1,
+                            timesteps=4, e_mac_pj=4.6, e_ac_pj=0.9, first_layer_once=False),
+        config=spec.config.model_dump(mode="json"), config_hash=spec.config.config_hash(),
+        code_version="test", history=history)
+    return final_payload(result)
+
+
+def start(searcher: OptunaSearcher, ray_id: str) -> SimpleNamespace:
+    config = searcher.suggest(ray_id)
+    assert isinstance(config, dict)
+    return SimpleNamespace(trial_id=ray_id, config=config)
+
+
+def test_median_pruning_stops_and_records_pruned_never_complete(tmp_path):
+    book, searcher, scheduler = make(tmp_path)
+    a = start(searcher, "ray-a")
+    assert a.config["trial_id"] == "t0000" and a.config["params"] == {"distill.blur_ratio": 0.0}
+    for n, v in enumerate([40.0, 60.0, 70.0, 80.0], start=1):
+        assert scheduler.on_trial_result(None, a, epoch(n, v)) == TrialScheduler.CONTINUE
+    final = completed(book, 0, [40.0, 60.0, 70.0, 80.0])
+    assert scheduler.on_trial_result(None, a, final) == TrialScheduler.CONTINUE  # ignored
+    searcher.on_trial_complete("ray-a", result={**final, "done": True})
+    frozen = book.optuna.trials[0]
+    assert frozen.state == TrialState.COMPLETE and frozen.value == 80.0
+    assert frozen.intermediate_values == {1: 40.0, 2: 60.0, 3: 70.0, 4: 80.0}
+
+    b = start(searcher, "ray-b")
+    assert scheduler.on_trial_result(None, b, epoch(1, 50.0)) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, b, epoch(2, 10.0)) == TrialScheduler.STOP
+    frozen = book.optuna.trials[1]
+    assert frozen.state == TrialState.PRUNED
+    assert frozen.user_attrs["pruned_epoch"] == 2
+    # Tune then completes the stopped trial with its last (epoch) result: still PRUNED
+    searcher.on_trial_complete("ray-b", result={**epoch(2, 10.0), "done": True})
+    assert book.optuna.trials[1].state == TrialState.PRUNED
+    outcome = book.outcome(1)
+    assert outcome.result.status == "pruned"
+    assert outcome.result.reason == "pruned by median pruner at epoch 2"
+    assert outcome.pruned_epoch == 2 and outcome.result.epochs_run == 2
+    assert outcome.result.best_top1 == 50.0 and outcome.result.final_top1 == 10.0
+    assert outcome.result.wall_seconds == 4.0
+    assert outcome.result.config_hash == book.spec(1).config.config_hash()
+    saved = json.loads((tmp_path / "glue/trials/t0001/result.json").read_text())
+    assert saved["result"]["status"] == "pruned" and saved["pruned_epoch"] == 2
+    # a late result after the stop changes nothing
+    assert scheduler.on_trial_result(None, b, epoch(3, 90.0)) == TrialScheduler.CONTINUE
+    assert book.optuna.trials[1].intermediate_values == {1: 50.0, 2: 10.0}
+
+
+def test_failures_are_fail_and_unfinished_trials_stay_running(tmp_path):
+    book, searcher, scheduler = make(tmp_path, pruner="{name: none}")
+    a, b, c = (start(searcher, f"ray-{x}") for x in "abc")
+    searcher.on_trial_complete("ray-a", error=True)
+    assert book.optuna.trials[0].state == TrialState.FAIL
+    book.fail(0, "ValueError: bad data")  # the callback's better reason
+    assert book.outcome(0).result.reason == "ValueError: bad data"
+    searcher.on_trial_complete("ray-b", result={**completed(book, 1, [5.0], status="failed"),
+                                                "done": True})
+    assert book.optuna.trials[1].state == TrialState.FAIL
+    assert book.outcome(1).result.reason == "non-finite loss"
+    scheduler.on_trial_result(None, c, epoch(1, 30.0))
+    searcher.on_trial_complete("ray-c", result={**epoch(1, 30.0), "done": True})
+    assert book.optuna.trials[2].state == TrialState.RUNNING  # no result: left for resume
+    assert book.outcome(2) is None
+
+
+def test_multi_objective_completes_with_values_in_order_and_threshold_prunes(tmp_path):
+    book, searcher, scheduler = make(
+        tmp_path, pruner="{name: threshold, lower: 30.0, warmup_epochs: 1}",
+        objectives="[{metric: top1, mode: max}, {metric: energy_mj, mode: min}]")
+    a = start(searcher, "ray-a")
+    searcher.on_trial_complete("ray-a", result=completed(book, 0, [70.0, 75.0], energy=0.25))
+    assert book.optuna.trials[0].values == [75.0, 0.25]
+    b = start(searcher, "ray-b")
+    assert scheduler.on_trial_result(None, b, epoch(1, 5.0)) == TrialScheduler.CONTINUE  # warmup
+    assert scheduler.on_trial_result(None, b, epoch(2, 5.0)) == TrialScheduler.STOP
+    assert book.optuna.trials[1].state == TrialState.PRUNED
+    assert book.outcome(1).result.reason == "pruned by threshold pruner at epoch 2"
+    c = start(searcher, "ray-c")
+    assert scheduler.on_trial_result(None, c, epoch(2, 31.0)) == TrialScheduler.CONTINUE
+    assert [t.number for t in book.best()] == [0]
+
+
+def test_pruned_metric_with_opposite_direction_is_negated(tmp_path):
+    book, searcher, scheduler = make(tmp_path, metric="val_loss")
+    a = start(searcher, "ray-a")
+    scheduler.on_trial_result(None, a, epoch(1, 50.0, val_loss=0.5))
+    # the study maximizes top1 and val_loss improves downwards: Optuna sees -val_loss
+    assert book.optuna.trials[0].intermediate_values == {1: -0.5}
+
+
+def test_resume_reruns_interrupted_trials_under_their_number(tmp_path):
+    book, searcher, _ = make(tmp_path, pruner="{name: none}")
+    start(searcher, "ray-a")
+    start(searcher, "ray-b")
+    searcher.on_trial_complete("ray-a", result=completed(book, 0, [60.0]))
+    # trial 1 was running when the driver died; reopen the journal as a new driver would
+    book2 = SweepBook(book.study, book.results_dir)
+    assert book2.settle_interrupted() == []
+    book2.open()
+    assert book2.remaining() == 3  # t0001 again + t0002 + t0003
+    spec = book2.next_trial()
+    assert (spec.number, spec.rerun, spec.params) == (1, True, {"distill.blur_ratio": 0.2})
+    assert [book2.next_trial().number for _ in range(2)] == [2, 3]
+    assert book2.next_trial() is None
+    assert len(book2.optuna.trials) == 4  # nothing asked twice
+
+
+def test_result_written_but_not_told_is_settled_on_resume(tmp_path):
+    book, searcher, _ = make(tmp_path, pruner="{name: none}")
+    start(searcher, "ray-a")
+    payload = completed(book, 0, [60.0, 65.0])
+    # simulate a kill between writing result.json and telling Optuna
+    book._write_result(0, TrialResult.model_validate_json(payload["bkd_result"]), None)
+    book2 = SweepBook(book.study, book.results_dir)
+    assert book2.settle_interrupted() == [0]
+    assert book2.optuna.trials[0].state == TrialState.COMPLETE
+    assert book2.optuna.trials[0].value == 65.0
+
+
+def test_sampled_configs_repeat_over_seeds_within_budget(tmp_path):
+    loaded = load_study_text("""
+name: seeds
+search:
+  sampler: random
+  seeds: [0, 1]
+  n_trials: 5
+  params:
+    distill.blur_ratio: {low: 0.0, high: 0.9}
+""")
+    book = SweepBook(loaded.study, tmp_path / "seeds")
+    book.open()
+    specs = []
+    while (spec := book.next_trial()) is not None:
+        specs.append(spec)
+    assert [s.seed for s in specs] == [0, 1, 0, 1, 0]
+    assert specs[0].params == specs[1].params and specs[2].params == specs[3].params
+    assert specs[0].params != specs[2].params
+    assert len(book.optuna.trials) == 5  # no stray sibling beyond the budget
+
+
+@pytest.mark.parametrize("metric,expected", [("top1", 75.0), ("final_top1", 70.0),
+                                             ("energy_mj", 0.25), ("loss", 1.0)])
+def test_objective_values(tmp_path, metric, expected):
+    from bkd_sweep.engine.book import objective_value
+
+    book, searcher, _ = make(tmp_path, pruner="{name: none}")
+    start(searcher, "ray-a")
+    result = TrialResult.model_validate_json(
+        completed(book, 0, [75.0, 70.0], energy=0.25)["bkd_result"])
+    assert objective_value(result, metric) == expected

@@ -1,0 +1,91 @@
+"""End-to-end sweeps on a real (shared) Ray instance with fast injected trainables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+import fakes
+from bkd_sweep.engine import run_study
+from bkd_sweep.engine.book import SweepBook
+from bkd_sweep.study import load_study_text
+
+PRUNING = """
+name: pruning
+teacher: {{checkpoint: train}}
+train: {{epochs: 4}}
+distill: {{blur_ratio: 0.0}}
+search:
+  sampler: grid
+  params:
+    distill.mode: [bkd, mixed, none, logit]
+  pruner: {{name: median, startup_trials: 1, warmup_epochs: 1}}
+resources: {{per_trial: {{cpu: 1}}, max_concurrent: 1}}
+tracking: {{results_dir: {results}}}
+"""
+
+
+def test_median_pruner_prunes_worse_trials_early(ray_session, tmp_path, fake_tracker):
+    loaded = load_study_text(PRUNING.format(results=tmp_path))
+    summary = run_study(loaded, trainable=fakes.curve_trial, tracker=fake_tracker,
+                        progress=False)
+    # curves: plateau bkd 75, mixed 80, none 60, logit 70, x (1 - exp(-epoch/2)); sequential.
+    # epoch 2 (first prunable): none 37.9 and logit 44.2 < median(47.4, 50.6) of completed
+    assert summary.counts == {"completed": 2, "pruned": 2, "failed": 0, "running": 0,
+                              "waiting": 0}
+    assert summary.ok and summary.best[0]["trial_id"] == "t0001"
+    assert summary.best[0]["params"] == {"distill.mode": "mixed"}
+    book = SweepBook(loaded.study, tmp_path / "pruning")
+    states = [t.state for t in book.optuna.trials]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED,
+                      TrialState.PRUNED]
+    assert book.optuna.trials[1].value == pytest.approx(80 * (1 - 2.718281828459045 ** -2))
+    assert sorted(fake_tracker.finishes()) == ["t0000", "t0001", "t0002", "t0003"]
+    for tid in ("t0002", "t0003"):
+        record = fake_tracker.records[tid]
+        assert record.result.status == "pruned" and record.pruned_epoch == 2
+        assert record.result.epochs_run == 2 < 4
+        assert record.result.reason == "pruned by median pruner at epoch 2"
+        assert fake_tracker.epochs(tid) == [1, 2]
+    done = fake_tracker.records["t0001"]
+    assert done.result.status == "completed" and done.result.epochs_run == 4
+    assert done.params == {"distill.mode": "mixed"} and done.seed == 0
+    assert fake_tracker.epochs("t0001") == [1, 2, 3, 4]
+    assert fake_tracker.calls[0] == ("start", False) and fake_tracker.calls[-1] == ("end",)
+    assert (tmp_path / "pruning/trials/t0001/ckpt/last.pt").exists()
+    assert (tmp_path / "pruning/trials/t0002/result.json").exists()
+
+
+CRASHES = """
+name: crashes
+distill: {{mode: none}}
+train: {{epochs: 4}}
+search:
+  sampler: grid
+  params:
+    distill.blur_ratio: [0.0, 0.5]
+resources: {{per_trial: {{cpu: 1}}, max_failures: 1}}
+tracking: {{results_dir: {results}}}
+"""
+
+
+def test_crashed_trial_retries_from_checkpoint_and_failure_is_recorded(ray_session, tmp_path,
+                                                                       fake_tracker):
+    loaded = load_study_text(CRASHES.format(results=tmp_path))
+    summary = run_study(loaded, trainable=fakes.crash_or_fail, tracker=fake_tracker,
+                        progress=False)
+    assert summary.counts["completed"] == 1 and summary.counts["failed"] == 1
+    trials = tmp_path / "crashes/trials"
+    # t0000 crashed after epoch 2 and its retry resumed at epoch 3
+    assert (trials / "t0000/ckpt/starts.txt").read_text().split() == ["1", "3"]
+    ok = fake_tracker.records["t0000"].result
+    assert ok.status == "completed" and [h.epoch for h in ok.history] == [1, 2, 3, 4]
+    # t0001 raised on both attempts (max_failures 1) and is failed with the exception's line
+    assert (trials / "t0001/ckpt/starts.txt").read_text().split() == ["1", "1"]
+    failed = fake_tracker.records["t0001"].result
+    assert failed.status == "failed" and "ValueError: bad batch (blur 0.5)" in failed.reason
+    assert fake_tracker.finishes().count("t0001") == 1
+    book = SweepBook(loaded.study, tmp_path / "crashes")
+    assert [t.state for t in book.optuna.trials] == [TrialState.COMPLETE, TrialState.FAIL]

@@ -1,0 +1,232 @@
+"""Search space: conditionals, grids with when + seeds, ranges, cycles, sampler/pruner tables."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from bkd_sweep import space
+from bkd_sweep.registry import UnknownNameError
+from bkd_sweep.study import SearchConfig, StudyError, load_study_text
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def search(text: str) -> SearchConfig:
+    return load_study_text("name: s\n" + text).study.search
+
+
+MODES = """
+search:
+  sampler: grid
+  seeds: [0, 1, 2]
+  params:
+    distill.blur_ratio: {values: [0.15, 0.4, 0.6], when: {distill.mode: [bkd, mixed]}}
+    distill.mode: [none, logit, bkd, mixed]
+    student.timesteps: [2, 4]
+"""
+
+
+def test_grid_respects_when_and_orders_dependencies_first():
+    s = search(MODES)
+    assert space.param_order(s) == ["distill.mode", "distill.blur_ratio", "student.timesteps"]
+    configs = space.grid(s)
+    # none/logit: 1 x 2 timesteps; bkd/mixed: 3 blur x 2 timesteps -> 2*2 + 2*3*2 = 16
+    assert len(configs) == 16
+    assert all(("distill.blur_ratio" in c) == (c["distill.mode"] in ("bkd", "mixed"))
+               for c in configs)
+    assert len({tuple(sorted(c.items())) for c in configs}) == 16  # no duplicates
+    assert space.count_trials(s) == 16 * 3
+    trials = space.grid_trials(s)
+    assert trials[:3] == [(configs[0], 0), (configs[0], 1), (configs[0], 2)]
+
+
+def test_grid_deduplicates_and_n_trials_cuts_it():
+    s = search("""
+search:
+  sampler: grid
+  seeds: [0, 1]
+  n_trials: 5
+  params:
+    distill.mode: [bkd, bkd, none]
+""")
+    assert space.grid(s) == [{"distill.mode": "bkd"}, {"distill.mode": "none"}]
+    assert space.count_trials(s) == 4  # 2 configs x 2 seeds, fewer than n_trials
+
+
+def test_stepped_and_int_ranges_enumerate():
+    s = search("""
+search:
+  sampler: grid
+  params:
+    distill.alpha: {low: 0.1, high: 0.5, step: 0.2}
+    train.epochs: {low: 2, high: 8, step: 3}
+""")
+    assert space.range_values(s.params["distill.alpha"]) == [0.1, 0.3, 0.5]
+    assert space.range_values(s.params["train.epochs"]) == [2, 5, 8]
+    assert space.count_trials(s) == 9
+
+
+def test_suggest_is_define_by_run_with_conditionals():
+    s = search(MODES.replace("sampler: grid", "sampler: random").replace(
+        "seeds: [0, 1, 2]", "seeds: [0]\n  n_trials: 40"))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen_modes = set()
+    for _ in range(40):
+        trial = study.ask()
+        params = space.suggest(trial, s)
+        seen_modes.add(params["distill.mode"])
+        assert ("distill.blur_ratio" in params) == (params["distill.mode"] in ("bkd", "mixed"))
+        assert set(trial.params) == set(params)  # inactive params are never suggested
+        study.tell(trial, 1.0)
+    assert seen_modes == {"none", "logit", "bkd", "mixed"}
+
+
+def test_int_log_and_float_ranges_suggest_their_kinds():
+    s = search("""
+search:
+  sampler: tpe
+  n_trials: 3
+  params:
+    train.epochs: {low: 2, high: 64, log: true}
+    distill.beta: {low: 1.0e-4, high: 1.0e-2, log: true}
+    distill.alpha: {low: 0.5, high: 1.5, step: 0.25}
+""")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    dists = None
+    for _ in range(20):
+        trial = study.ask()
+        params = space.suggest(trial, s)
+        assert isinstance(params["train.epochs"], int) and 2 <= params["train.epochs"] <= 64
+        assert 1e-4 <= params["distill.beta"] <= 1e-2
+        assert params["distill.alpha"] in (0.5, 0.75, 1.0, 1.25, 1.5)
+        dists = trial.distributions
+        study.tell(trial, 0.0)
+    assert isinstance(dists["train.epochs"], optuna.distributions.IntDistribution)
+    assert dists["train.epochs"].log and dists["distill.beta"].log
+    assert dists["distill.alpha"].step == 0.25
+
+
+def test_count_trials_needs_budget_for_continuous_sampled_space():
+    with pytest.raises(StudyError, match="n_trials"):
+        space.count_trials(search("""
+search:
+  sampler: tpe
+  params:
+    distill.beta: {low: 1.0e-4, high: 1.0e-2, log: true}
+"""))
+    finite = search("""
+search:
+  sampler: random
+  seeds: [0, 1]
+  params:
+    distill.mode: [none, bkd]
+""")
+    assert space.count_trials(finite) == 4
+
+
+def test_when_cycle_is_a_clear_error():
+    s = search("""
+search:
+  sampler: grid
+  params:
+    distill.mode: {values: [bkd, mixed], when: {distill.granularity: [pixel]}}
+    distill.granularity: {values: [channel, pixel], when: {distill.mode: [bkd]}}
+""")
+    with pytest.raises(StudyError, match="cycle distill.mode -> distill.granularity -> "
+                                          "distill.mode"):
+        space.param_order(s)
+
+
+def test_linked_groups_are_categorical_params_and_gate_others():
+    s = search("""
+search:
+  sampler: grid
+  params:
+    distill.beta: {values: [0.001, 0.002], when: {linked.backbone: [big]}}
+  linked:
+    backbone:
+      small: {student.timesteps: 2}
+      big: {student.timesteps: 8}
+""")
+    assert space.grid(s) == [{"linked.backbone": "small"},
+                             {"linked.backbone": "big", "distill.beta": 0.001},
+                             {"linked.backbone": "big", "distill.beta": 0.002}]
+
+
+def test_non_scalar_categorical_values_round_trip_through_optuna():
+    s = search("""
+search:
+  sampler: random
+  n_trials: 2
+  params:
+    distill.mode: [none, bkd]
+""")
+    s.params["distill.mode"].values = [[1, 2], {"a": 1}]  # not Optuna-storable as is
+    study = optuna.create_study()
+    trial = study.ask()
+    params = space.suggest(trial, s)
+    assert params["distill.mode"] in ([1, 2], {"a": 1})
+    assert space.from_optuna_params(trial.params, s) == params
+    assert space.from_optuna_params(space.to_optuna_params(params, s), s) == params
+
+
+def test_sampler_table():
+    s = search("""
+search:
+  sampler: tpe
+  n_trials: 4
+  sampler_seed: 7
+  params:
+    distill.mode: [none, bkd]
+    distill.blur_ratio: {values: [0.1, 0.2], when: {distill.mode: [bkd]}}
+""")
+    tpe = space.make_sampler(s)
+    assert isinstance(tpe, optuna.samplers.TPESampler)
+    assert tpe._multivariate and tpe._group  # conditionals -> group=True
+    assert isinstance(space.make_sampler(s, "random"), optuna.samplers.RandomSampler)
+    assert isinstance(space.make_sampler(s, "nsga2"), optuna.samplers.NSGAIISampler)
+    with pytest.raises(UnknownNameError, match="valid: grid, nsga2, random, tpe"):
+        space.make_sampler(s, "cmaes")
+    assert space.list_samplers() == ["grid", "nsga2", "random", "tpe"]
+
+
+def test_pruner_table_with_strict_arguments():
+    median = space.make_pruner({"name": "median", "warmup_epochs": 3, "startup_trials": 2,
+                                "interval_epochs": 2})
+    assert isinstance(median, optuna.pruners.MedianPruner)
+    # warmup_epochs 3: epochs 1..3 never pruned -> Optuna n_warmup_steps 4
+    assert (median._n_warmup_steps, median._n_startup_trials, median._interval_steps) == (4, 2, 2)
+    assert isinstance(space.make_pruner({"name": "none"}), optuna.pruners.NopPruner)
+    sh = space.make_pruner({"name": "successive_halving", "reduction_factor": 3})
+    assert isinstance(sh, optuna.pruners.SuccessiveHalvingPruner) and sh._reduction_factor == 3
+    hb = space.make_pruner({"name": "hyperband", "min_resource": 2, "max_resource": 27})
+    assert isinstance(hb, optuna.pruners.HyperbandPruner)
+    thr = space.make_pruner({"name": "threshold", "lower": 20.0})
+    assert isinstance(thr, optuna.pruners.ThresholdPruner) and thr._lower == 20.0
+    pct = space.make_pruner({"name": "percentile", "percentile": 40.0})
+    assert isinstance(pct, optuna.pruners.PercentilePruner)
+    with pytest.raises(UnknownNameError, match="did you mean 'median'"):
+        space.make_pruner({"name": "medain"})
+    with pytest.raises(StudyError, match="unknown argument 'warmup'.*allowed: warmup_epochs"):
+        space.make_pruner({"name": "median", "warmup": 3})
+    with pytest.raises(StudyError, match="lower or upper"):
+        space.make_pruner({"name": "threshold"})
+
+
+def test_median_warmup_means_first_epochs_never_pruned():
+    pruner = space.make_pruner({"name": "median", "warmup_epochs": 2, "startup_trials": 1})
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    good = study.ask()
+    for epoch in (1, 2, 3):
+        good.report(90.0, epoch)
+    study.tell(good, 90.0)
+    bad = study.ask()
+    decisions = []
+    for epoch in (1, 2, 3):
+        bad.report(10.0, epoch)
+        decisions.append(bad.should_prune())
+    assert decisions == [False, False, True]
+    assert math.isclose(study.trials[0].value, 90.0)
