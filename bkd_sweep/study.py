@@ -55,10 +55,13 @@ class StudyError(Exception):
 # Trial configuration sections
 
 
+Seed = Annotated[int, Field(ge=0, lt=2**31)]
+
+
 class Strict(BaseModel):
     """Unknown keys are errors: a misspelled setting must never be silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class AugmentConfig(Strict):
@@ -74,21 +77,21 @@ class AugmentConfig(Strict):
 class DataConfig(Strict):
     dataset: str = "digits"
     root: str | None = None  # local root in the dataset's usual on-disk format
-    batch_size: int = Field(64, ge=1)
-    eval_batch_size: int | None = Field(None, ge=1)
+    batch_size: int = Field(64, ge=1, le=65536)
+    eval_batch_size: int | None = Field(None, ge=1, le=65536)
     val_fraction: float = Field(0.2, gt=0, lt=1)  # for datasets without an official split
-    num_workers: int = Field(0, ge=0)
-    image_size: int | None = Field(None, ge=1)  # resize; None keeps the native size
-    frames: int | None = Field(None, ge=1)  # event data: frames per sample (None = student T)
+    num_workers: int = Field(0, ge=0, le=256)
+    image_size: int | None = Field(None, ge=1, le=4096)  # resize; None keeps the native size
+    frames: int | None = Field(None, ge=1, le=1024)  # event data: frames per sample (None = student T)
     limit_train: int | None = Field(None, ge=1)  # subsample for quick runs
     limit_val: int | None = Field(None, ge=1)
-    num_classes: int | None = Field(None, ge=2)  # synthetic data only
+    num_classes: int | None = Field(None, ge=2, le=100_000)  # synthetic data only
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
 
 class NeuronConfig(Strict):
     type: Literal["lif", "if", "plif"] = "lif"
-    tau: float = Field(2.0, gt=1.0)  # membrane time constant (lif, initial value for plif)
+    tau: float = Field(2.0, gt=1.0, le=1e4)  # membrane time constant (lif, initial value for plif)
     v_threshold: float = Field(1.0, gt=0)
     v_reset: float | None = 0.0  # None = soft reset (subtract threshold)
     surrogate: Literal["atan", "sigmoid"] = "sigmoid"
@@ -104,7 +107,7 @@ class StudentConfig(Strict):
 
 class OptimizerConfig(Strict):
     name: Literal["sgd", "adamw"] = "adamw"
-    lr: float = Field(5e-4, gt=0)
+    lr: float = Field(5e-4, gt=0, le=100)
     weight_decay: float = Field(0.06, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
 
@@ -112,32 +115,32 @@ class OptimizerConfig(Strict):
 class TeacherTrainConfig(Strict):
     """The recipe for ``checkpoint: train``: the teacher is trained once and cached."""
 
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1, le=100_000)
     optimizer: OptimizerConfig = Field(
         default_factory=lambda: OptimizerConfig(name="adamw", lr=1e-3, weight_decay=1e-4))
-    batch_size: int | None = Field(None, ge=1)  # None = data.batch_size
+    batch_size: int | None = Field(None, ge=1, le=65536)  # None = data.batch_size
 
 
 class TeacherConfig(Strict):
     arch: str = "cnn_small"  # a registered teacher, a torchvision ResNet or any timm name
     checkpoint: str | None = None  # a local file, or "train" (train once on the study's data)
-    input_size: int | None = Field(None, ge=1)  # resize inputs for the teacher (e.g. 224)
+    input_size: int | None = Field(None, ge=1, le=4096)  # resize inputs for the teacher (e.g. 224)
     feature: str = "pre_logits"  # "pre_logits" (vector) or a named module whose output is a map
-    timesteps: int | None = Field(None, ge=1)  # set for an SNN teacher (arch from the students)
+    timesteps: int | None = Field(None, ge=1, le=256)  # set for an SNN teacher (arch from the students)
     accuracy: float | None = Field(None, ge=0, le=100)  # known top-1 of the checkpoint, if any
     train: TeacherTrainConfig = Field(default_factory=TeacherTrainConfig)
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1, le=100_000)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: Literal["cosine", "none"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0)
+    warmup_epochs: int = Field(0, ge=0, le=100_000)
     min_lr: float = Field(0.0, ge=0)
     amp: bool = True  # used on CUDA only
     grad_clip: float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, ge=1)  # torch CPU threads per trial
+    threads: int | None = Field(None, ge=1, le=1024)  # torch CPU threads per trial
     max_batches_per_epoch: int | None = Field(None, ge=1)  # cap for smoke runs
 
 
@@ -155,7 +158,7 @@ class DistillConfig(Strict):
 class EnergyConfig(Strict):
     e_mac_pj: float = Field(4.6, gt=0)  # 45 nm MAC (Horowitz, ISSCC 2014)
     e_ac_pj: float = Field(0.9, gt=0)  # 45 nm accumulate
-    samples: int = Field(32, ge=1)  # validation samples the energy is measured on
+    samples: int = Field(32, ge=1, le=100_000)  # validation samples the energy is measured on
     first_layer_once: bool = False  # count the direct-encoded first layer once instead of x T
 
 
@@ -168,7 +171,7 @@ class TrialConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
-    seed: int = 0
+    seed: Seed = 0
 
     def config_hash(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
@@ -299,14 +302,14 @@ KNOWN_METRICS = ("top1", "top5", "final_top1", "energy_mj", "sops", "macs", "fir
 
 class SearchConfig(Strict):
     sampler: Literal["grid", "random", "tpe", "nsga2"] = "grid"
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=1000)
     params: dict[str, ParamSpec] = Field(default_factory=dict)
     # Linked choices keep paths together (a student with its own teacher): group -> label ->
     # overrides. In Optuna, MLflow and Parquet the choice is the parameter "linked.<group>".
     linked: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
     objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1)
     pruner: PrunerConfig = Field(default_factory=NoPrunerConfig)
-    n_trials: int | None = Field(None, ge=1)  # budget; grid: None = the full factorial x seeds
+    n_trials: int | None = Field(None, ge=1, le=1_000_000)  # budget; grid: None = the full factorial x seeds
     sampler_seed: int = 0
     pruned_metric: str = "top1"  # the per-epoch value pruners compare
 
@@ -348,13 +351,13 @@ class TrialResources(Strict):
 
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)  # fractional values share a GPU
-    workers: int = Field(1, ge=1)  # > 1: data-parallel training inside the trial
+    workers: int = Field(1, ge=1, le=4096)  # > 1: data-parallel training inside the trial
 
 
 class ResourcesConfig(Strict):
     per_trial: TrialResources = Field(default_factory=TrialResources)
-    max_concurrent: int | None = Field(None, ge=1)
-    max_failures: int = Field(1, ge=0)  # retries of a crashed trial (from its checkpoint)
+    max_concurrent: int | None = Field(None, ge=1, le=100_000)
+    max_failures: int = Field(1, ge=0, le=1000)  # retries of a crashed trial (from its checkpoint)
     object_store_mb: int | None = Field(None, ge=64)
 
 
