@@ -71,7 +71,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     address = args.address or os.environ.get("RAY_ADDRESS")
     if not address:
         raise UsageError("submit: give --address http://HOST:8265 or set RAY_ADDRESS")
-    job_id = submit_study(Path(args.study), address=address, wait=not args.no_wait)
+    from bkd_sweep.engine.submit import JobFailedError
+
+    try:
+        job_id = submit_study(Path(args.study), address=address, wait=not args.no_wait)
+    except JobFailedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"job id: {job_id}")
     return 0
 

@@ -218,7 +218,8 @@ class RangeParam(Strict):
 
 
 def _param_kind(value: Any) -> str:
-    if isinstance(value, dict) and ("low" in value or "high" in value):
+    if isinstance(value, RangeParam) or (isinstance(value, dict)
+                                         and ("low" in value or "high" in value)):
         return "range"
     return "categorical"
 
@@ -607,7 +608,9 @@ class LoadedStudy(BaseModel):
                           field=field)
 
     def results_dir(self) -> Path:
-        base = self.study.tracking.results_dir
+        """results/<name>, absolute: BKD_RESULTS_DIR (set for Ray jobs, whose working dir is a
+        temporary copy) > tracking.results_dir > ./results."""
+        base = os.environ.get("BKD_RESULTS_DIR") or self.study.tracking.results_dir
         root = Path(base) if base else Path.cwd() / "results"
         return (root / self.study.name).resolve()
 

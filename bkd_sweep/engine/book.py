@@ -10,6 +10,7 @@ No Ray here: the searcher, scheduler and callbacks are thin adapters over this c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -40,6 +41,43 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 # Per-epoch values a pruner may compare, with the direction in which they improve.
 EPOCH_METRIC_MODES = {"top1": "max", "top5": "max", "val_loss": "min", "loss": "min"}
+
+
+STUDY_HASH_ATTR = "bkd_study_hash"
+# Where a sweep may differ between sessions without changing what its trials are.
+_MACHINE_FIELDS = {"data": ("root", "num_workers"), "teacher": ("checkpoint",),
+                   "train": ("device", "threads")}
+
+
+def study_fingerprint(study: Study) -> str:
+    """Hash of what defines a sweep's trials (search + base config), not of where or how it
+    runs (paths, resources, tracking, report): a resumed sweep must match it."""
+    tree = study.model_dump(mode="json", exclude={"resources", "tracking", "report",
+                                                   "description", "search"})
+    # params one by one: dumping the union of param kinds through Study warns in pydantic
+    tree["search"] = {**study.search.model_dump(mode="json", exclude={"params"}),
+                      "params": {path: spec.model_dump(mode="json")
+                                 for path, spec in study.search.params.items()}}
+    for section, keys in _MACHINE_FIELDS.items():
+        for key in keys:
+            tree[section].pop(key, None)
+    for bundles in tree["search"]["linked"].values():
+        for overrides in bundles.values():
+            for path in ("data.root", "teacher.checkpoint", "data.num_workers"):
+                overrides.pop(path, None)
+    blob = json.dumps(tree, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def stored_fingerprint(study: Study, results_dir: Path) -> str | None:
+    """The fingerprint a sweep in ``results_dir`` was started with (None: no sweep there)."""
+    if not (Path(results_dir) / JOURNAL_FILE).exists():
+        return None
+    storage = journal_storage(results_dir)
+    if study.name not in optuna.get_all_study_names(storage):
+        return None if not optuna.get_all_study_names(storage) else "?"
+    return optuna.load_study(study_name=study.name, storage=storage).user_attrs.get(
+        STUDY_HASH_ATTR)
 
 
 def trial_id_of(number: int) -> str:
@@ -139,6 +177,14 @@ class SweepBook:
                 directions=space.study_directions(self.search),
                 sampler=space.make_sampler(self.search),
                 pruner=space.make_pruner(self.search.pruner), load_if_exists=True)
+        fingerprint = study_fingerprint(study)
+        stored = self.optuna.user_attrs.get(STUDY_HASH_ATTR)
+        if stored is None and not self._frozen():
+            self.optuna.set_user_attr(STUDY_HASH_ATTR, fingerprint)
+        elif stored != fingerprint:
+            raise StudyError(f"{self.results_dir} holds a sweep of a different version of "
+                             f"study {study.name!r} (search or base config changed); "
+                             "restore the study file or use a new results directory")
         self._live: dict[int, _Live] = {}
         self._ray_ids: dict[str, int] = {}
         self._reruns: list[int] = []

@@ -14,7 +14,7 @@ from typing import Any, Protocol, TextIO
 
 from ray.tune import Callback
 
-from bkd_sweep.engine.book import Outcome, SweepBook
+from bkd_sweep.engine.book import Outcome, SweepBook, trial_id_of
 from bkd_sweep.engine.scheduler import epoch_metrics
 
 
@@ -63,8 +63,7 @@ class Progress:
         if len(objectives) > 1:
             return f"pareto front: {len(best)} trial(s)"
         trial = best[0]
-        return f"best {trial.number and f't{trial.number:04d}' or 't0000'} " \
-               f"{objectives[0].metric}={trial.value:.4g}"
+        return f"best {trial_id_of(trial.number)} {objectives[0].metric}={trial.value:.4g}"
 
     def line(self, trial_id: str, event: str, detail: str = "") -> None:
         if not self.enabled:

@@ -9,8 +9,9 @@ The estimate is deliberately coarse and says how it was made:
 F = forward GFLOPs per image at time-step 1 (a dense, MAC x 2 count from the table below,
 scaled by (image size / reference size)^2), 3 = forward + backward, T = time-steps (T_t = 1
 for an ANN teacher; the teacher term only when distilling). Device-hours = FLOPs / an
-assumed effective throughput per device (GPU 20 TFLOP/s, CPU 50 GFLOP/s per trial). Pruning is
-ignored (an upper bound); data loading, energy measurement and spike sparsity are ignored.
+assumed effective throughput per device (GPU 20 TFLOP/s, CPU 50 GFLOP/s per trial), plus a
+fixed 20 s per trial for start-up, data loading and energy measurement (what dominates tiny
+CPU studies). Pruning is ignored (an upper bound), and so is spike sparsity.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bkd_sweep.study import CategoricalParam, LoadedStudy, StudyError, TrialConf
 GPU_TFLOPS = 20.0  # effective training throughput of one GPU (mixed precision, real kernels)
 CPU_GFLOPS = 50.0  # effective throughput of one trial's CPU cores
 LIST_LIMIT = 40  # list the trials when there are at most this many
+TRIAL_OVERHEAD_S = 20.0  # start-up, data loading, energy measurement per trial
 
 # Forward GFLOPs per image at T=1 and the reference image side (coarse constants: dense
 # conv/linear MACs x 2, rounded; spike sparsity not credited).
@@ -200,7 +202,8 @@ class Plan:
 
 METHOD = ("FLOPs = epochs x (n_train x (3 x F_s x T_s + F_t x T_t) + n_val x F_s x T_s), "
           "F from a coarse per-architecture table scaled by (size/ref)^2, plus one-off teacher "
-          "training; device-hours = FLOPs / assumed throughput; pruning ignored (upper bound)")
+          f"training; device-hours = FLOPs / assumed throughput + {TRIAL_OVERHEAD_S:g} s per "
+          "trial; pruning ignored (upper bound)")
 
 
 def machine_resources() -> dict[str, int]:
@@ -278,7 +281,7 @@ def plan(loaded: LoadedStudy) -> Plan:
                 notes.append(note)
         if cost.teacher_key:
             teacher_costs[cost.teacher_key] = cost.teacher_train_gflop
-        hours = cost.gflop / throughput / 3600
+        hours = (cost.gflop / throughput + TRIAL_OVERHEAD_S) / 3600
         trials.append(PlannedTrial(f"t{index:04d}" if exact else None, params, seed,
                                    cost.gflop, hours))
     if not trials:

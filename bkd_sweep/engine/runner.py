@@ -20,6 +20,13 @@ experiment state is not used for resuming (each session gets a fresh Tuner under
   until the study's trial count is reached. COMPLETE, PRUNED and FAIL trials never rerun.
 * Tracking upserts by trial id, so whatever crash happened, each trial ends with exactly one
   row in trials.parquet and one MLflow child run.
+* A resumed sweep must be the same study: the journal keeps a fingerprint of the search and
+  base config (not of paths or resources), and a mismatch is refused before anything runs.
+
+Engines: embedded Ray (``ray.init(address="local")``, this machine's CPUs/GPUs, a capped
+object store), or the cluster at RAY_ADDRESS (e.g. inside a Ray job). On a multi-node
+cluster results/<study>/ must be on storage every node sees: Ray's storage_path and the
+trials' checkpoints live there.
 """
 
 from __future__ import annotations
@@ -86,8 +93,8 @@ class SweepSummary:
         for entry in self.best:
             values = ", ".join(f"{k}={v:.4g}" for k, v in entry["values"].items())
             params = " ".join(f"{k}={v}" for k, v in entry["params"].items())
-            lines.append(f"best {entry['trial_id']}: {values} (seed={entry['seed']} {params})"
-                         .rstrip())
+            config = " ".join([f"seed={entry['seed']}"] + ([params] if params else []))
+            lines.append(f"best {entry['trial_id']}: {values} ({config})")
         return "\n".join(lines)
 
 
@@ -125,8 +132,9 @@ def _configs_to_check(study: Study) -> list[TrialConfig]:
     the base config plus one per linked bundle and per listed path-like value."""
     search = study.search
     configs = [study.base_config()]
-    if space.is_finite(search) and len(space.grid(search)) <= _CHECK_GRID_LIMIT:
-        for params in space.grid(search):
+    points = space.grid(search) if space.is_finite(search) else []
+    if points and len(points) <= _CHECK_GRID_LIMIT:
+        for params in points:
             try:
                 configs.append(study.trial_config(params, search.seeds[0]))
             except StudyError:
@@ -201,6 +209,14 @@ def check_runnable(loaded: LoadedStudy, resume: bool = False) -> None:
     if not resume and (journal.exists() or (results / "trials.parquet").exists()):
         raise loaded.error(f"{results} already holds a sweep of {study.name!r}; use --resume "
                            "to finish it (or remove that directory to start over)")
+    if resume and journal.exists():
+        from bkd_sweep.engine.book import stored_fingerprint, study_fingerprint
+
+        stored = stored_fingerprint(study, results)
+        if stored is not None and stored != study_fingerprint(study):
+            raise loaded.error(f"{results} holds a sweep of a different version of this "
+                               "study (search or base config changed since it started); "
+                               "restore the study file or use a new results directory")
 
 
 # --------------------------------------------------------------------------------------
@@ -225,7 +241,9 @@ def _init_ray(study: Study) -> bool:
         ray.init(address="auto", **quiet)
         return True
     mb = study.resources.object_store_mb or DEFAULT_OBJECT_STORE_MB
-    ray.init(object_store_memory=mb * 1024 * 1024, include_dashboard=False, **quiet)
+    # "local": always a fresh embedded instance, never another user's `ray start` cluster
+    ray.init(address="local", object_store_memory=mb * 1024 * 1024, include_dashboard=False,
+             **quiet)
     return True
 
 

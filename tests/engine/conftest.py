@@ -18,7 +18,7 @@ def ray_session():
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False,
+        ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=False)
     yield ray
     ray.shutdown()

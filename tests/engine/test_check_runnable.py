@@ -75,3 +75,18 @@ def test_pruned_metric_and_budget(tmp_path):
             "unknown per-epoch metric 'acc'")
     refused(study(tmp_path, "distill: {mode: none}\nsearch:\n  sampler: tpe\n  params:\n"
                             "    distill.beta: {low: 0.001, high: 0.01}\n"), "n_trials")
+
+
+def test_resume_refuses_a_changed_study_but_not_changed_resources(tmp_path):
+    from bkd_sweep.engine.book import SweepBook
+
+    path = study(tmp_path, "distill: {mode: none}\nsearch:\n  sampler: grid\n  params:\n"
+                           "    student.timesteps: [2, 4]\n")
+    loaded = load_study(path)
+    SweepBook(loaded.study, tmp_path / "results" / "chk").open()  # a sweep exists
+    check_runnable(load_study(path), resume=True)
+    path.write_text(path.read_text() + "resources: {max_concurrent: 1}\n")
+    check_runnable(load_study(path), resume=True)  # how it runs may change
+    path.write_text(path.read_text().replace("[2, 4]", "[2, 8]"))
+    with pytest.raises(StudyError, match="different version of this study"):
+        check_runnable(load_study(path), resume=True)

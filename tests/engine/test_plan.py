@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from bkd_sweep.engine import plan
-from bkd_sweep.engine.plan import CPU_GFLOPS, GPU_TFLOPS, arch_gflops, trials_fitting
+from bkd_sweep.engine.plan import (CPU_GFLOPS, GPU_TFLOPS, TRIAL_OVERHEAD_S, arch_gflops,
+                                   trials_fitting)
 from bkd_sweep.study import load_study, load_study_text
 
 HERE = Path(__file__).parent
@@ -21,7 +22,8 @@ def test_imagenet_like_plan_counts_and_estimate(monkeypatch):
     expected = 320 * (1281167 * 3 + 50000) * 3.6 * 4
     assert first.params == {"linked.backbone": "sew_resnet18", "distill.mode": "none"}
     assert first.gflop == pytest.approx(expected)
-    assert first.device_hours == pytest.approx(expected / (GPU_TFLOPS * 1000) / 3600)
+    assert first.device_hours == pytest.approx(
+        (expected / (GPU_TFLOPS * 1000) + TRIAL_OVERHEAD_S) / 3600)
     logit = p.trials[1]  # + the ResNet-18 teacher's forward on every training image
     assert logit.gflop == pytest.approx(expected + 320 * 1281167 * 3.6)
     assert p.device_hours == pytest.approx(sum(t.device_hours for t in p.trials))
@@ -46,7 +48,7 @@ distill: {mode: none}
     expected = 2 * (200 * 3 * f * 4 + n_val * f * 4)
     assert p.n_trials == 1 and p.device == "cpu"
     assert p.trials[0].gflop == pytest.approx(expected)
-    assert p.device_hours == pytest.approx(expected / CPU_GFLOPS / 3600)
+    assert p.device_hours == pytest.approx((expected / CPU_GFLOPS + TRIAL_OVERHEAD_S) / 3600)
 
 
 def test_large_grid_is_counted_not_listed_and_sampled_spaces_are_averaged():

@@ -26,7 +26,6 @@ tracking: {{results_dir: {results}}}
 """
 
 
-@pytest.mark.slow
 def test_real_trials_complete_with_multi_objective_values(ray_session, tmp_path):
     loaded = load_study_text(STUDY.format(results=tmp_path / "results"))
     summary = run_study(loaded, progress=False)

@@ -203,3 +203,26 @@ def test_objective_values(tmp_path, metric, expected):
     result = TrialResult.model_validate_json(
         completed(book, 0, [75.0, 70.0], energy=0.25)["bkd_result"])
     assert objective_value(result, metric) == expected
+
+
+def test_finished_but_unrecorded_trials_are_recorded_once_on_resume(tmp_path):
+    from conftest import FakeTracker
+
+    from bkd_sweep.engine.runner import _record_missing
+
+    book, searcher, scheduler = make(tmp_path)
+    a = start(searcher, "ray-a")
+    b = start(searcher, "ray-b")
+    for n, v in enumerate([70.0, 80.0], start=1):
+        scheduler.on_trial_result(None, a, epoch(n, v))
+    searcher.on_trial_complete("ray-a", result=completed(book, 0, [70.0, 80.0]))
+    assert scheduler.on_trial_result(None, b, epoch(1, 75.0)) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, b, epoch(2, 10.0)) == TrialScheduler.STOP
+    tracker = FakeTracker()  # the driver died before tracking saw either trial
+    book2 = SweepBook(book.study, book.results_dir)
+    assert _record_missing(book2, tracker, book.results_dir) == ["t0000", "t0001"]
+    assert tracker.records["t0000"].result.best_top1 == 80.0
+    pruned = tracker.records["t0001"]
+    assert pruned.result.status == "pruned" and pruned.pruned_epoch == 2
+    assert [m.epoch for m in pruned.result.history] == [1, 2]  # from epochs.jsonl
+    assert _record_missing(book2, tracker, book.results_dir) == []  # exactly once

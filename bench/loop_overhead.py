@@ -1,0 +1,108 @@
+"""Our training step (DistillationModel + DistillLoss, mode none, as run_trial does it) vs a
+hand-written plain spikingjelly loop of the same student: same weights, batch, T, optimizer.
+
+    python bench/loop_overhead.py [--repeats N] [--warmup N] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from spikingjelly.activation_based import functional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import Row, render_table, say, time_interleaved, verdict  # noqa: E402
+from step_overhead import (PAIRS, Pair, build_student, make_batch, ours_model,  # noqa: E402
+                           trial_step)
+
+from bkd_sweep.runtime import select_device  # noqa: E402
+
+TARGET = 1.0  # ours / plain
+LR, WEIGHT_DECAY = 1e-3, 1e-4
+
+
+def plain_step(student: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor
+               ) -> Callable[[], None]:
+    """The textbook spikingjelly loop: forward, CE, backward, step, reset_net."""
+    optimizer = torch.optim.AdamW(student.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    student.train()
+
+    def step() -> None:
+        logits = student(images)  # [B, K], already averaged over T
+        loss = F.cross_entropy(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        functional.reset_net(student)
+
+    return step
+
+
+@dataclass
+class LoopResult:
+    pair: Pair
+    ours: float
+    plain: float
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.plain
+
+
+def measure_pair(pair: Pair, *, warmup: int, repeats: int) -> LoopResult:
+    device = select_device("auto")
+    images, targets = make_batch(pair, device)
+    ours = ours_model(pair, "none", device, None)
+    plain = build_student(pair, device)  # same seed: same initial weights as ours.student
+    steps = {"ours": trial_step(ours, None, images, targets, feed_teacher=False, lr=LR),
+             "plain": plain_step(plain, images, targets)}
+    say(f"loop overhead: {pair.label} ({pair.describe_student()}): {warmup} warm-up + "
+        f"{repeats} timed steps per variant")
+    seconds = time_interleaved(steps, warmup=warmup, repeats=repeats, device=device,
+                               progress=say)
+    return LoopResult(pair, seconds["ours"], seconds["plain"])
+
+
+def rows(results: list[LoopResult]) -> list[Row]:
+    return [Row("our step vs plain spikingjelly", f"ours/plain (mode none), {r.pair.label}: "
+                f"{r.pair.describe_student()}", f"{r.ratio:.3f}",
+                f"ours {r.ours * 1e3:.1f} ms, plain {r.plain * 1e3:.1f} ms",
+                f"<= {TARGET:.2f}", verdict(r.ratio <= TARGET)) for r in results]
+
+
+def table(results: list[LoopResult]) -> str:
+    body = [[f"{r.pair.label} ({r.pair.describe_student()})", f"{r.plain * 1e3:.1f}",
+             f"{r.ours * 1e3:.1f}", f"{r.ratio:.3f}", "met" if r.ratio <= TARGET else "not met"]
+            for r in results]
+    return render_table(["student", "plain (ms)", "ours (ms)", "ours/plain", "target <= 1.00"],
+                        body)
+
+
+def run(pairs: list[str] | None = None, *, warmup: int = 3, repeats: int = 15,
+        threads: int = 2) -> list[LoopResult]:
+    torch.set_num_threads(threads)
+    return [measure_pair(PAIRS[k], warmup=warmup, repeats=repeats * PAIRS[k].repeat_factor)
+            for k in (pairs or list(PAIRS))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=list(PAIRS))
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    results = run(args.pairs, warmup=args.warmup, repeats=args.repeats, threads=args.threads)
+    print()
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

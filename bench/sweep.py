@@ -1,0 +1,306 @@
+"""Sweep benches through the real engine (``bkd_sweep.engine.run_study`` on embedded Ray).
+
+* efficiency: the quickstart study (copied, results in a temp dir): sum of the trials'
+  training seconds / (sweep wall seconds x concurrent trials), and the fixed cost per trial;
+  Ray's own start + shutdown is timed separately in a fresh process.
+* teacher reuse: teacher trainings in that sweep (weights files in its cache/teachers).
+* pruning: bench/studies/pruning_digits.yaml run with pruner none and pruner median, same
+  sampler and trial seeds: epochs consumed and best top-1.
+
+    python bench/sweep.py [efficiency|pruning|ray] ... [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from bench_common import Row, rows_table, say, verdict  # noqa: E402
+
+QUICKSTART = REPO / "studies" / "quickstart.yaml"
+PRUNING_STUDY = HERE / "studies" / "pruning_digits.yaml"
+EFFICIENCY_TARGET = 0.85
+PRUNING_EPOCHS_TARGET = 2.0  # at least this many times fewer epochs with the pruner
+PRUNING_TOP1_TOLERANCE = 1.0  # best top-1 within this many points
+MEDIAN_PRUNER = {"name": "median", "warmup_epochs": 0, "startup_trials": 3}
+
+
+def write_study_copy(source: Path, dest: Path, *, results_dir: Path,
+                     changes: dict[str, Any] | None = None) -> Path:
+    """Copy a study file with results in ``results_dir`` (and top-level section changes)."""
+    raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    raw.setdefault("tracking", {})["results_dir"] = str(results_dir)
+    for key, value in (changes or {}).items():
+        section, _, leaf = key.partition(".")
+        if leaf:
+            raw.setdefault(section, {})[leaf] = value
+        else:
+            raw[section] = value
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return dest
+
+
+@dataclass
+class SweepRun:
+    """One sweep through run_study and what its trials.parquet says."""
+
+    name: str
+    wall: float  # around run_study: Ray start and shutdown, tracking, every trial
+    engine_wall: float  # SweepSummary.wall_seconds
+    concurrency: int
+    trials: Any  # DataFrame
+    results_root: Path
+
+    @property
+    def trial_seconds(self) -> float:
+        return float(self.trials["wall_seconds"].sum())
+
+    @property
+    def count(self) -> int:
+        return len(self.trials)
+
+
+def run_sweep(study_file: Path) -> SweepRun:
+    """Run a study with the engine in this process (from its directory) and load its results."""
+    from bkd_sweep.engine import run_study
+    from bkd_sweep.engine.runner import concurrency
+    from bkd_sweep.results import load
+    from bkd_sweep.study import load_study
+
+    loaded = load_study(study_file)
+    study = loaded.study
+    os.environ.pop("RAY_ADDRESS", None)  # always embedded Ray: the bench measures this machine
+    say(f"sweep: running {study.name} ({study_file})")
+    started = time.perf_counter()
+    summary = run_study(loaded, progress=True)
+    wall = time.perf_counter() - started
+    if not summary.ok:
+        raise RuntimeError(f"sweep {study.name} did not finish: {summary.counts}")
+    results = load(summary.results_dir)
+    conc = concurrency(study, {"CPU": float(os.cpu_count() or 1)}, summary.total)
+    return SweepRun(study.name, wall, summary.wall_seconds, conc, results.trials,
+                    summary.results_dir.parent)
+
+
+def _fresh_dir(workdir: Path | None, name: str) -> Path:
+    base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bkd-bench-"))
+    path = base / name
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# Ray start
+
+
+RAY_START_SCRIPT = """
+import logging, time
+started = time.perf_counter()
+import ray
+imported = time.perf_counter()
+# the engine's embedded start (bkd_sweep.engine.runner._init_ray): 384 MB object store
+ray.init(object_store_memory=384 * 1024 * 1024, include_dashboard=False,
+         logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
+ray.shutdown()
+print(time.perf_counter() - imported, imported - started)
+"""
+
+
+def ray_start_seconds() -> tuple[float, float]:
+    """(ray.init + ray.shutdown seconds, import ray seconds) in a fresh interpreter."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-c", RAY_START_SCRIPT], capture_output=True,
+                          text=True, timeout=180, env=env)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"ray start failed: {last}")
+    init, imp = proc.stdout.strip().splitlines()[-1].split()
+    return float(init), float(imp)
+
+
+def ray_rows(ray: tuple[float, float] | None) -> list[Row]:
+    if ray is None:
+        return []
+    return [Row("sweep efficiency", "Ray start (ray.init + ray.shutdown, fresh process)", "-",
+                f"{ray[0]:.1f} s (+ import ray {ray[1]:.1f} s)", "- (reported)", "-")]
+
+
+# --------------------------------------------------------------------------------------
+# Efficiency and teacher reuse (one quickstart sweep)
+
+
+@dataclass
+class EfficiencyResult:
+    run: SweepRun
+    teacher_files: int
+    distilling_trials: int
+    teacher_train_seconds: float  # from the cache's metadata
+
+    @property
+    def efficiency(self) -> float:
+        return self.run.trial_seconds / (self.run.wall * self.run.concurrency)
+
+    @property
+    def lock_wait_bound(self) -> float:
+        """Upper bound on trial seconds spent waiting for another trial to train the shared
+        teacher: each concurrent distilling trial may wait once for the whole training."""
+        waiting = min(self.run.concurrency - 1, max(0, self.distilling_trials - 1))
+        return self.teacher_train_seconds * waiting
+
+    @property
+    def efficiency_without_wait(self) -> float:
+        busy = self.run.trial_seconds - self.lock_wait_bound
+        return busy / (self.run.wall * self.run.concurrency)
+
+    @property
+    def fixed_per_trial(self) -> float:
+        return (self.run.wall * self.run.concurrency - self.run.trial_seconds) / self.run.count
+
+
+def efficiency(workdir: Path | None = None) -> EfficiencyResult:
+    root = _fresh_dir(workdir, "efficiency")
+    study_file = write_study_copy(QUICKSTART, root / "quickstart.yaml",
+                                  results_dir=root / "results")
+    cwd = os.getcwd()
+    os.chdir(root)  # nothing the sweep writes lands in the repository
+    try:
+        run = run_sweep(study_file)
+    finally:
+        os.chdir(cwd)
+    cache = run.results_root / "cache" / "teachers"
+    teachers = sorted(cache.glob("*.pt"))
+    train_seconds = sum(float(json.loads(p.read_text()).get("train_seconds", 0.0))
+                        for p in cache.glob("*.json"))
+    distilling = int((run.trials["param.distill.mode"] != "none").sum())
+    return EfficiencyResult(run, len(teachers), distilling, train_seconds)
+
+
+def efficiency_rows(result: EfficiencyResult) -> list[Row]:
+    run = result.run
+    return [
+        Row("sweep efficiency",
+            f"sum(trial s) / (sweep wall x {run.concurrency} concurrent), quickstart "
+            f"({run.count} trials)", f"{result.efficiency:.3f}",
+            f"trials {run.trial_seconds:.1f} s, sweep wall {run.wall:.1f} s (engine's own "
+            f"{run.engine_wall:.1f} s)", f">= {EFFICIENCY_TARGET:.2f}",
+            verdict(result.efficiency >= EFFICIENCY_TARGET)),
+        Row("sweep efficiency", "the same, minus the most a concurrent trial can have waited "
+            "for the teacher lock (lower bound)", f"{result.efficiency_without_wait:.3f}",
+            f"teacher trained once in {result.teacher_train_seconds:.1f} s; up to "
+            f"{result.lock_wait_bound:.1f} s of trial time was waiting for it",
+            f">= {EFFICIENCY_TARGET:.2f}", verdict(result.efficiency_without_wait
+                                                   >= EFFICIENCY_TARGET)),
+        Row("sweep efficiency", "fixed cost per trial (wall x concurrency - sum trial s) / "
+            "trials", f"{result.fixed_per_trial:.2f} s",
+            f"mean trial {run.trial_seconds / run.count:.1f} s", "- (reported)", "-"),
+        Row("teacher reuse", f"teacher trainings per study (quickstart, "
+            f"{result.distilling_trials} distilling trials)", str(result.teacher_files),
+            "weights files in results/cache/teachers after the sweep", "1",
+            verdict(result.teacher_files == 1)),
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# Pruning savings
+
+
+@dataclass
+class PruningResult:
+    plain: SweepRun
+    pruned: SweepRun
+
+    @staticmethod
+    def epochs(run: SweepRun) -> int:
+        return int(run.trials["epochs_run"].sum())
+
+    @staticmethod
+    def best(run: SweepRun) -> float:
+        done = run.trials[run.trials["status"] == "completed"]
+        return float(done["metric.top1"].max())
+
+    @property
+    def saving(self) -> float:
+        return self.epochs(self.plain) / max(1, self.epochs(self.pruned))
+
+    @property
+    def top1_gap(self) -> float:
+        return self.best(self.plain) - self.best(self.pruned)
+
+
+def pruning(workdir: Path | None = None) -> PruningResult:
+    root = _fresh_dir(workdir, "pruning")
+    results = root / "results"  # both studies share one teacher cache
+    plain_file = write_study_copy(PRUNING_STUDY, root / "plain.yaml", results_dir=results,
+                                  changes={"name": "bench_pruning_none"})
+    pruned_file = write_study_copy(PRUNING_STUDY, root / "median.yaml", results_dir=results,
+                                   changes={"name": "bench_pruning_median",
+                                            "search.pruner": MEDIAN_PRUNER})
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        plain = run_sweep(plain_file)
+        pruned = run_sweep(pruned_file)
+    finally:
+        os.chdir(cwd)
+    return PruningResult(plain, pruned)
+
+
+def pruning_rows(result: PruningResult) -> list[Row]:
+    e_plain, e_pruned = result.epochs(result.plain), result.epochs(result.pruned)
+    n_pruned = int((result.pruned.trials["status"] == "pruned").sum())
+    gap = result.top1_gap
+    return [
+        Row("pruning savings", f"epochs without / with median pruner (tpe, "
+            f"{result.plain.count} trials x 6 epochs)", f"{result.saving:.2f}x",
+            f"{e_plain} vs {e_pruned} epochs; {n_pruned} trials pruned",
+            f">= {PRUNING_EPOCHS_TARGET:.1f}x", verdict(result.saving >= PRUNING_EPOCHS_TARGET)),
+        Row("pruning savings", "best top-1 without - with pruner (points)", f"{gap:+.2f}",
+            f"best top-1 {result.best(result.plain):.2f} vs {result.best(result.pruned):.2f}",
+            f"<= {PRUNING_TOP1_TOLERANCE:.1f}", verdict(gap <= PRUNING_TOP1_TOLERANCE)),
+    ]
+
+
+PARTS = ("ray", "efficiency", "pruning")
+
+
+def run_part(name: str, workdir: Path | None = None) -> list[Row]:
+    if name == "ray":
+        return ray_rows(ray_start_seconds())
+    if name == "efficiency":
+        return efficiency_rows(efficiency(workdir))
+    if name == "pruning":
+        return pruning_rows(pruning(workdir))
+    raise ValueError(f"unknown sweep part {name!r}; valid: {', '.join(PARTS)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("parts", nargs="*", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--workdir", type=Path, help="where the studies' results go "
+                        "(default: a new temp dir)")
+    parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    rows = [row for part in args.parts for row in run_part(part, args.workdir)]
+    print()
+    print(rows_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps([r.to_dict() for r in rows]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
