@@ -84,7 +84,7 @@ def table(results: list[LoopResult]) -> str:
                         body)
 
 
-def run(pairs: list[str] | None = None, *, warmup: int = 3, repeats: int = 15,
+def run(pairs: list[str] | None = None, *, warmup: int = 3, repeats: int = 11,
         threads: int = 2) -> list[LoopResult]:
     torch.set_num_threads(threads)
     return [measure_pair(PAIRS[k], warmup=warmup, repeats=repeats * PAIRS[k].repeat_factor)
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=list(PAIRS))
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     results = run(args.pairs, warmup=args.warmup, repeats=args.repeats, threads=args.threads)

@@ -206,7 +206,7 @@ NOTE = ("Note: the restoration block G (two 3x3 convs) and align are sized by th
         "ratio is high by construction; it is reported, not hidden.")
 
 
-def run(pairs: list[str] | None = None, *, warmup: int = 3, repeats: int = 15,
+def run(pairs: list[str] | None = None, *, warmup: int = 3, repeats: int = 11,
         threads: int = 2) -> list[OverheadResult]:
     torch.set_num_threads(threads)
     return [measure_pair(PAIRS[k], warmup=warmup, repeats=repeats * PAIRS[k].repeat_factor)
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=list(PAIRS))
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     results = run(args.pairs, warmup=args.warmup, repeats=args.repeats, threads=args.threads)

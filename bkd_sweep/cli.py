@@ -152,10 +152,25 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(f"{results_dir}: no trials.parquet (run the study first)")
     out_dir = Path(args.out).resolve() if args.out else (Path.cwd() / "reports" / name)
     output = build_report(results_dir, out_dir)
-    print(f"report: {out_dir / 'index.html'}")
-    if getattr(args, "mlflow", False):
-        pass
-    return 0 if output else 1
+    print(f"report: {output.index_html} ({len(output.files)} files, {output.seconds:.1f}s)")
+    if not args.no_mlflow:
+        _attach_report_to_sweep(results_dir, out_dir)
+    return 0
+
+
+def _attach_report_to_sweep(results_dir: Path, out_dir: Path) -> None:
+    """Log the report on the sweep's MLflow parent run, when the sweep has one. The report
+    itself never reads MLflow; this is only so the parent run carries it."""
+    if not (results_dir / "sweep.json").exists() or not (results_dir / "study.json").exists():
+        return
+    try:
+        from bkd_sweep.study import Study
+        from bkd_sweep.tracking import StudyTracker
+
+        study = Study.model_validate_json((results_dir / "study.json").read_text())
+        StudyTracker(study, results_dir=results_dir, study_file=None).log_report(out_dir)
+    except Exception as exc:  # the report is written; MLflow being away must not fail it
+        logging.getLogger(__name__).warning("report not attached to MLflow: %s", exc)
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -210,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables and plots from a study's Parquet results")
     p.add_argument("target", help="a study file or a results directory")
     p.add_argument("--out", help="output directory (default reports/<name>)")
+    p.add_argument("--no-mlflow", action="store_true",
+                   help="do not attach the report to the sweep's MLflow parent run")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("results", help="a summary table of a study's results")

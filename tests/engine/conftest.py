@@ -12,18 +12,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # the fakes module (pickled by value)
 
 
-@pytest.fixture(scope="session")
-def ray_session():
-    import ray
-
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False,
-                 logging_level=logging.WARNING, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 class FakeTracker:
     """Records the engine's tracking calls; behaves like StudyTracker's store for resume."""
 
