@@ -18,7 +18,7 @@ def _known(field: str):
     if field == "data.dataset":
         from bkd_sweep.data import list_datasets
         return set(list_datasets()), "datasets"
-    from bkd_sweep.models import list_students, list_teachers
+    from bkd_sweep.models import list_students
     if field == "student.arch":
         return set(list_students()), "students"
     return None, "teachers"

@@ -4,14 +4,18 @@ atomic checkpoint files, the code version."""
 from __future__ import annotations
 
 import functools
+import math
 import os
 import random
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch import nn
+
+from bkd_sweep.study import OptimizerConfig
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -37,6 +41,33 @@ def epoch_seed(seed: int, epoch: int) -> int:
     """A distinct, reproducible seed per (trial seed, epoch): reseeding at every epoch start
     makes a resumed trial draw exactly what an uninterrupted one would."""
     return (seed * 1_000_003 + epoch * 7_919) % 2**31
+
+
+def lr_schedule(epochs: int, steps_per_epoch: int, warmup_epochs: int, scheduler: str,
+               base_lr: float, min_lr: float) -> Callable[[int], float]:
+    """Linear warm-up, then cosine decay to min_lr (per optimizer step)."""
+    total = max(1, epochs * steps_per_epoch)
+    warmup = min(warmup_epochs * steps_per_epoch, total - 1)
+    floor = min_lr / base_lr if base_lr > 0 else 0.0
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if scheduler == "none":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def make_optimizer(model: nn.Module, opt: OptimizerConfig) -> torch.optim.Optimizer:
+    """SGD or AdamW over the trainable parameters (student, align, restoration block)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if opt.name == "sgd":
+        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum,
+                               weight_decay=opt.weight_decay)
+    return torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
 
 
 def save_atomic(obj: Any, path: Path) -> None:

@@ -12,7 +12,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from bkd_sweep.data import DataBundle, make_loaders
 from bkd_sweep.energy import measure
 from bkd_sweep.models import (Teacher, build_teacher_network, load_weights, reset,
                               wrap_teacher)
-from bkd_sweep.runtime import save_atomic, seed_everything
+from bkd_sweep.runtime import lr_schedule, make_optimizer, save_atomic, seed_everything
 from bkd_sweep.study import TrialConfig
 
 log = logging.getLogger(__name__)
@@ -87,16 +86,9 @@ def _train_network(net: nn.Module, config: TrialConfig, bundle: DataBundle,
     data_cfg = config.data.model_copy(update={"batch_size": recipe.batch_size
                                               or config.data.batch_size})
     train_loader, _ = make_loaders(bundle, data_cfg, seed=TEACHER_SEED)
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt_cfg = recipe.optimizer
-    if opt_cfg.name == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(
-            params, lr=opt_cfg.lr, momentum=opt_cfg.momentum, weight_decay=opt_cfg.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
-    total = max(1, recipe.epochs * len(train_loader))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(1.0, step / total))))
+    optimizer = make_optimizer(net, recipe.optimizer)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(
+        recipe.epochs, len(train_loader), 0, "cosine", recipe.optimizer.lr, 0.0))
     net.to(device).train()
     for _ in range(recipe.epochs):
         for images, targets in train_loader:

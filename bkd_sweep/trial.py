@@ -8,7 +8,6 @@ epoch after writing that epoch's checkpoint, so a killed trial continues where i
 from __future__ import annotations
 
 import logging
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -21,12 +20,12 @@ import torch.distributed as dist
 from torch import nn
 
 from bkd_sweep.data import DataBundle, build_data, make_loaders, make_mixup
-from bkd_sweep.distill import DistillLoss, LossTerms
+from bkd_sweep.distill import DistillLoss
 from bkd_sweep.energy import measure
 from bkd_sweep.models import SpikingStudent, Teacher, create_student, reset
 from bkd_sweep.records import EnergyReport, EpochMetrics, TrialResult
-from bkd_sweep.runtime import (code_version, epoch_seed, load_checkpoint, save_atomic,
-                               seed_everything, select_device)
+from bkd_sweep.runtime import (code_version, epoch_seed, load_checkpoint, lr_schedule,
+                               make_optimizer, save_atomic, seed_everything, select_device)
 from bkd_sweep.study import TrialConfig
 from bkd_sweep.teacher_cache import prepare_teacher
 
@@ -75,33 +74,6 @@ def _distributed() -> _Distributed:
     if dist.is_available() and dist.is_initialized():
         return _Distributed(dist.get_rank(), dist.get_world_size())
     return _Distributed()
-
-
-def _lr_lambda(epochs: int, steps_per_epoch: int, warmup_epochs: int, scheduler: str,
-               base_lr: float, min_lr: float) -> Callable[[int], float]:
-    """Linear warm-up, then cosine decay to min_lr (per optimizer step)."""
-    total = max(1, epochs * steps_per_epoch)
-    warmup = min(warmup_epochs * steps_per_epoch, total - 1)
-    floor = min_lr / base_lr if base_lr > 0 else 0.0
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if scheduler == "none":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def _make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = cfg.optimizer
-    if opt.name == "sgd":
-        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum,
-                               weight_decay=opt.weight_decay)
-    return torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
 
 
 def _topk_correct(logits: torch.Tensor, targets: torch.Tensor, k: int) -> int:
@@ -188,11 +160,11 @@ def run_trial(config: TrialConfig, report: ReportFn | None = None, *,
         label_smoothing=config.data.augment.label_smoothing)
     model = DistillationModel(student, loss_fn).to(device)
 
-    optimizer = _make_optimizer(model, config.train)
+    optimizer = make_optimizer(model, config.train.optimizer)
     steps_per_epoch = len(train_loader)
     if config.train.max_batches_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.train.max_batches_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(
         config.train.epochs, steps_per_epoch, config.train.warmup_epochs, config.train.scheduler,
         config.train.optimizer.lr, config.train.min_lr))
 
