@@ -49,20 +49,84 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@dataclass
+class Timing:
+    """Seconds per call of each variant, one sample per round (rounds are aligned)."""
+
+    samples: dict[str, list[float]]
+    load_before: float | None  # 1-minute load average when timing started and ended
+    load_after: float | None
+    attempt: int = 1  # which timing attempt this is (see time_steady)
+
+    @property
+    def rounds(self) -> int:
+        return min(len(v) for v in self.samples.values())
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.samples[name])
+
+    def minimum(self, name: str) -> float:
+        return min(self.samples[name])
+
+    def ratio(self, a: str, b: str) -> float:
+        """The headline figure: median(a) / median(b)."""
+        return self.median(a) / self.median(b)
+
+    def paired_ratio(self, a: str, b: str) -> float:
+        """Median over rounds of a/b within a round (steps seconds apart): a cross-check that
+        cancels load that drifts slower than a round."""
+        return statistics.median(x / y for x, y in zip(self.samples[a], self.samples[b]))
+
+    def min_ratio(self, a: str, b: str) -> float:
+        """min(a) / min(b): the least disturbed steps, another cross-check."""
+        return self.minimum(a) / self.minimum(b)
+
+    def spread(self, a: str, b: str) -> float:
+        """Largest relative gap between the headline ratio and its two cross-checks."""
+        head = self.ratio(a, b)
+        return max(abs(self.paired_ratio(a, b) - head), abs(self.min_ratio(a, b) - head)) / head
+
+    def noisy(self, a: str, b: str) -> bool:
+        return self.spread(a, b) > NOISY_SPREAD
+
+    def cross_check(self, a: str, b: str) -> str:
+        """The two cross-checks, the rounds, the load, and a flag when they disagree."""
+        load = ("" if self.load_before is None
+                else f", load avg {self.load_before:.1f}->{self.load_after:.1f}")
+        attempt = f", timing attempt {self.attempt}" if self.attempt > 1 else ""
+        flag = (f"; NOISY: cross-checks disagree by > {NOISY_SPREAD:.0%}"
+                if self.noisy(a, b) else "")
+        return (f"cross-checks: paired {self.paired_ratio(a, b):.3f}, min-based "
+                f"{self.min_ratio(a, b):.3f} ({self.rounds} rounds{load}{attempt}){flag}")
+
+
+NOISY_SPREAD = 0.05
+
+
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
 def time_interleaved(steps: dict[str, Callable[[], None]], *, warmup: int, repeats: int,
-                     device: torch.device, progress: Callable[[str], None] | None = None
-                     ) -> dict[str, float]:
-    """Median seconds per call of each step function, timed round-robin.
+                     device: torch.device, budget_s: float | None = None, min_repeats: int = 5,
+                     progress: Callable[[str], None] | None = None) -> Timing:
+    """Time each step function round-robin: warm-up calls, then ``repeats`` rounds.
 
     Each round times one call of every function, the order rotating per round, so a burst of
     load from another process on a shared machine hits all variants alike instead of one.
+    Past ``budget_s`` seconds of timed rounds (and ``min_repeats`` rounds) it stops early.
     """
     names = list(steps)
+    load_before = load_average()
     for name in names:
         for _ in range(warmup):
             steps[name]()
         sync(device)
     times: dict[str, list[float]] = {n: [] for n in names}
+    started = time.perf_counter()
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
@@ -73,7 +137,41 @@ def time_interleaved(steps: dict[str, Callable[[], None]], *, warmup: int, repea
             times[name].append(time.perf_counter() - start)
         if progress is not None and (r + 1) % max(1, repeats // 3) == 0:
             progress(f"  round {r + 1}/{repeats}")
-    return {n: statistics.median(v) for n, v in times.items()}
+        if (budget_s is not None and r + 1 >= min_repeats
+                and time.perf_counter() - started > budget_s and r + 1 < repeats):
+            if progress is not None:
+                progress(f"  stopping after {r + 1} rounds: past the {budget_s:.0f} s budget "
+                         "(a loaded machine)")
+            break
+    return Timing(times, load_before, load_average())
+
+
+def time_steady(steps: dict[str, Callable[[], None]], check: tuple[str, str], *, warmup: int,
+                repeats: int, device: torch.device, budget_s: float | None = None,
+                attempts: int = 3, deadline: float | None = None,
+                progress: Callable[[str], None] | None = None) -> Timing:
+    """``time_interleaved``, timed again (up to ``attempts``) while the ratio ``check[0] /
+    check[1]`` and its cross-checks disagree (another process loaded the machine meanwhile);
+    returns the attempt with the smallest disagreement. No new attempt starts when the last
+    one's duration would end past ``deadline`` (a ``time.perf_counter()`` value)."""
+    best: Timing | None = None
+    for attempt in range(1, attempts + 1):
+        started = time.perf_counter()
+        timing = time_interleaved(steps, warmup=warmup, repeats=repeats, device=device,
+                                  budget_s=budget_s, progress=progress)
+        timing.attempt = attempt
+        if best is None or timing.spread(*check) < best.spread(*check):
+            best = timing
+        if not timing.noisy(*check) or attempt == attempts:
+            break
+        took = time.perf_counter() - started
+        if deadline is not None and time.perf_counter() + took > deadline:
+            break
+        if progress is not None:
+            progress(f"  noisy timing (ratio vs cross-checks off by {timing.spread(*check):.0%}"
+                     f"): timing again")
+    assert best is not None
+    return best
 
 
 def _cpu_model() -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import Row, render_table, say, time_interleaved, verdict  # noqa: E402
+from bench_common import Row, Timing, render_table, say, time_steady, verdict  # noqa: E402
 from step_overhead import (PAIRS, Pair, build_student, make_batch, ours_model,  # noqa: E402
                            trial_step)
 
@@ -47,15 +48,23 @@ def plain_step(student: torch.nn.Module, images: torch.Tensor, targets: torch.Te
 @dataclass
 class LoopResult:
     pair: Pair
-    ours: float
-    plain: float
+    timing: Timing  # variants ours, plain
+
+    @property
+    def ours(self) -> float:
+        return self.timing.median("ours")
+
+    @property
+    def plain(self) -> float:
+        return self.timing.median("plain")
 
     @property
     def ratio(self) -> float:
-        return self.ours / self.plain
+        return self.timing.ratio("ours", "plain")
 
 
-def measure_pair(pair: Pair, *, warmup: int, repeats: int) -> LoopResult:
+def measure_pair(pair: Pair, *, warmup: int, repeats: int, budget_s: float | None = None,
+                 deadline: float | None = None) -> LoopResult:
     device = select_device("auto")
     images, targets = make_batch(pair, device)
     ours = ours_model(pair, "none", device, None)
@@ -64,15 +73,16 @@ def measure_pair(pair: Pair, *, warmup: int, repeats: int) -> LoopResult:
              "plain": plain_step(plain, images, targets)}
     say(f"loop overhead: {pair.label} ({pair.describe_student()}): {warmup} warm-up + "
         f"{repeats} timed steps per variant")
-    seconds = time_interleaved(steps, warmup=warmup, repeats=repeats, device=device,
-                               progress=say)
-    return LoopResult(pair, seconds["ours"], seconds["plain"])
+    timing = time_steady(steps, ("ours", "plain"), warmup=warmup, repeats=repeats,
+                         device=device, budget_s=budget_s, deadline=deadline, progress=say)
+    return LoopResult(pair, timing)
 
 
 def rows(results: list[LoopResult]) -> list[Row]:
     return [Row("our step vs plain spikingjelly", f"ours/plain (mode none), {r.pair.label}: "
                 f"{r.pair.describe_student()}", f"{r.ratio:.3f}",
-                f"ours {r.ours * 1e3:.1f} ms, plain {r.plain * 1e3:.1f} ms",
+                f"ours {r.ours * 1e3:.1f} ms, plain {r.plain * 1e3:.1f} ms; "
+                + r.timing.cross_check("ours", "plain"),
                 f"<= {TARGET:.2f}", verdict(r.ratio <= TARGET)) for r in results]
 
 
@@ -85,10 +95,23 @@ def table(results: list[LoopResult]) -> str:
 
 
 def run(pairs: list[str] | None = None, *, warmup: int = 3, repeats: int = 11,
-        threads: int = 2) -> list[LoopResult]:
+        threads: int = 2, budget_s: float | None = None,
+        total_s: float | None = None) -> list[LoopResult]:
+    """Time each student; ``budget_s`` caps each timing's rounds and ``total_s`` the whole run
+    (retries of noisy timings stop first)."""
+    started = time.perf_counter()
     torch.set_num_threads(threads)
-    return [measure_pair(PAIRS[k], warmup=warmup, repeats=repeats * PAIRS[k].repeat_factor)
-            for k in (pairs or list(PAIRS))]
+    keys = pairs or list(PAIRS)
+    out = []
+    for i, key in enumerate(keys):
+        # retries may use what is left of total_s, keeping a share for the pairs to come
+        deadline = (None if total_s is None
+                    else time.perf_counter() + (total_s - (time.perf_counter() - started))
+                    / (len(keys) - i))
+        out.append(measure_pair(PAIRS[key], warmup=warmup,
+                                repeats=repeats * PAIRS[key].repeat_factor,
+                                budget_s=budget_s, deadline=deadline))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args.pairs, warmup=args.warmup, repeats=args.repeats, threads=args.threads)
     print()
     print(table(results))
+    for r in results:
+        print(f"{r.pair.label}: {r.timing.cross_check('ours', 'plain')}")
     return 0
 
 

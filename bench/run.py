@@ -28,19 +28,20 @@ sys.path.insert(0, str(HERE))
 from bench_common import Row, error_row, machine, render_table, rows_table, say  # noqa: E402
 
 BUDGET_S = 15 * 60
+PAIR_BUDGET_S = 60  # timed rounds per pair stop past this (at least 5 rounds run)
 RESULTS_MD = HERE / "RESULTS.md"
 
 
 def _step() -> list[Row]:
     import step_overhead
 
-    return step_overhead.rows(step_overhead.run())
+    return step_overhead.rows(step_overhead.run(budget_s=PAIR_BUDGET_S, total_s=240))
 
 
 def _loop() -> list[Row]:
     import loop_overhead
 
-    return loop_overhead.rows(loop_overhead.run())
+    return loop_overhead.rows(loop_overhead.run(budget_s=PAIR_BUDGET_S, total_s=180))
 
 
 def _sweep(part: str) -> Callable[[], list[Row]]:
@@ -68,8 +69,8 @@ class Part:
 
 
 PARTS = [
-    Part("step", "BKD step overhead", _step, 240, ("<= 1.10",)),
-    Part("loop", "our step vs plain spikingjelly", _loop, 180, ("<= 1.00",)),
+    Part("step", "BKD step overhead", _step, 300, ("<= 1.10",)),
+    Part("loop", "our step vs plain spikingjelly", _loop, 240, ("<= 1.00",)),
     Part("efficiency", "sweep efficiency + teacher reuse", _sweep("efficiency"), 420,
          (">= 0.85", "1")),
     Part("ray", "Ray start", _sweep("ray"), 120, ("-",)),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,7 +20,7 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import Row, render_table, say, time_interleaved, verdict  # noqa: E402
+from bench_common import Row, Timing, render_table, say, time_steady, verdict  # noqa: E402
 
 from bkd_sweep.distill import DistillLoss  # noqa: E402
 from bkd_sweep.models import (build_teacher_network, create_student, reset,  # noqa: E402
@@ -136,21 +137,27 @@ def ours_model(pair: Pair, mode: str, device: torch.device,
 @dataclass
 class OverheadResult:
     pair: Pair
-    seconds: dict[str, float]  # none, none+teacher, mixed (median per step)
+    timing: Timing  # variants none, none+teacher, mixed
     restore_params: int  # align + G parameters (sized by the teacher's channels)
     student_params: int
 
     @property
+    def seconds(self) -> dict[str, float]:
+        """Median seconds per step of each variant."""
+        return {name: self.timing.median(name) for name in self.timing.samples}
+
+    @property
     def ratio(self) -> float:
-        return self.seconds["mixed"] / self.seconds["none+teacher"]
+        return self.timing.ratio("mixed", "none+teacher")
 
     @property
     def met(self) -> bool | None:
         return self.ratio <= TARGET if self.pair.has_target else None
 
 
-def measure_pair(pair: Pair, *, warmup: int, repeats: int,
-                 device: torch.device | None = None) -> OverheadResult:
+def measure_pair(pair: Pair, *, warmup: int, repeats: int, budget_s: float | None = None,
+                 deadline: float | None = None, device: torch.device | None = None
+                 ) -> OverheadResult:
     device = device or select_device("auto")
     images, targets = make_batch(pair, device)
     teacher = build_teacher(pair, device)
@@ -164,11 +171,11 @@ def measure_pair(pair: Pair, *, warmup: int, repeats: int,
     }
     say(f"step overhead: {pair.label} ({pair.describe()}): {warmup} warm-up + {repeats} "
         f"timed steps per variant")
-    seconds = time_interleaved(steps, warmup=warmup, repeats=repeats, device=device,
-                               progress=say)
+    timing = time_steady(steps, ("mixed", "none+teacher"), warmup=warmup, repeats=repeats,
+                         device=device, budget_s=budget_s, deadline=deadline, progress=say)
     restore = sum(p.numel() for p in mixed.loss.parameters())
     student = sum(p.numel() for p in mixed.student.parameters())
-    return OverheadResult(pair, seconds, restore, student)
+    return OverheadResult(pair, timing, restore, student)
 
 
 def rows(results: list[OverheadResult]) -> list[Row]:
@@ -181,7 +188,8 @@ def rows(results: list[OverheadResult]) -> list[Row]:
             f"{r.ratio:.3f}",
             f"none {s['none'] * 1e3:.1f} ms, none+teacher {s['none+teacher'] * 1e3:.1f} ms, "
             f"mixed {s['mixed'] * 1e3:.1f} ms; align+G {r.restore_params / 1e6:.2f} M params "
-            f"vs student {r.student_params / 1e6:.2f} M",
+            f"vs student {r.student_params / 1e6:.2f} M; "
+            + r.timing.cross_check("mixed", "none+teacher"),
             f"<= {TARGET:.2f}" if r.pair.has_target else "- (reported)", verdict(r.met)))
     return out
 
@@ -207,10 +215,23 @@ NOTE = ("Note: the restoration block G (two 3x3 convs) and align are sized by th
 
 
 def run(pairs: list[str] | None = None, *, warmup: int = 3, repeats: int = 11,
-        threads: int = 2) -> list[OverheadResult]:
+        threads: int = 2, budget_s: float | None = None,
+        total_s: float | None = None) -> list[OverheadResult]:
+    """Time each pair; ``budget_s`` caps each timing's rounds and ``total_s`` the whole run
+    (retries of noisy timings stop first)."""
+    started = time.perf_counter()
     torch.set_num_threads(threads)
-    return [measure_pair(PAIRS[k], warmup=warmup, repeats=repeats * PAIRS[k].repeat_factor)
-            for k in (pairs or list(PAIRS))]
+    keys = pairs or list(PAIRS)
+    out = []
+    for i, key in enumerate(keys):
+        # retries may use what is left of total_s, keeping a share for the pairs to come
+        deadline = (None if total_s is None
+                    else time.perf_counter() + (total_s - (time.perf_counter() - started))
+                    / (len(keys) - i))
+        out.append(measure_pair(PAIRS[key], warmup=warmup,
+                                repeats=repeats * PAIRS[key].repeat_factor,
+                                budget_s=budget_s, deadline=deadline))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args.pairs, warmup=args.warmup, repeats=args.repeats, threads=args.threads)
     print()
     print(table(results))
+    for r in results:
+        print(f"{r.pair.label}: {r.timing.cross_check('mixed', 'none+teacher')}")
     print()
     print(NOTE)
     return 0

@@ -206,7 +206,7 @@ def test_objective_values(tmp_path, metric, expected):
 
 
 def test_finished_but_unrecorded_trials_are_recorded_once_on_resume(tmp_path):
-    from conftest import FakeTracker
+    from fakes import FakeTracker
 
     from bkd_sweep.engine.runner import _record_missing
 
