@@ -83,7 +83,10 @@ def run_sweep(study_file: Path) -> SweepRun:
 
     loaded = load_study(study_file)
     study = loaded.study
-    os.environ.pop("RAY_ADDRESS", None)  # always embedded Ray: the bench measures this machine
+    # embedded Ray (the bench measures this machine), results and teacher cache in the copy's
+    # results_dir (a preset cache would hide the teacher training being counted)
+    for name in ("RAY_ADDRESS", "BKD_RESULTS_DIR", "BKD_CACHE_DIR"):
+        os.environ.pop(name, None)
     say(f"sweep: running {study.name} ({study_file})")
     started = time.perf_counter()
     summary = run_study(loaded, progress=True)
@@ -261,12 +264,14 @@ def pruning(workdir: Path | None = None) -> PruningResult:
 
 def pruning_rows(result: PruningResult) -> list[Row]:
     e_plain, e_pruned = result.epochs(result.plain), result.epochs(result.pruned)
-    n_pruned = int((result.pruned.trials["status"] == "pruned").sum())
+    trials = result.pruned.trials
+    at = sorted(int(e) for e in trials.loc[trials["status"] == "pruned", "epochs_run"])
     gap = result.top1_gap
     return [
         Row("pruning savings", f"epochs without / with median pruner (tpe, "
             f"{result.plain.count} trials x 6 epochs)", f"{result.saving:.2f}x",
-            f"{e_plain} vs {e_pruned} epochs; {n_pruned} trials pruned",
+            f"{e_plain} vs {e_pruned} epochs; {len(at)} trials pruned, after epochs "
+            f"{', '.join(map(str, at)) or '-'}",
             f">= {PRUNING_EPOCHS_TARGET:.1f}x", verdict(result.saving >= PRUNING_EPOCHS_TARGET)),
         Row("pruning savings", "best top-1 without - with pruner (points)", f"{gap:+.2f}",
             f"best top-1 {result.best(result.plain):.2f} vs {result.best(result.pruned):.2f}",

@@ -8,6 +8,7 @@ epoch after writing that epoch's checkpoint, so a killed trial continues where i
 from __future__ import annotations
 
 import logging
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -50,8 +51,9 @@ class DistillationModel(nn.Module):
                 teacher_feat: torch.Tensor | None = None):
         features = self.student.forward_features(images)  # [T, B, C, H, W]
         logits = self.student.forward_head(features)
-        terms = self.loss(student_logits=logits, targets=targets,
-                          student_feat=features.mean(0),  # time-average before blurring
+        # time-average before blurring; skipped when no term uses the feature (none, logit)
+        student_feat = features.mean(0) if self.loss.needs_features else None
+        terms = self.loss(student_logits=logits, targets=targets, student_feat=student_feat,
                           teacher_logits=teacher_logits, teacher_feat=teacher_feat)
         return logits, terms
 
@@ -247,9 +249,13 @@ def run_trial(config: TrialConfig, report: ReportFn | None = None, *,
             with autocast():
                 _, terms = trainable(images, targets, t_logits, t_feat)
             total = terms.total
-            if not torch.isfinite(total):
+            # one device->host transfer per step: the finite check and the logged terms
+            names = [n for n in ("task", "logit", "bkd") if getattr(terms, n) is not None]
+            values = torch.stack([total.detach().float()] + [
+                getattr(terms, n).detach().float() for n in names]).tolist()
+            if not math.isfinite(values[0]):
                 reset(model)
-                return finish("failed", f"non-finite loss ({float(total.detach())}) at epoch {epoch} "
+                return finish("failed", f"non-finite loss ({values[0]}) at epoch {epoch} "
                                         f"step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
@@ -262,8 +268,7 @@ def run_trial(config: TrialConfig, report: ReportFn | None = None, *,
             reset(model)
             batch = images.shape[0]
             seen += batch
-            sums["loss"] = sums.get("loss", 0.0) + float(total.detach()) * batch
-            for name, value in terms.as_floats().items():
+            for name, value in zip(["loss", *names], values):
                 sums[name] = sums.get(name, 0.0) + value * batch
         top1, top5, val_loss = evaluate(student, val_loader, device, ddp, autocast)
         seconds = time.perf_counter() - epoch_started
