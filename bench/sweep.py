@@ -299,9 +299,11 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: a new temp dir)")
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    rows = [row for part in args.parts for row in run_part(part, args.workdir)]
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bkd-bench-"))
+    rows = [row for part in args.parts for row in run_part(part, workdir)]
     print()
     print(rows_table(rows))
+    print(f"\nstudy copies and their results are kept in {workdir}")
     if args.json:
         args.json.write_text(json.dumps([r.to_dict() for r in rows]))
     return 0
