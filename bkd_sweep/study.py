@@ -611,7 +611,7 @@ class LoadedStudy(BaseModel):
         """results/<name>, absolute: BKD_RESULTS_DIR (set for Ray jobs, whose working dir is a
         temporary copy) > tracking.results_dir > ./results."""
         base = os.environ.get("BKD_RESULTS_DIR") or self.study.tracking.results_dir
-        root = Path(base) if base else Path.cwd() / "results"
+        root = Path(base).expanduser() if base else Path.cwd() / "results"
         return (root / self.study.name).resolve()
 
 

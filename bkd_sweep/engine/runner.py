@@ -104,9 +104,6 @@ class SweepSummary:
 
 def results_dir_for(loaded: LoadedStudy) -> Path:
     """results/<name>, or $BKD_RESULTS_DIR/<name> when set (absolute, for cluster jobs)."""
-    root = os.environ.get(RESULTS_ENV)
-    if root:
-        return (Path(root).expanduser() / loaded.study.name).resolve()
     return loaded.results_dir()
 
 
