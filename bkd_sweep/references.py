@@ -41,17 +41,29 @@ def check_references(loaded: LoadedStudy) -> None:
         spec = study.search.params.get(field)
         if isinstance(spec, CategoricalParam):
             values += [(v, f"search.params.{field}") for v in spec.values]
-        known, kind = _known(field)
         for value, where in values:
-            ok = _check_teacher(value) if known is None else value in known
-            if not ok:
-                import difflib
-                pool = sorted(known) if known is not None else _teacher_names()
-                close = difflib.get_close_matches(str(value), pool, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                listing = "" if known is None else f"; valid: {', '.join(pool)}"
-                raise loaded.error(f"unknown {kind[:-1]} {value!r}{hint}{listing}", where)
+            _check_name(loaded, field, value, where)
     _check_distill_needs_teacher(loaded)
+
+
+def check_config_references(loaded: LoadedStudy, config: TrialConfig) -> None:
+    """The same name checks for one resolved trial config (e.g. after --set overrides)."""
+    flat = config.flat()
+    for field in _REGISTRY_FIELDS:
+        _check_name(loaded, field, flat[field], field)
+
+
+def _check_name(loaded: LoadedStudy, field: str, value, where: str) -> None:
+    known, kind = _known(field)
+    ok = _check_teacher(value) if known is None else value in known
+    if ok:
+        return
+    import difflib
+    pool = sorted(known) if known is not None else _teacher_names()
+    close = difflib.get_close_matches(str(value), pool, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    listing = "" if known is None else f"; valid: {', '.join(pool)}"
+    raise loaded.error(f"unknown {kind[:-1]} {value!r}{hint}{listing}", where)
 
 
 def _teacher_names() -> list[str]:
@@ -72,7 +84,8 @@ def _check_distill_needs_teacher(loaded: LoadedStudy) -> None:
 
 
 def check_trial_runnable(loaded: LoadedStudy, config: TrialConfig) -> None:
-    """What `train`/`run` need of this machine: variables set, checkpoint files present."""
+    """What `train` needs: known names, variables set, checkpoint files present."""
+    check_config_references(loaded, config)
     if loaded.unresolved:
         raise loaded.error(f"environment variable {loaded.unresolved[0]} is not set")
     ckpt = config.teacher.checkpoint
