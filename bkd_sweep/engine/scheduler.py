@@ -48,12 +48,15 @@ class OptunaPruningScheduler(FIFOScheduler):
         if self.pruner.name == "none":
             return TrialScheduler.CONTINUE
         value = self.book.pruning_value(metrics)
+        # The last epoch is never pruned: its cost is already spent, and completing keeps
+        # the trial's result (and its energy measurement) instead of discarding it.
+        last_epoch = metrics.epoch >= self.book.spec(number).config.train.epochs
         if self.book.multi_objective:
-            prune = self._threshold_prunes(value, metrics.epoch)
+            prune = not last_epoch and self._threshold_prunes(value, metrics.epoch)
         else:
             optuna_trial = self.book.optuna_trial(number)
             optuna_trial.report(value, metrics.epoch)
-            prune = optuna_trial.should_prune()
+            prune = not last_epoch and optuna_trial.should_prune()
         if not prune:
             return TrialScheduler.CONTINUE
         reason = f"pruned by {self.pruner.name} pruner at epoch {metrics.epoch}"

@@ -226,3 +226,23 @@ def test_finished_but_unrecorded_trials_are_recorded_once_on_resume(tmp_path):
     assert pruned.result.status == "pruned" and pruned.pruned_epoch == 2
     assert [m.epoch for m in pruned.result.history] == [1, 2]  # from epochs.jsonl
     assert _record_missing(book2, tracker, book.results_dir) == []  # exactly once
+
+
+def test_the_last_epoch_is_never_pruned(tmp_path):
+    book, searcher, scheduler = make(tmp_path)
+    a = start(searcher, "ray-a")
+    for n, v in enumerate([40.0, 60.0, 70.0, 80.0], start=1):
+        scheduler.on_trial_result(None, a, epoch(n, v))
+    searcher.on_trial_complete("ray-a", result={**completed(book, 0, [40.0, 60.0, 70.0, 80.0]),
+                                                "done": True})
+    b = start(searcher, "ray-b")
+    # epochs 1-3 stay just above the median, the last (epoch 4 of 4) falls far below it
+    for n, v in enumerate([41.0, 61.0, 71.0], start=1):
+        assert scheduler.on_trial_result(None, b, epoch(n, v)) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, b, epoch(4, 5.0)) == TrialScheduler.CONTINUE
+    assert book.optuna.trials[1].state == TrialState.RUNNING
+    assert book.optuna.trials[1].intermediate_values[4] == 5.0  # still reported to Optuna
+    # the same value one epoch earlier is pruned
+    c = start(searcher, "ray-c")
+    assert scheduler.on_trial_result(None, c, epoch(1, 41.0)) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, c, epoch(2, 5.0)) == TrialScheduler.STOP
