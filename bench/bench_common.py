@@ -14,7 +14,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -245,3 +245,23 @@ def rows_table(rows: list[Row], markdown: bool = False) -> str:
 def say(message: str) -> None:
     """Progress on stdout, flushed at once (run.py relays its children's lines)."""
     print(message, flush=True)
+
+
+def run_pairs(measure_pair: Callable[..., Any], table: dict[str, Any], keys: list[str] | None,
+              *, warmup: int, repeats: int, threads: int, budget_s: float | None,
+              total_s: float | None) -> list[Any]:
+    """Time each pair of ``table`` with ``measure_pair``; ``budget_s`` caps each timing's
+    rounds and ``total_s`` the whole run (retries of noisy timings stop first)."""
+    started = time.perf_counter()
+    torch.set_num_threads(threads)
+    keys = keys or list(table)
+    out = []
+    for i, key in enumerate(keys):
+        # retries may use what is left of total_s, keeping a share for the pairs to come
+        deadline = (None if total_s is None
+                    else time.perf_counter() + (total_s - (time.perf_counter() - started))
+                    / (len(keys) - i))
+        out.append(measure_pair(table[key], warmup=warmup,
+                                repeats=repeats * table[key].repeat_factor,
+                                budget_s=budget_s, deadline=deadline))
+    return out

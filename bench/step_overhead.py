@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,7 +19,7 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import Row, Timing, render_table, say, time_steady, verdict  # noqa: E402
+from bench_common import run_pairs, Row, Timing, render_table, say, time_steady, verdict  # noqa: E402
 
 from bkd_sweep.distill import DistillLoss  # noqa: E402
 from bkd_sweep.models import (build_teacher_network, create_student, reset,  # noqa: E402
@@ -217,21 +216,9 @@ NOTE = ("Note: the restoration block G (two 3x3 convs) and align are sized by th
 def run(pairs: list[str] | None = None, *, warmup: int = 3, repeats: int = 11,
         threads: int = 2, budget_s: float | None = None,
         total_s: float | None = None) -> list[OverheadResult]:
-    """Time each pair; ``budget_s`` caps each timing's rounds and ``total_s`` the whole run
-    (retries of noisy timings stop first)."""
-    started = time.perf_counter()
-    torch.set_num_threads(threads)
-    keys = pairs or list(PAIRS)
-    out = []
-    for i, key in enumerate(keys):
-        # retries may use what is left of total_s, keeping a share for the pairs to come
-        deadline = (None if total_s is None
-                    else time.perf_counter() + (total_s - (time.perf_counter() - started))
-                    / (len(keys) - i))
-        out.append(measure_pair(PAIRS[key], warmup=warmup,
-                                repeats=repeats * PAIRS[key].repeat_factor,
-                                budget_s=budget_s, deadline=deadline))
-    return out
+    """Time each pair (see bench_common.run_pairs for the budgets)."""
+    return run_pairs(measure_pair, PAIRS, pairs, warmup=warmup, repeats=repeats,
+                     threads=threads, budget_s=budget_s, total_s=total_s)
 
 
 def main(argv: list[str] | None = None) -> int:
