@@ -7,6 +7,7 @@ context only and nothing asserts them.
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import os
 import platform
@@ -265,3 +266,14 @@ def run_pairs(measure_pair: Callable[..., Any], table: dict[str, Any], keys: lis
                                 repeats=repeats * table[key].repeat_factor,
                                 budget_s=budget_s, deadline=deadline))
     return out
+
+
+def pair_arguments(description: str, table: dict[str, Any],
+                   argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line shared by the per-pair timing benches."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--pairs", nargs="+", choices=list(table), default=list(table))
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--threads", type=int, default=2)
+    return parser.parse_args(argv)

@@ -6,7 +6,6 @@ hand-written plain spikingjelly loop of the same student: same weights, batch, T
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import run_pairs, Row, Timing, render_table, say, time_steady, verdict  # noqa: E402
+from bench_common import pair_arguments, run_pairs, Row, Timing, render_table, say, time_steady, verdict  # noqa: E402
 from step_overhead import (PAIRS, Pair, build_student, make_batch, ours_model,  # noqa: E402
                            trial_step)
 
@@ -102,12 +101,7 @@ def run(pairs: list[str] | None = None, *, warmup: int = 3, repeats: int = 11,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=list(PAIRS))
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=11)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
+    args = pair_arguments(__doc__.splitlines()[0], PAIRS, argv)
     results = run(args.pairs, warmup=args.warmup, repeats=args.repeats, threads=args.threads)
     print()
     print(table(results))

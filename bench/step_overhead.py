@@ -10,7 +10,6 @@ updates. The step body mirrors ``bkd_sweep.trial.run_trial``'s inner loop.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import run_pairs, Row, Timing, render_table, say, time_steady, verdict  # noqa: E402
+from bench_common import pair_arguments, run_pairs, Row, Timing, render_table, say, time_steady, verdict  # noqa: E402
 
 from bkd_sweep.distill import DistillLoss  # noqa: E402
 from bkd_sweep.models import (build_teacher_network, create_student, reset,  # noqa: E402
@@ -222,12 +221,7 @@ def run(pairs: list[str] | None = None, *, warmup: int = 3, repeats: int = 11,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=list(PAIRS))
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=11)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
+    args = pair_arguments(__doc__.splitlines()[0], PAIRS, argv)
     results = run(args.pairs, warmup=args.warmup, repeats=args.repeats, threads=args.threads)
     print()
     print(table(results))
