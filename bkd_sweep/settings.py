@@ -1,0 +1,49 @@
+"""Every environment variable bkd-sweep reads, in one typed object.
+
+The README's "Environment" table lists the same fields; `bkd-sweep` never reads
+``os.environ`` for its own variables anywhere else. Settings are read afresh on each call
+(cheap), so a test or a Ray job that sets a variable sees it at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_RESULTS_ROOT = "results"  # relative to the study file's folder when not absolute
+
+
+class Settings(BaseSettings):
+    """``BKD_*`` variables (plus the two standard ones bkd-sweep honours)."""
+
+    model_config = SettingsConfigDict(env_prefix="BKD_", extra="ignore", frozen=True)
+
+    results_dir: Path | None = Field(
+        None, description="Results root; overrides the study's tracking.results_dir. "
+        "Set by `bkd-sweep submit` so a Ray job writes where the submitter reads.")
+    cache_dir: Path | None = Field(
+        None, description="Teacher cache (trained teachers, teacher evaluations); "
+        "default <results root>/cache.")
+    data: Path | None = Field(
+        None, description="Conventional dataset root used by the shipped studies as ${BKD_DATA}.")
+    ckpt: Path | None = Field(
+        None, description="Conventional checkpoint root used by the shipped studies as ${BKD_CKPT}.")
+    mlflow_tracking_uri: str | None = Field(
+        None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI"),
+        description="MLflow tracking URI when the study sets none (standard MLflow variable).")
+    ray_address: str | None = Field(
+        None, validation_alias=AliasChoices("RAY_ADDRESS"),
+        description="Ray cluster to join instead of starting a local one (standard Ray variable).")
+
+
+def settings() -> Settings:
+    """The environment as it is now."""
+    return Settings()
+
+
+def cache_dir_for(results_root: Path) -> Path:
+    """The teacher cache: $BKD_CACHE_DIR, else <results root>/cache (absolute)."""
+    chosen = settings().cache_dir or Path(results_root) / "cache"
+    return Path(chosen).resolve()
