@@ -25,7 +25,7 @@ from bkd_sweep.models import (build_teacher_network, create_student, reset,  # n
                               wrap_teacher)
 from bkd_sweep.models.base import SpikingStudent, Teacher  # noqa: E402
 from bkd_sweep.runtime import seed_everything, select_device  # noqa: E402
-from bkd_sweep.study import NeuronConfig, TeacherConfig  # noqa: E402
+from bkd_sweep.config import NeuronConfig, TeacherConfig  # noqa: E402
 from bkd_sweep.trial import DistillationModel  # noqa: E402
 
 TARGET = 1.10  # mixed / (none + teacher) on the paper-like pair

@@ -79,7 +79,7 @@ def run_sweep(study_file: Path) -> SweepRun:
     from bkd_sweep.engine import run_study
     from bkd_sweep.engine.runner import concurrency
     from bkd_sweep.results import load
-    from bkd_sweep.study import load_study
+    from bkd_sweep.config import load_study
 
     loaded = load_study(study_file)
     study = loaded.study

@@ -6,7 +6,7 @@ modules load lazily so reading results never imports torch or Ray.
 """
 
 from bkd_sweep.records import EpochMetrics, TrialResult
-from bkd_sweep.study import Study, StudyError, TrialConfig, load_study
+from bkd_sweep.config import Study, StudyError, TrialConfig, load_study
 
 __version__ = "0.1.0"
 

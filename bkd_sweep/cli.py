@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from bkd_sweep.study import StudyError, apply_overrides, load_study, parse_override
+from bkd_sweep.config import StudyError, apply_overrides, load_study, parse_override
 
 EXIT_BAD_INPUT = 2
 
@@ -164,7 +164,7 @@ def _attach_report_to_sweep(results_dir: Path, out_dir: Path) -> None:
     if not (results_dir / "sweep.json").exists() or not (results_dir / "study.json").exists():
         return
     try:
-        from bkd_sweep.study import Study
+        from bkd_sweep.config import Study
         from bkd_sweep.tracking import StudyTracker
 
         study = Study.model_validate_json((results_dir / "study.json").read_text())
@@ -184,7 +184,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from bkd_sweep.study import study_json_schema
+    from bkd_sweep.config import study_json_schema
 
     print(json.dumps(study_json_schema(), indent=2))
     return 0

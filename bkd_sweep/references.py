@@ -1,6 +1,6 @@
 """Checks that need the registries: every dataset, student and teacher a study names exists.
 
-Kept apart from study.py so the schema itself imports no torch. `validate` and `plan` call
+Kept apart from the config package so the schema itself imports no torch. `validate` and `plan` call
 ``check_references``; checks of the machine (paths, variables) belong to `run`/`train`.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bkd_sweep.registry import UnknownNameError
-from bkd_sweep.study import CategoricalParam, LoadedStudy, StudyError, TrialConfig
+from bkd_sweep.config import CategoricalParam, LoadedStudy, StudyError, TrialConfig
 
 _REGISTRY_FIELDS = ("data.dataset", "student.arch", "teacher.arch")
 

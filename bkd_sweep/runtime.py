@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bkd_sweep.study import OptimizerConfig
+from bkd_sweep.config import OptimizerConfig
 
 
 def select_device(preference: str = "auto") -> torch.device:

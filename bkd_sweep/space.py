@@ -23,7 +23,7 @@ import optuna
 from pydantic import TypeAdapter, ValidationError
 
 from bkd_sweep.registry import Registry
-from bkd_sweep.study import (
+from bkd_sweep.config import (
     LINKED_PREFIX,
     CategoricalParam,
     HyperbandPrunerConfig,

@@ -26,7 +26,7 @@ from bkd_sweep.energy import measure
 from bkd_sweep.models import (Teacher, build_teacher_network, load_weights, reset,
                               wrap_teacher)
 from bkd_sweep.runtime import lr_schedule, make_optimizer, save_atomic, seed_everything
-from bkd_sweep.study import TrialConfig
+from bkd_sweep.config import TrialConfig
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from bkd_sweep.models import SpikingStudent, Teacher, create_student, reset
 from bkd_sweep.records import EnergyReport, EpochMetrics, TrialResult
 from bkd_sweep.runtime import (code_version, epoch_seed, load_checkpoint, lr_schedule,
                                make_optimizer, save_atomic, seed_everything, select_device)
-from bkd_sweep.study import TrialConfig
+from bkd_sweep.config import TrialConfig
 from bkd_sweep.teacher_cache import prepare_teacher
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import pytest
 
 from bkd_sweep import space
 from bkd_sweep.registry import UnknownNameError
-from bkd_sweep.study import SearchConfig, StudyError, load_study_text
+from bkd_sweep.config import SearchConfig, StudyError, load_study_text
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

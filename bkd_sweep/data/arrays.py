@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from bkd_sweep.data.base import DataBundle, register_dataset, rng, stratified_split
 from bkd_sweep.data.transforms import image_transforms
-from bkd_sweep.study import DataConfig
+from bkd_sweep.config import DataConfig
 
 
 class TensorImageDataset(Dataset):

@@ -11,7 +11,7 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from bkd_sweep.registry import Registry, UnknownNameError
-from bkd_sweep.study import DataConfig
+from bkd_sweep.config import DataConfig
 
 
 class DataError(Exception):

@@ -14,7 +14,7 @@ from bkd_sweep.data.arrays import TensorImageDataset
 from bkd_sweep.data.base import DataBundle, DataError, register_dataset, require_root
 from bkd_sweep.data.transforms import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD,
                                        image_transforms)
-from bkd_sweep.study import DataConfig
+from bkd_sweep.config import DataConfig
 
 _ALLOWED_GLOBALS = {
     ("_codecs", "encode"),

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from bkd_sweep.data.base import (DataBundle, DataError, register_dataset, require_root,
                                  stratified_split)
 from bkd_sweep.data.transforms import event_transforms
-from bkd_sweep.study import DataConfig
+from bkd_sweep.config import DataConfig
 
 EVENT_KEYS = ("t", "x", "y", "p")
 DVS_SENSOR = 128  # CIFAR10-DVS: 128 x 128 pixels

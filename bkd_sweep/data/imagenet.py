@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from bkd_sweep.data.base import DataBundle, DataError, register_dataset, require_root
 from bkd_sweep.data.transforms import folder_transforms
-from bkd_sweep.study import DataConfig
+from bkd_sweep.config import DataConfig
 
 
 class FolderDataset(Dataset):

@@ -11,7 +11,7 @@ from timm.data import Mixup
 from timm.data.mixup import mixup_target
 
 from bkd_sweep.data.base import DataBundle
-from bkd_sweep.study import AugmentConfig, DataConfig
+from bkd_sweep.config import AugmentConfig, DataConfig
 
 
 def make_loaders(bundle: DataBundle, cfg: DataConfig, *, seed: int,

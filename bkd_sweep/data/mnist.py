@@ -12,7 +12,7 @@ from bkd_sweep.data.arrays import TensorImageDataset
 from bkd_sweep.data.base import DataBundle, DataError, register_dataset, require_root
 from bkd_sweep.data.transforms import (FASHION_MEAN, FASHION_STD, MNIST_MEAN, MNIST_STD,
                                        image_transforms)
-from bkd_sweep.study import DataConfig
+from bkd_sweep.config import DataConfig
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",

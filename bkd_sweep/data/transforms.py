@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bkd_sweep.data.base import DataError
-from bkd_sweep.study import AugmentConfig
+from bkd_sweep.config import AugmentConfig
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)

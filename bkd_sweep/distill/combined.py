@@ -21,7 +21,7 @@ from bkd_sweep.distill.bkd import BKDLoss, Granularity
 from bkd_sweep.distill.logit import LogitKind, logit_kd_loss
 
 if TYPE_CHECKING:
-    from bkd_sweep.study import DistillConfig
+    from bkd_sweep.config import DistillConfig
 
 Mode = Literal["none", "logit", "bkd", "mixed"]
 MODES: tuple[str, ...] = ("none", "logit", "bkd", "mixed")

@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from bkd_sweep import space
 from bkd_sweep.records import EpochMetrics, TrialResult
-from bkd_sweep.study import Study, StudyError, TrialConfig
+from bkd_sweep.config import Study, StudyError, TrialConfig
 
 log = logging.getLogger(__name__)
 

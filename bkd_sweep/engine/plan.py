@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bkd_sweep import space
-from bkd_sweep.study import CategoricalParam, LoadedStudy, StudyError, TrialConfig
+from bkd_sweep.config import CategoricalParam, LoadedStudy, StudyError, TrialConfig
 
 GPU_TFLOPS = 20.0  # effective training throughput of one GPU (mixed precision, real kernels)
 CPU_GFLOPS = 50.0  # effective throughput of one trial's CPU cores

@@ -43,7 +43,7 @@ from typing import Any, Callable
 from bkd_sweep import space
 from bkd_sweep.engine.book import EPOCH_METRIC_MODES, JOURNAL_FILE, trial_id_of
 from bkd_sweep.engine.plan import trials_fitting
-from bkd_sweep.study import (
+from bkd_sweep.config import (
     CategoricalParam,
     LoadedStudy,
     Study,

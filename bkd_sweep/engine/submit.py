@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from bkd_sweep.engine.runner import RESULTS_ENV, results_dir_for
-from bkd_sweep.study import StudyError, load_study
+from bkd_sweep.config import StudyError, load_study
 
 # Never shipped with the job: outputs, environments, VCS data, weights and data sets.
 EXCLUDES = ["/results/", "/reports/", "/.venv/", "/venv/", "/.git/", "/data/", "/datasets/",

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from spikingjelly.activation_based import functional, neuron, surrogate
 from torch import nn
 
-from bkd_sweep.study import NeuronConfig
+from bkd_sweep.config import NeuronConfig
 
 NeuronFactory = Callable[..., nn.Module]
 """Called with no arguments for the configured neuron; keyword overrides (``v_threshold=0.5``

@@ -20,7 +20,7 @@ from bkd_sweep.models.base import SpikingStudent, Teacher, TeacherOutput
 from bkd_sweep.models.neurons import reset
 from bkd_sweep.models.students import create_student
 from bkd_sweep.registry import Registry, UnknownNameError
-from bkd_sweep.study import NeuronConfig, TeacherConfig
+from bkd_sweep.config import NeuronConfig, TeacherConfig
 
 TEACHERS: Registry[nn.Module] = Registry("teacher")
 

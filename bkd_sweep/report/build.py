@@ -16,7 +16,7 @@ from bkd_sweep.report.plots import (device_hours_figure, epoch_curves_figure, pa
 from bkd_sweep.report.render import EXTENSIONS, render
 from bkd_sweep.report.tables import (Table, ablation_table, default_table_specs, energy_table,
                                      main_results_table, pareto_table)
-from bkd_sweep.study import ReportConfig, TableSpec
+from bkd_sweep.config import ReportConfig, TableSpec
 
 RESERVED_NAMES = frozenset({"main_results", "energy", "pareto", "index", "curves_epochs",
                             "curves_device_hours"})

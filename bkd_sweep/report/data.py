@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from bkd_sweep.study import CategoricalParam, Study
+from bkd_sweep.config import CategoricalParam, Study
 
 STATUSES = ("completed", "pruned", "failed")
 TRIAL_COLUMNS = ("trial_id", "status", "seed")

@@ -12,7 +12,7 @@ import html
 from dataclasses import dataclass, field
 
 from bkd_sweep.report.data import ResultsData, format_value, norm_value
-from bkd_sweep.study import CategoricalParam
+from bkd_sweep.config import CategoricalParam
 
 MAX_FAILED_LISTED = 20
 

@@ -18,7 +18,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from bkd_sweep.report.data import ResultsData, format_value, norm_value, param_col
 from bkd_sweep.report.pareto import ParetoFront
-from bkd_sweep.study import ParetoSpec
+from bkd_sweep.config import ParetoSpec
 
 MODE_STYLE = {  # fixed per distillation mode, so every figure reads the same
     "none": ("#7f7f7f", "o"), "logit": ("#1f77b4", "s"), "bkd": ("#ff7f0e", "^"),

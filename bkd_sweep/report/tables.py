@@ -15,7 +15,7 @@ from bkd_sweep.report.aggregate import (Stat, best_per_cell, excluded_counts, gr
 from bkd_sweep.report.data import (PERCENT_METRICS, ResultsData, format_value, param_col,
                                    sort_key)
 from bkd_sweep.report.pareto import ParetoFront
-from bkd_sweep.study import CategoricalParam, ParetoSpec, TableSpec
+from bkd_sweep.config import CategoricalParam, ParetoSpec, TableSpec
 
 Emphasis = Literal["bold", "underline"]
 DAGGER = "†"

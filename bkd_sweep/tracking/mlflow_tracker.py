@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bkd_sweep.records import EpochMetrics
-from bkd_sweep.study import Study, flatten
+from bkd_sweep.config import Study, flatten
 from bkd_sweep.tracking.store import (
     STUDY_FILE,
     ResultStore,

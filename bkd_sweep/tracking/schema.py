@@ -128,7 +128,7 @@ def _leaf_types(model: type[BaseModel], prefix: str = "") -> dict[str, pa.DataTy
 @functools.cache
 def param_types() -> dict[str, pa.DataType]:
     """Dotted leaf path -> Arrow type for every TrialConfig leaf, in declaration order."""
-    from bkd_sweep.study import TrialConfig
+    from bkd_sweep.config import TrialConfig
 
     return _leaf_types(TrialConfig)
 

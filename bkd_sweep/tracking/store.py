@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bkd_sweep.records import EpochMetrics, TrialResult
-from bkd_sweep.study import flatten
+from bkd_sweep.config import flatten
 from bkd_sweep.tracking.schema import (
     EPOCHS_SCHEMA,
     LOSS_TERMS,

@@ -11,7 +11,7 @@ import torch
 
 from bkd_sweep.data import DataError, build_data, make_loaders, make_mixup
 from bkd_sweep.data.events import integrate_by_count
-from bkd_sweep.study import AugmentConfig, DataConfig
+from bkd_sweep.config import AugmentConfig, DataConfig
 from tests.data.fixtures import write_cifar10_dvs, write_event_file
 
 # (x, y, p) of 8 events; into 2 frames: events 0-3 -> frame 0, events 4-7 -> frame 1

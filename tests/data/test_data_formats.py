@@ -12,7 +12,7 @@ import torch
 
 from bkd_sweep.data import DataError, build_data, list_datasets, make_loaders
 from bkd_sweep.data.transforms import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD
-from bkd_sweep.study import DataConfig
+from bkd_sweep.config import DataConfig
 from tests.data.fixtures import (cifar_images, mnist_images, write_cifar10, write_cifar100,
                                  write_image_folder, write_mnist)
 

@@ -11,7 +11,7 @@ from timm.data import Mixup
 from torch.utils.data import DistributedSampler
 
 from bkd_sweep.data import build_data, make_loaders, make_mixup
-from bkd_sweep.study import AugmentConfig, DataConfig
+from bkd_sweep.config import AugmentConfig, DataConfig
 
 
 def epoch_labels(loader) -> list[int]:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from bkd_sweep.distill import BKDLoss, DistillLoss, LossTerms, logit_kd_loss
-from bkd_sweep.study import DistillConfig
+from bkd_sweep.config import DistillConfig
 
 D = torch.float64
 N, K, CS, CT = 3, 4, 6, 5

@@ -15,7 +15,7 @@ from pathlib import Path
 import ray.cloudpickle as cloudpickle
 
 from bkd_sweep.records import EnergyReport, EpochMetrics, TrialResult
-from bkd_sweep.study import TrialConfig
+from bkd_sweep.config import TrialConfig
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

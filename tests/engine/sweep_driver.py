@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import fakes  # noqa: E402
 
 from bkd_sweep.engine import run_study  # noqa: E402
-from bkd_sweep.study import load_study  # noqa: E402
+from bkd_sweep.config import load_study  # noqa: E402
 
 if __name__ == "__main__":
     summary = run_study(load_study(sys.argv[1]), resume="--resume" in sys.argv,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bkd_sweep.engine import check_runnable
-from bkd_sweep.study import StudyError, load_study
+from bkd_sweep.config import StudyError, load_study
 
 
 def study(tmp_path: Path, body: str, name: str = "chk") -> Path:

@@ -8,7 +8,7 @@ import pytest
 
 import fakes
 from bkd_sweep.engine import run_study
-from bkd_sweep.study import load_study_text
+from bkd_sweep.config import load_study_text
 
 STUDY = """
 name: ddp

@@ -9,7 +9,7 @@ import pytest
 from bkd_sweep.engine import plan
 from bkd_sweep.engine.plan import (CPU_GFLOPS, GPU_TFLOPS, TRIAL_OVERHEAD_S, arch_gflops,
                                    trials_fitting)
-from bkd_sweep.study import load_study, load_study_text
+from bkd_sweep.config import load_study, load_study_text
 
 HERE = Path(__file__).parent
 
@@ -84,7 +84,7 @@ def test_unknown_architecture_gets_default_with_note_and_fit_counts():
     assert cost == pytest.approx(1.0 * (64 / 32) ** 2) and "not in the cost table" in note
     transformer, none = arch_gflops("spikingformer_4_384", 32)
     assert none is None and 0.5 < transformer < 5  # ~1.3 GFLOPs at 8x8 tokens
-    from bkd_sweep.study import TrialResources
+    from bkd_sweep.config import TrialResources
     assert trials_fitting(TrialResources(cpu=1), 2, 0) == 2
     assert trials_fitting(TrialResources(cpu=2, gpu=0.5, workers=2), 16, 2) == 2
     assert trials_fitting(TrialResources(cpu=1, gpu=1), 8, 0) == 0

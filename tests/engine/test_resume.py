@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from bkd_sweep.engine.book import SweepBook
-from bkd_sweep.study import load_study
+from bkd_sweep.config import load_study
 
 HERE = Path(__file__).parent
 STUDY = """

@@ -15,7 +15,7 @@ from bkd_sweep.engine.scheduler import OptunaPruningScheduler
 from bkd_sweep.engine.searcher import OptunaSearcher
 from bkd_sweep.engine.worker import epoch_payload, final_payload
 from bkd_sweep.records import EnergyReport, EpochMetrics, TrialResult
-from bkd_sweep.study import load_study_text
+from bkd_sweep.config import load_study_text
 
 STUDY = """
 name: glue

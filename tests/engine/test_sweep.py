@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 import fakes
 from bkd_sweep.engine import run_study
 from bkd_sweep.engine.book import SweepBook
-from bkd_sweep.study import load_study_text
+from bkd_sweep.config import load_study_text
 
 PRUNING = """
 name: pruning

@@ -16,7 +16,7 @@ import faulty  # noqa: E402
 from bkd_sweep.engine import run_study  # noqa: E402
 from bkd_sweep.engine.book import SweepBook  # noqa: E402
 from bkd_sweep.results import load  # noqa: E402
-from bkd_sweep.study import load_study_text  # noqa: E402
+from bkd_sweep.config import load_study_text  # noqa: E402
 
 STUDY = """
 name: faults

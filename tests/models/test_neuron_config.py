@@ -9,7 +9,7 @@ import torch
 from spikingjelly.activation_based import neuron, surrogate
 
 from bkd_sweep.models import create_student, neuron_factory, reset
-from bkd_sweep.study import NeuronConfig
+from bkd_sweep.config import NeuronConfig
 
 
 @pytest.mark.parametrize("cfg, cls", [

@@ -13,7 +13,7 @@ from bkd_sweep.models import SpikingStudent, create_student, list_students, rese
 from bkd_sweep.models.students import to_time_major
 from bkd_sweep.models.students.spikformer import num_downsamples
 from bkd_sweep.registry import UnknownNameError
-from bkd_sweep.study import NeuronConfig
+from bkd_sweep.config import NeuronConfig
 
 T, B, K = 2, 2, 5
 

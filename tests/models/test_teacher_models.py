@@ -11,7 +11,7 @@ from torch import nn
 from bkd_sweep.models import (CheckpointError, build_teacher_network, create_student,
                               create_teacher, list_teachers, load_weights, reset, wrap_teacher)
 from bkd_sweep.registry import UnknownNameError
-from bkd_sweep.study import NeuronConfig, TeacherConfig
+from bkd_sweep.config import NeuronConfig, TeacherConfig
 
 
 def _teacher(arch: str, *, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bkd_sweep.study import Study
+from bkd_sweep.config import Study
 from bkd_sweep.tracking.schema import EPOCHS_SCHEMA, coerce, trials_schema
 
 PRUNED, FAILED = "pruned", "failed"

@@ -17,7 +17,7 @@ from report_fixtures import make_large_results
 
 from bkd_sweep.report import build_report
 from bkd_sweep.report.render import render
-from bkd_sweep.study import ReportConfig, TableSpec
+from bkd_sweep.config import ReportConfig, TableSpec
 from bkd_sweep.tracking.schema import EPOCHS_SCHEMA, trials_schema
 
 EXPECTED = {

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from bkd_sweep.report import ParetoFront, pareto_front
 from bkd_sweep.report.data import load_results_dir
 from bkd_sweep.report.pareto import pareto_points
-from bkd_sweep.study import ParetoSpec
+from bkd_sweep.config import ParetoSpec
 
 # (energy, top1): lower energy and higher top1 are better
 POINTS = [

@@ -10,7 +10,7 @@ from bkd_sweep.report.data import ResultsData, load_results_dir
 from bkd_sweep.report.render import render, tex_escape
 from bkd_sweep.report.tables import (Cell, Table, ablation_table, default_table_specs,
                                      energy_table, fmt, main_results_table, rank)
-from bkd_sweep.study import TableSpec
+from bkd_sweep.config import TableSpec
 
 SPEC = TableSpec(name="ablation", rows="distill.mode", cols="student.arch", metric="top1")
 

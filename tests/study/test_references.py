@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bkd_sweep.references import check_references
-from bkd_sweep.study import StudyError, load_study_text
+from bkd_sweep.config import StudyError, load_study_text
 
 CASES = [
     ("name: x\ndata: {dataset: cifar1000}\n", 2, "data.dataset: unknown dataset 'cifar1000' (did you mean 'cifar100'?)"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bkd_sweep.study import (CategoricalParam, RangeParam, StudyError, TrialConfig,
+from bkd_sweep.config import (CategoricalParam, RangeParam, StudyError, TrialConfig,
                              apply_overrides, load_study, load_study_text, parse_override,
                              study_json_schema)
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bkd_sweep.records import EnergyReport, EpochMetrics, TrialResult
-from bkd_sweep.study import Study
+from bkd_sweep.config import Study
 from bkd_sweep.tracking import TrialRecord
 
 MODES = ("none", "bkd")

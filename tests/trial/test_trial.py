@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bkd_sweep.study import TrialConfig, apply_overrides
+from bkd_sweep.config import TrialConfig, apply_overrides
 from bkd_sweep.trial import CHECKPOINT_NAME, run_trial
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -25,7 +25,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str, cache_dir: str) -> N
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        from bkd_sweep.study import TrialConfig, apply_overrides
+        from bkd_sweep.config import TrialConfig, apply_overrides
         from bkd_sweep.trial import run_trial
 
         config = apply_overrides(TrialConfig(), {

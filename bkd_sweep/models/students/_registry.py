@@ -7,7 +7,7 @@ from typing import Callable
 from bkd_sweep.models.base import SpikingStudent
 from bkd_sweep.models.neurons import neuron_factory
 from bkd_sweep.registry import Registry
-from bkd_sweep.study import NeuronConfig
+from bkd_sweep.config import NeuronConfig
 
 STUDENTS: Registry[SpikingStudent] = Registry("student")
 

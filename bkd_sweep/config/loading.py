@@ -1,0 +1,128 @@
+"""Loading a study file: YAML with line numbers, interpolation, relative paths, validation."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bkd_sweep.config.checks import (check_linked, check_search_values,
+                                     validation_error_to_study_error)
+from bkd_sweep.config.errors import StudyError
+from bkd_sweep.config.study import Study
+from bkd_sweep.config.yaml_tree import interpolate, node_tree, protect_variables
+from bkd_sweep.settings import settings
+
+
+class LoadedStudy(BaseModel):
+    """A validated study plus where it came from (for errors and relative paths)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    study: Study
+    path: Path
+    raw: dict[str, Any]
+    lines: dict[str, int]  # dotted path -> line in the file
+    unresolved: list[str]  # ${VARS} that were unset (an error for `run`, not for `validate`)
+
+    def line_of(self, dotted: str) -> int | None:
+        parts = dotted.split(".")
+        while parts:
+            key = ".".join(parts)
+            if key in self.lines:
+                return self.lines[key]
+            parts.pop()
+        return None
+
+    def error(self, message: str, field: str | None = None) -> StudyError:
+        return StudyError(message, file=self.path, line=self.line_of(field) if field else None,
+                          field=field)
+
+    def results_dir(self) -> Path:
+        """results/<name>, absolute: BKD_RESULTS_DIR (set for Ray jobs, whose working dir is a
+        temporary copy) > tracking.results_dir > ./results."""
+        base = settings().results_dir or self.study.tracking.results_dir
+        root = Path(base).expanduser() if base else Path.cwd() / "results"
+        return (root / self.study.name).resolve()
+
+
+_RELATIVE_PATH_FIELDS = (("data", "root"), ("teacher", "checkpoint"), ("tracking", "results_dir"))
+
+
+def _resolve_relative(raw: dict[str, Any], study_dir: Path) -> None:
+    for section, key in _RELATIVE_PATH_FIELDS:
+        node = raw.get(section)
+        if not isinstance(node, dict):
+            continue
+        value = node.get(key)
+        if not isinstance(value, str) or value == "" or value == "train" or "${" in value:
+            continue
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            node[key] = str((study_dir / path).resolve())
+
+
+def load_study(path: str | os.PathLike) -> LoadedStudy:
+    """Read, interpolate and validate a study file. Raises StudyError (one line) on any fault."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StudyError("file not found", file=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StudyError(f"cannot read: {exc.__class__.__name__}", file=path) from None
+    return load_study_text(text, path)
+
+
+def load_study_text(text: str, path: str | os.PathLike = "<study>") -> LoadedStudy:
+    path = Path(path)
+    lines_by_tuple: dict[tuple, int] = {}
+    text, variables = protect_variables(text)
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+        if node is None:
+            raise StudyError("empty study file", file=path)
+        raw = node_tree(node, (), lines_by_tuple, set(), [0])
+    except StudyError as exc:
+        exc.file = str(path)
+        raise StudyError(exc.message, file=path, line=exc.line, field=exc.field) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise StudyError(f"invalid YAML: {problem}", file=path, line=line) from None
+    except RecursionError:
+        raise StudyError("YAML nested too deeply", file=path) from None
+    if not isinstance(raw, dict):
+        raise StudyError("a study must be a mapping of sections (name, data, student, ...)",
+                         file=path, line=1)
+    lines = {".".join(str(p) for p in k): v for k, v in lines_by_tuple.items() if k}
+    unresolved: set[str] = set()
+    raw = interpolate(raw, variables, unresolved)
+    resolved = copy.deepcopy(raw)
+    _resolve_relative(resolved, path.parent.resolve() if path.name != "<study>" else Path.cwd())
+    try:
+        study = Study.model_validate(resolved)
+    except ValidationError as err:
+        raise validation_error_to_study_error(err, path, lines) from None
+    loaded = LoadedStudy(study=study, path=path, raw=raw, lines=lines,
+                         unresolved=sorted(unresolved))
+    check_search_values(loaded)
+    check_linked(loaded)
+    return loaded
+
+
+def study_json_schema() -> dict[str, Any]:
+    """JSON Schema of a study file, for editor completion."""
+    schema = Study.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "bkd-sweep study"
+    return schema

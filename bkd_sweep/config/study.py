@@ -1,0 +1,255 @@
+"""The study sections: search space, pruners, objectives, resources, tracking, report;
+and Study, the validated study file."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
+
+from bkd_sweep.config.base import Seed, Strict
+from bkd_sweep.config.overrides import apply_overrides
+from bkd_sweep.config.trial import (DataConfig, DistillConfig, EnergyConfig, StudentConfig,
+                                    TeacherConfig, TrainConfig, TrialConfig)
+
+LINKED_PREFIX = "linked."
+TRIAL_SECTIONS = ("data", "teacher", "student", "train", "distill", "energy")
+
+
+# --------------------------------------------------------------------------------------
+# Search space
+
+
+class CategoricalParam(Strict):
+    values: list[Any] = Field(min_length=1)
+    when: dict[str, list[Any]] | None = None
+
+
+class RangeParam(Strict):
+    low: int | float  # int | float keeps YAML ints as ints: all ints -> an integer range
+    high: int | float
+    log: bool = False
+    step: int | float | None = Field(None, gt=0)
+    when: dict[str, list[Any]] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "RangeParam":
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        if self.log and self.low <= 0:
+            raise ValueError("log ranges need low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return all(isinstance(v, int) for v in (self.low, self.high, self.step or 1))
+
+
+def _param_kind(value: Any) -> str:
+    if isinstance(value, RangeParam) or (isinstance(value, dict)
+                                         and ("low" in value or "high" in value)):
+        return "range"
+    return "categorical"
+
+
+def _listify(value: Any) -> Any:
+    return {"values": value} if isinstance(value, list) else value
+
+
+ParamSpec = Annotated[
+    Union[Annotated[CategoricalParam, Tag("categorical")], Annotated[RangeParam, Tag("range")]],
+    Discriminator(_param_kind),
+]
+
+
+class Objective(Strict):
+    metric: str = "top1"
+    mode: Literal["max", "min"] = "max"
+
+
+class NoPrunerConfig(Strict):
+    name: Literal["none"] = "none"
+
+
+class MedianPrunerConfig(Strict):
+    name: Literal["median"]
+    warmup_epochs: int = Field(0, ge=0)
+    startup_trials: int = Field(5, ge=0)
+    interval_epochs: int = Field(1, ge=1)
+
+
+class PercentilePrunerConfig(Strict):
+    name: Literal["percentile"]
+    percentile: float = Field(25.0, gt=0, lt=100)
+    warmup_epochs: int = Field(0, ge=0)
+    startup_trials: int = Field(5, ge=0)
+    interval_epochs: int = Field(1, ge=1)
+
+
+class SuccessiveHalvingPrunerConfig(Strict):
+    name: Literal["successive_halving"]
+    min_resource: int | Literal["auto"] = "auto"
+    reduction_factor: int = Field(4, ge=2)
+    min_early_stopping_rate: int = Field(0, ge=0)
+
+
+class HyperbandPrunerConfig(Strict):
+    name: Literal["hyperband"]
+    min_resource: int = Field(1, ge=1)
+    max_resource: int | Literal["auto"] = "auto"
+    reduction_factor: int = Field(3, ge=2)
+
+
+class ThresholdPrunerConfig(Strict):
+    name: Literal["threshold"]
+    lower: float | None = None
+    upper: float | None = None
+    warmup_epochs: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ThresholdPrunerConfig":
+        if self.lower is None and self.upper is None:
+            raise ValueError("threshold pruner needs lower or upper")
+        return self
+
+
+PrunerConfig = Annotated[
+    Union[NoPrunerConfig, MedianPrunerConfig, PercentilePrunerConfig,
+          SuccessiveHalvingPrunerConfig, HyperbandPrunerConfig, ThresholdPrunerConfig],
+    Field(discriminator="name"),
+]
+
+PRUNER_CLASSES: dict[str, type[BaseModel]] = {
+    cls.model_fields["name"].annotation.__args__[0]: cls
+    for cls in (NoPrunerConfig, MedianPrunerConfig, PercentilePrunerConfig,
+                SuccessiveHalvingPrunerConfig, HyperbandPrunerConfig, ThresholdPrunerConfig)
+}
+
+KNOWN_METRICS = ("top1", "top5", "final_top1", "energy_mj", "sops", "macs", "firing_rate",
+                 "loss", "wall_seconds")
+
+
+class SearchConfig(Strict):
+    sampler: Literal["grid", "random", "tpe", "nsga2"] = "grid"
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=1000)
+    params: dict[str, ParamSpec] = Field(default_factory=dict)
+    # Linked choices keep paths together (a student with its own teacher): group -> label ->
+    # overrides. In Optuna, MLflow and Parquet the choice is the parameter "linked.<group>".
+    linked: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+    objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1)
+    pruner: PrunerConfig = Field(default_factory=NoPrunerConfig)
+    n_trials: int | None = Field(None, ge=1, le=1_000_000)  # budget; grid: None = the full factorial x seeds
+    sampler_seed: int = 0
+    pruned_metric: str = "top1"  # the per-epoch value pruners compare
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _lists_are_categorical(cls, params: Any) -> Any:
+        if isinstance(params, dict):
+            return {k: _listify(v) for k, v in params.items()}
+        return params
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be unique")
+        return seeds
+
+    @model_validator(mode="after")
+    def _check(self) -> "SearchConfig":
+        for obj in self.objectives:
+            if obj.metric not in KNOWN_METRICS:
+                raise ValueError(f"objective metric {obj.metric!r} unknown; allowed: "
+                                 + ", ".join(KNOWN_METRICS))
+        multi = len(self.objectives) > 1
+        if multi and self.pruner.name not in ("none", "threshold"):
+            raise ValueError(f"pruner {self.pruner.name!r}: multi-objective studies allow only "
+                             "'threshold' or 'none' pruning")
+        if self.sampler == "nsga2" and not multi:
+            raise ValueError("sampler nsga2 needs two or more objectives")
+        if self.sampler == "grid":
+            for path, spec in self.params.items():
+                if isinstance(spec, RangeParam) and spec.step is None:
+                    raise ValueError(f"params.{path}: grid needs a list or a range with step")
+        return self
+
+
+class TrialResources(Strict):
+    """Resources of one trial; with workers > 1, cpu and gpu are per worker."""
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)  # fractional values share a GPU
+    workers: int = Field(1, ge=1, le=4096)  # > 1: data-parallel training inside the trial
+
+
+class ResourcesConfig(Strict):
+    per_trial: TrialResources = Field(default_factory=TrialResources)
+    max_concurrent: int | None = Field(None, ge=1, le=100_000)
+    max_failures: int = Field(1, ge=0, le=1000)  # retries of a crashed trial (from its checkpoint)
+    object_store_mb: int | None = Field(None, ge=64)
+
+
+class TrackingConfig(Strict):
+    results_dir: str | None = None  # default: ./results (absolute at start)
+    mlflow_uri: str | None = None  # default: sqlite:///<results_dir>/mlflow.db
+
+
+class TableSpec(Strict):
+    name: str = Field(pattern=r"^[a-z0-9_-]+$")
+    rows: str
+    cols: str | None = None
+    metric: str = "top1"
+    mode: Literal["max", "min"] = "max"  # which end is best (bold) in each column
+
+
+class ParetoSpec(Strict):
+    x: str = "energy_mj"
+    y: str = "top1"
+    color: str = "distill.mode"
+    label: str | None = "student.timesteps"
+
+
+class ReportConfig(Strict):
+    tables: list[TableSpec] = Field(default_factory=list)
+    pareto: ParetoSpec | None = Field(default_factory=ParetoSpec)
+    main_results: bool = True  # the paper's baseline (none) vs BKDSNN (mixed) table
+
+
+class Study(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    description: str = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    def base_config(self) -> TrialConfig:
+        return TrialConfig(**{s: getattr(self, s) for s in TRIAL_SECTIONS},
+                           seed=self.search.seeds[0])
+
+    def trial_config(self, params: dict[str, Any], seed: int) -> TrialConfig:
+        """The base config with dotted overrides applied, validated.
+
+        ``params`` holds searched paths and ``linked.<group>: label`` choices, which expand
+        into their bundle of overrides.
+        """
+        overrides: dict[str, Any] = {}
+        for path, value in params.items():
+            if path.startswith(LINKED_PREFIX):
+                overrides.update(self.search.linked[path[len(LINKED_PREFIX):]][value])
+            else:
+                overrides[path] = value
+        return apply_overrides(self.base_config(), {**overrides, "seed": seed})
+
+    def linked_params(self) -> dict[str, list[str]]:
+        """Linked groups as categorical parameters: 'linked.<group>' -> labels."""
+        return {LINKED_PREFIX + name: list(bundles) for name, bundles in self.search.linked.items()}

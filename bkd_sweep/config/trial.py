@@ -1,0 +1,133 @@
+"""The trial sections (data, teacher, student, train, distill, energy) and TrialConfig.
+
+A TrialConfig is everything one trial needs; the same dotted path (``distill.blur_ratio``)
+names a field in the study, in Optuna, in MLflow and in Parquet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import Field
+
+from bkd_sweep.config.base import Seed, Strict, flatten
+
+
+class AugmentConfig(Strict):
+    crop_flip: bool = False  # random crop (padding 4 on small images) + horizontal flip
+    randaugment: str | None = None  # timm rand-augment spec, e.g. "rand-m9-mstd0.5-inc1"
+    mixup: float = Field(0.0, ge=0)  # mixup alpha (timm Mixup); 0 = off
+    cutmix: float = Field(0.0, ge=0)  # cutmix alpha; 0 = off
+    mixup_off_epoch: int | None = Field(None, ge=0)  # mixup/cutmix switched off from this epoch
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    random_erasing: float = Field(0.0, ge=0, le=1)
+
+
+class DataConfig(Strict):
+    dataset: str = "digits"
+    root: str | None = None  # local root in the dataset's usual on-disk format
+    batch_size: int = Field(64, ge=1, le=65536)
+    eval_batch_size: int | None = Field(None, ge=1, le=65536)
+    val_fraction: float = Field(0.2, gt=0, lt=1)  # for datasets without an official split
+    num_workers: int = Field(0, ge=0, le=256)
+    image_size: int | None = Field(None, ge=1, le=4096)  # resize; None keeps the native size
+    frames: int | None = Field(None, ge=1, le=1024)  # event data: frames per sample (None = student T)
+    limit_train: int | None = Field(None, ge=1)  # subsample for quick runs
+    limit_val: int | None = Field(None, ge=1)
+    num_classes: int | None = Field(None, ge=2, le=100_000)  # synthetic data only
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+
+class NeuronConfig(Strict):
+    type: Literal["lif", "if", "plif"] = "lif"
+    tau: float = Field(2.0, gt=1.0, le=1e4)  # membrane time constant (lif, initial value for plif)
+    v_threshold: float = Field(1.0, gt=0)
+    v_reset: float | None = 0.0  # None = soft reset (subtract threshold)
+    surrogate: Literal["atan", "sigmoid"] = "sigmoid"
+    surrogate_alpha: float | None = Field(None, gt=0)  # None: atan 2.0, sigmoid 4.0
+    detach_reset: bool = True
+
+
+class StudentConfig(Strict):
+    arch: str = "spiking_cnn_small"
+    timesteps: int = Field(4, ge=1, le=64)
+    neuron: NeuronConfig = Field(default_factory=NeuronConfig)
+
+
+class OptimizerConfig(Strict):
+    name: Literal["sgd", "adamw"] = "adamw"
+    lr: float = Field(5e-4, gt=0, le=100)
+    weight_decay: float = Field(0.06, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
+
+
+class TeacherTrainConfig(Strict):
+    """The recipe for ``checkpoint: train``: the teacher is trained once and cached."""
+
+    epochs: int = Field(10, ge=1, le=100_000)
+    optimizer: OptimizerConfig = Field(
+        default_factory=lambda: OptimizerConfig(name="adamw", lr=1e-3, weight_decay=1e-4))
+    batch_size: int | None = Field(None, ge=1, le=65536)  # None = data.batch_size
+
+
+class TeacherConfig(Strict):
+    arch: str = "cnn_small"  # a registered teacher, a torchvision ResNet or any timm name
+    checkpoint: str | None = None  # a local file, or "train" (train once on the study's data)
+    input_size: int | None = Field(None, ge=1, le=4096)  # resize inputs for the teacher (e.g. 224)
+    feature: str = "pre_logits"  # "pre_logits" (vector) or a named module whose output is a map
+    timesteps: int | None = Field(None, ge=1, le=256)  # set for an SNN teacher (arch from the students)
+    accuracy: float | None = Field(None, ge=0, le=100)  # known top-1 of the checkpoint, if any
+    train: TeacherTrainConfig = Field(default_factory=TeacherTrainConfig)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(10, ge=1, le=100_000)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: Literal["cosine", "none"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0, le=100_000)
+    min_lr: float = Field(0.0, ge=0)
+    amp: bool = True  # used on CUDA only
+    grad_clip: float | None = Field(None, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, le=1024)  # torch CPU threads per trial
+    max_batches_per_epoch: int | None = Field(None, ge=1)  # cap for smoke runs
+
+
+class DistillConfig(Strict):
+    mode: Literal["none", "logit", "bkd", "mixed"] = "mixed"
+    logit_loss: Literal["wsld", "kl"] = "wsld"
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(1.0, ge=0)  # weight of the logit term
+    beta: float = Field(2e-3, ge=0)  # weight of the BKD term
+    blur_ratio: float = Field(0.15, ge=0, lt=1)  # probability that a mask entry is zero
+    granularity: Literal["channel", "pixel"] = "channel"
+    warn_ratio: float = Field(10.0, gt=0)  # warn when a distillation term exceeds task x this
+
+
+class EnergyConfig(Strict):
+    e_mac_pj: float = Field(4.6, gt=0)  # 45 nm MAC (Horowitz, ISSCC 2014)
+    e_ac_pj: float = Field(0.9, gt=0)  # 45 nm accumulate
+    samples: int = Field(32, ge=1, le=100_000)  # validation samples the energy is measured on
+    first_layer_once: bool = False  # count the direct-encoded first layer once instead of x T
+
+
+class TrialConfig(Strict):
+    """Everything one trial needs; its hash identifies the trial's science (not its paths)."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    seed: Seed = 0
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted path -> value for every leaf, e.g. {'distill.blur_ratio': 0.15}."""
+        return flatten(self.model_dump(mode="json"))
