@@ -20,7 +20,7 @@ from bench_common import pair_arguments, run_pairs, Row, Timing, render_table, s
 from step_overhead import (PAIRS, Pair, build_student, make_batch, ours_model,  # noqa: E402
                            trial_step)
 
-from bkd_sweep.runtime import select_device  # noqa: E402
+from bkd_sweep.trial.environment import select_device  # noqa: E402
 
 TARGET = 1.0  # ours / plain
 LR, WEIGHT_DECAY = 1e-3, 1e-4

@@ -36,7 +36,7 @@ def child(student_arch: str, timesteps: int, batch: int, image_size: int, thread
 
     from step_overhead import Pair, build_student, make_batch, ours_model, trial_step  # noqa: F401
 
-    from bkd_sweep.runtime import select_device
+    from bkd_sweep.trial.environment import select_device
 
     torch.set_num_threads(threads)
     device = select_device("auto")

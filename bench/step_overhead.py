@@ -3,7 +3,7 @@
 ``none + teacher`` runs the frozen teacher's forward (no_grad, result discarded) before a
 mode-none step, so mixed / (none + teacher) isolates what BKDSNN itself adds: the logit loss,
 the blur mask, align and the restoration block G (forward and backward) and their optimizer
-updates. The step body mirrors ``bkd_sweep.trial.run_trial``'s inner loop.
+updates. The step is ``bkd_sweep.trial.train_step``, the one run_trial runs.
 
     python bench/step_overhead.py [--repeats N] [--warmup N] [--threads N]
 """
@@ -24,9 +24,9 @@ from bkd_sweep.distill import DistillLoss  # noqa: E402
 from bkd_sweep.models import (build_teacher_network, create_student, reset,  # noqa: E402
                               wrap_teacher)
 from bkd_sweep.models.base import SpikingStudent, Teacher  # noqa: E402
-from bkd_sweep.runtime import seed_everything, select_device  # noqa: E402
+from bkd_sweep.trial.environment import seed_everything, select_device  # noqa: E402
 from bkd_sweep.config import NeuronConfig, TeacherConfig  # noqa: E402
-from bkd_sweep.trial import DistillationModel  # noqa: E402
+from bkd_sweep.trial import DistillationModel, train_step  # noqa: E402
 
 TARGET = 1.10  # mixed / (none + teacher) on the paper-like pair
 
@@ -93,31 +93,20 @@ def build_teacher(pair: Pair, device: torch.device) -> Teacher:
 def trial_step(model: DistillationModel, teacher: Teacher | None, images: torch.Tensor,
                targets: torch.Tensor, *, feed_teacher: bool, lr: float = 1e-3
                ) -> Callable[[], None]:
-    """A step function doing what run_trial does per batch (AdamW, per-step LR schedule,
-    finite check, zero_grad, backward, step, reset, the per-term floats it logs)."""
+    """A step function around ``bkd_sweep.trial.train_step`` itself (the code run_trial
+    runs per batch), with AdamW and a constant LR schedule. ``feed_teacher=False`` with a
+    teacher runs the teacher's forward beside the step without feeding it to the loss."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
                                   weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     model.train()
+    fed = teacher if feed_teacher else None
 
     def step() -> None:
-        t_logits = t_feat = None
-        if teacher is not None:
+        if teacher is not None and not feed_teacher:
             with torch.no_grad():
-                out = teacher(images)
-            if feed_teacher:
-                t_logits, t_feat = out.logits.float(), out.feature.float()
-        _, terms = model(images, targets, t_logits, t_feat)
-        total = terms.total
-        if not torch.isfinite(total):
-            raise FloatingPointError("non-finite loss in the bench step")
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        scheduler.step()
-        reset(model)
-        float(total.detach())
-        terms.as_floats()
+                teacher(images)
+        train_step(model, optimizer, scheduler, images, targets, teacher=fed)
 
     return step
 

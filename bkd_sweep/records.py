@@ -5,9 +5,15 @@ No torch here: the tracking and report stages read these without a training stac
 
 from __future__ import annotations
 
+import functools
+import subprocess
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+CHECKPOINT_FILE = "last.pt"  # a trial's latest checkpoint in its folder: what a retry resumes from
 
 
 class Record(BaseModel):
@@ -84,3 +90,43 @@ class TrialResult(Record):
     @property
     def energy_mj(self) -> float | None:
         return self.energy.energy_mj if self.energy else None
+
+    @classmethod
+    def from_history(cls, status: TrialStatus, history: list[EpochMetrics], *,
+                     config: dict[str, Any], config_hash: str, wall_seconds: float,
+                     devices: int, device: str, reason: str | None = None,
+                     **extra: Any) -> "TrialResult":
+        """The result a trial's epoch history implies (best and final top-1/top-5, epochs
+        run); ``extra`` carries what the history cannot know (energy, teacher, warnings)."""
+        top1 = [m.top1 for m in history]
+        top5 = [m.top5 for m in history]
+        return cls(
+            status=status, reason=reason,
+            best_top1=max(top1) if top1 else None, final_top1=top1[-1] if top1 else None,
+            best_top5=max(top5) if top5 else None, final_top5=top5[-1] if top5 else None,
+            epochs_run=history[-1].epoch if history else 0, wall_seconds=wall_seconds,
+            device_seconds=wall_seconds * devices, device=device, config=config,
+            config_hash=config_hash, code_version=code_version(), history=history, **extra)
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """git commit (with '+dirty') of the package when it lives in a checkout, else the
+    installed package version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here,
+                                capture_output=True, text=True, timeout=5)
+        if commit.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=here, capture_output=True, text=True, timeout=5)
+            flag = "+dirty" if dirty.stdout.strip() else ""
+            return f"git:{commit.stdout.strip()}{flag}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return f"bkd-sweep=={version('bkd-sweep')}"
+    except PackageNotFoundError:
+        return "unknown"

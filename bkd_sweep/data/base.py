@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset, Subset
 
 from bkd_sweep.registry import Registry, UnknownNameError
@@ -108,6 +109,11 @@ def limit(dataset: Dataset, k: int | None, *, seed: int, stream: int) -> Dataset
         return dataset
     keep = np.sort(rng(seed, 10 + stream).permutation(n)[:k])
     return Subset(dataset, keep.tolist())
+
+
+def first_samples(dataset: Dataset, count: int) -> torch.Tensor:
+    """The first ``count`` inputs of a split, stacked (what energy is measured on)."""
+    return torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))])
 
 
 def require_root(name: str, root: str | None, expected: str) -> Path:

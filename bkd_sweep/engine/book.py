@@ -383,21 +383,13 @@ class SweepBook:
         return TrialResult.model_validate(payload["result"]), payload.get("pruned_epoch")
 
     def _result_from_history(self, number: int, status: str, reason: str) -> TrialResult:
-        from bkd_sweep.runtime import code_version
-
         spec = self._live[number].spec if number in self._live else self._spec_from_optuna(number)
         history = self.history(number) if number in self._live else []
-        top1 = [m.top1 for m in history]
-        top5 = [m.top5 for m in history]
-        wall = sum(m.wall_seconds for m in history)
-        return TrialResult(
-            status=status, reason=reason,  # type: ignore[arg-type]
-            best_top1=max(top1) if top1 else None, final_top1=top1[-1] if top1 else None,
-            best_top5=max(top5) if top5 else None, final_top5=top5[-1] if top5 else None,
-            epochs_run=history[-1].epoch if history else 0, wall_seconds=wall,
-            device_seconds=wall * self.devices_per_trial, device=self.device,
+        return TrialResult.from_history(
+            status, history, reason=reason,  # type: ignore[arg-type]
             config=spec.config.model_dump(mode="json"), config_hash=spec.config.config_hash(),
-            code_version=code_version(), history=history)
+            wall_seconds=sum(m.wall_seconds for m in history),
+            devices=self.devices_per_trial, device=self.device)
 
     def _spec_from_optuna(self, number: int) -> TrialSpec:
         frozen = self._frozen()[number]

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from bkd_sweep.records import EpochMetrics, TrialResult
+from bkd_sweep.records import CHECKPOINT_FILE, EpochMetrics, TrialResult
 from bkd_sweep.config import TrialConfig
 
 KIND_KEY, EPOCH_KEY, RESULT_KEY = "bkd_kind", "bkd_epoch", "bkd_result"
-CHECKPOINT_FILE = "last.pt"  # what run_trial resumes from
+
 Trainable = Callable[..., TrialResult]
 
 

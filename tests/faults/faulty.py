@@ -17,12 +17,12 @@ KILL_DELAY_SECONDS = 0.3  # after epoch 1 is reported: inside epoch 2's training
 
 
 def sigkill_once_mid_epoch(config, report=None, *, checkpoint_dir=None, cache_dir=None):
-    from bkd_sweep.runtime import load_checkpoint
-    from bkd_sweep.trial import CHECKPOINT_NAME, run_trial
+    from bkd_sweep.trial import load_checkpoint
+    from bkd_sweep.trial import CHECKPOINT_FILE, run_trial
 
     ckpt_dir = Path(checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = ckpt_dir / CHECKPOINT_NAME
+    ckpt = ckpt_dir / CHECKPOINT_FILE
     resumed_from = int(load_checkpoint(ckpt)["epoch"]) if ckpt.exists() else 0
     with open(ckpt_dir / "starts.txt", "a") as handle:  # one line per attempt
         handle.write(f"{resumed_from}\n")

@@ -166,7 +166,7 @@ class _Exploit:
 
 def test_checkpoints_load_with_weights_only_and_cannot_run_code(tmp_path):
     from bkd_sweep.models import load_weights
-    from bkd_sweep.runtime import load_checkpoint
+    from bkd_sweep.trial import load_checkpoint
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pth"

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bkd_sweep.config import TrialConfig, apply_overrides
-from bkd_sweep.trial import CHECKPOINT_NAME, run_trial
+from bkd_sweep.trial import CHECKPOINT_FILE, run_trial
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,7 +81,7 @@ def test_killed_trial_resumes_where_it_was_with_the_same_result(tmp_path, cache_
     straight = run_trial(config, cache_dir=cache_dir)
 
     def kill_after_epoch_2(metrics, checkpoint_dir):
-        assert (checkpoint_dir / CHECKPOINT_NAME).exists()
+        assert (checkpoint_dir / CHECKPOINT_FILE).exists()
         if metrics.epoch == 2:
             raise Killed()
 
@@ -117,7 +117,7 @@ def test_loss_imbalance_is_warned(cache_dir):
 def _train_teacher_in_process(args):
     cache_dir, queue = args
     from bkd_sweep.data import build_data
-    from bkd_sweep.teacher_cache import trained_teacher_path
+    from bkd_sweep.trial.teacher import trained_teacher_path
 
     torch.set_num_threads(1)
     config = make_config(distill__mode="mixed")

@@ -8,25 +8,25 @@ first instead of training their own copy.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from bkd_sweep.data import DataBundle, make_loaders
+from bkd_sweep.data import DataBundle, first_samples, make_loaders
 from bkd_sweep.energy import measure
 from bkd_sweep.models import (Teacher, build_teacher_network, load_weights, reset,
                               wrap_teacher)
-from bkd_sweep.runtime import lr_schedule, make_optimizer, save_atomic, seed_everything
 from bkd_sweep.config import TrialConfig
+from bkd_sweep.fileio import file_lock, save_torch_atomic, write_json_atomic
+from bkd_sweep.settings import cache_dir_for, settings
+from bkd_sweep.trial.environment import seed_everything
+from bkd_sweep.trial.optim import make_optimizer, make_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ class TeacherInfo:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("BKD_CACHE_DIR") or Path.cwd() / "results" / "cache").resolve()
+    """The cache when the caller names none: that of the results root in force."""
+    return cache_dir_for(settings().results_dir or Path.cwd() / "results")
 
 
 def teacher_cache_key(config: TrialConfig) -> str:
@@ -51,17 +52,6 @@ def teacher_cache_key(config: TrialConfig) -> str:
     neuron = config.student.neuron.model_dump(mode="json") if config.teacher.timesteps else None
     blob = json.dumps({"teacher": teacher, "data": data, "neuron": neuron}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-@contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @torch.no_grad()
@@ -87,8 +77,9 @@ def _train_network(net: nn.Module, config: TrialConfig, bundle: DataBundle,
                                               or config.data.batch_size})
     train_loader, _ = make_loaders(bundle, data_cfg, seed=TEACHER_SEED)
     optimizer = make_optimizer(net, recipe.optimizer)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(
-        recipe.epochs, len(train_loader), 0, "cosine", recipe.optimizer.lr, 0.0))
+    scheduler = make_scheduler(optimizer, epochs=recipe.epochs,
+                               steps_per_epoch=len(train_loader), warmup_epochs=0,
+                               scheduler="cosine", base_lr=recipe.optimizer.lr, min_lr=0.0)
     net.to(device).train()
     for _ in range(recipe.epochs):
         for images, targets in train_loader:
@@ -120,7 +111,7 @@ def trained_teacher_path(config: TrialConfig, bundle: DataBundle, device: torch.
     folder = cache_dir / "teachers"
     weights = folder / f"{config.teacher.arch}-{key}.pt"
     meta_path = weights.with_suffix(".json")
-    with _file_lock(folder / f"{key}.lock"):
+    with file_lock(folder / f"{key}.lock"):
         if not (weights.exists() and meta_path.exists()):
             log.info("training teacher %s once (cache key %s)", config.teacher.arch, key)
             started = time.perf_counter()
@@ -131,11 +122,11 @@ def trained_teacher_path(config: TrialConfig, bundle: DataBundle, device: torch.
             _, val_loader = make_loaders(bundle, config.data, seed=TEACHER_SEED)
             top1 = evaluate_teacher(teacher, val_loader, device)
             torch.set_rng_state(rng)
-            save_atomic({k: v.cpu() for k, v in net.state_dict().items()}, weights)
-            meta_path.write_text(json.dumps({
+            save_torch_atomic({k: v.cpu() for k, v in net.state_dict().items()}, weights)
+            write_json_atomic({
                 "arch": config.teacher.arch, "top1": top1, "key": key,
                 "train_seconds": time.perf_counter() - started,
-                "recipe": config.teacher.train.model_dump(mode="json")}, indent=2))
+                "recipe": config.teacher.train.model_dump(mode="json")}, meta_path)
             trained_now = True
         meta = json.loads(meta_path.read_text())
     return weights, meta.get("top1"), trained_now
@@ -150,8 +141,7 @@ def prepare_teacher(config: TrialConfig, bundle: DataBundle, *, device: torch.de
     """
     cfg = config.teacher
     cache_dir = Path(cache_dir).resolve() if cache_dir else default_cache_dir()
-    energy_inputs = torch.stack([bundle.val[i][0]
-                                 for i in range(min(config.energy.samples, len(bundle.val)))])
+    energy_inputs = first_samples(bundle.val, config.energy.samples)
     is_snn = cfg.timesteps is not None
     top1 = cfg.accuracy
     if not load:
@@ -195,12 +185,12 @@ def _cached_checkpoint_top1(teacher: Teacher, config: TrialConfig, bundle: DataB
                        "mtime": stat.st_mtime_ns, "teacher": cfg_dump(config)}, sort_keys=True)
     key = hashlib.sha256(blob.encode()).hexdigest()[:16]
     path = cache_dir / "teacher_eval" / f"{key}.json"
-    with _file_lock(cache_dir / "teacher_eval" / f"{key}.lock"):
+    with file_lock(cache_dir / "teacher_eval" / f"{key}.lock"):
         if path.exists():
             return float(json.loads(path.read_text())["top1"])
         _, val_loader = make_loaders(bundle, config.data, seed=TEACHER_SEED)
         top1 = evaluate_teacher(teacher, val_loader, device)
-        path.write_text(json.dumps({"top1": top1, "file": str(weights)}))
+        write_json_atomic({"top1": top1, "file": str(weights)}, path)
         return top1
 
 

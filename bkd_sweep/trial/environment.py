@@ -1,0 +1,66 @@
+"""Where a trial runs: its device, its process group (DDP), and its random streams."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is an error."""
+    if preference == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        if dist.is_available() and dist.is_initialized():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cuda")
+    if preference == "cuda":
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A distinct, reproducible seed per (trial seed, epoch): reseeding at every epoch start
+    makes a resumed trial draw exactly what an uninterrupted one would."""
+    return (seed * 1_000_003 + epoch * 7_919) % 2**31
+
+
+def rng_state() -> dict:
+    """Every generator's state, saved in checkpoints for inspection."""
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+             "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+@dataclass(frozen=True)
+class ProcessGroup:
+    """This process's place in data-parallel training (rank 0 of 1 without DDP)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def process_group() -> ProcessGroup:
+    if dist.is_available() and dist.is_initialized():
+        return ProcessGroup(dist.get_rank(), dist.get_world_size())
+    return ProcessGroup()

@@ -1,0 +1,70 @@
+"""run_trial: a trial from its named parts (state, epochs, energy, result)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch.distributed as dist
+
+from bkd_sweep.config import TrialConfig
+from bkd_sweep.data import first_samples
+from bkd_sweep.energy import measure
+from bkd_sweep.records import EnergyReport, EpochMetrics, TrialResult, TrialStatus
+from bkd_sweep.trial.state import TrialState, build_state, resume, save_checkpoint
+from bkd_sweep.trial.step import NonFiniteLoss, train_epoch
+
+ReportFn = Callable[[EpochMetrics, "Path | None"], None]
+
+
+def run_trial(config: TrialConfig, report: ReportFn | None = None, *,
+              checkpoint_dir: Path | None = None, cache_dir: Path | None = None) -> TrialResult:
+    """Train one configuration; returns its TrialResult (completed, or failed with a reason).
+
+    Resumes from ``checkpoint_dir/last.pt`` when present. Calls ``report(metrics, ckpt_dir)``
+    after each epoch once that epoch's checkpoint is written. Data and configuration faults
+    raise; a non-finite loss ends the trial as failed.
+    """
+    started = time.perf_counter()
+    state = build_state(config, cache_dir=cache_dir)
+    checkpoint_dir = Path(checkpoint_dir).resolve() if checkpoint_dir else None
+    if checkpoint_dir:
+        resume(state, checkpoint_dir)
+
+    def wall() -> float:
+        return state.prior_seconds + (time.perf_counter() - started)
+
+    for epoch in range(state.start_epoch, config.train.epochs + 1):
+        try:
+            metrics = train_epoch(state, epoch)
+        except NonFiniteLoss as exc:
+            return trial_result(state, "failed", wall(), reason=str(exc))
+        state.history.append(metrics)
+        if checkpoint_dir and state.group.is_main:
+            save_checkpoint(state, epoch, checkpoint_dir, wall())
+        if state.group.enabled:
+            dist.barrier()
+        if report is not None:
+            report(metrics, checkpoint_dir)
+    return trial_result(state, "completed", wall(), energy=measure_energy(state))
+
+
+def measure_energy(state: TrialState) -> EnergyReport:
+    """Energy per sample of the student's current weights, on the first validation samples."""
+    inputs = first_samples(state.bundle.val, state.config.energy.samples).to(state.device)
+    energy = state.config.energy
+    return measure(state.student, inputs, timesteps=state.config.student.timesteps,
+                   e_mac_pj=energy.e_mac_pj, e_ac_pj=energy.e_ac_pj,
+                   first_layer_once=energy.first_layer_once)
+
+
+def trial_result(state: TrialState, status: TrialStatus, wall_seconds: float, *,
+                 reason: str | None = None, energy: EnergyReport | None = None) -> TrialResult:
+    devices = state.group.world if state.device.type == "cuda" or state.group.enabled else 1
+    config = state.config
+    return TrialResult.from_history(
+        status, state.history, reason=reason, config=config.model_dump(mode="json"),
+        config_hash=config.config_hash(), wall_seconds=wall_seconds, devices=devices,
+        device=str(state.device.type), energy=energy, teacher_top1=state.teacher_info.top1,
+        teacher_energy_mj=state.teacher_info.energy_mj, warnings=state.warnings)

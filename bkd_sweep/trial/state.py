@@ -1,0 +1,162 @@
+"""A trial's state: data, models, optimizer, schedule, AMP and its history, built once and
+resumable from the trial's checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ContextManager
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from bkd_sweep.config import TrialConfig
+from bkd_sweep.data import DataBundle, build_data, make_loaders, make_mixup
+from bkd_sweep.distill import DistillLoss
+from bkd_sweep.fileio import save_torch_atomic
+from bkd_sweep.models import SpikingStudent, Teacher, create_student
+from bkd_sweep.records import CHECKPOINT_FILE, EpochMetrics
+from bkd_sweep.trial.environment import (ProcessGroup, process_group, rng_state,
+                                         seed_everything, select_device)
+from bkd_sweep.trial.model import DistillationModel
+from bkd_sweep.trial.optim import make_optimizer, make_scheduler
+from bkd_sweep.trial.teacher import TeacherInfo, prepare_teacher
+
+log = logging.getLogger(__name__)
+
+DATA_SPLIT_SEED = 0
+
+
+@dataclass
+class TrialState:
+    """Everything one trial's epochs read and update."""
+
+    config: TrialConfig
+    device: torch.device
+    group: ProcessGroup
+    bundle: DataBundle
+    train_loader: DataLoader
+    val_loader: DataLoader
+    mixup: Any
+    student: SpikingStudent
+    teacher_info: TeacherInfo
+    model: DistillationModel
+    wrapped: nn.Module  # the model, or its DDP wrapper: what the step calls
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None  # None: no autocast
+    steps_per_epoch: int
+    history: list[EpochMetrics] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    start_epoch: int = 1
+    prior_seconds: float = 0.0  # wall seconds spent before a resume
+
+    @property
+    def teacher(self) -> Teacher | None:
+        return self.teacher_info.teacher
+
+    def autocast(self) -> ContextManager:
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+
+def build_state(config: TrialConfig, *, cache_dir: Path | None = None) -> TrialState:
+    """Data, student, teacher, loss, optimizer and schedule, in a fixed order (the order
+    draws from the seeded generators, so it is part of reproducibility)."""
+    group = process_group()
+    device = select_device(config.train.device)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    seed_everything(config.seed)
+    teacher_t = config.teacher.timesteps if config.distill.mode != "none" else None
+    frames = max(config.student.timesteps, teacher_t or 0)
+    # One split for every trial of a study (the seed varies init and order, not the data),
+    # so a cached teacher never saw a later trial's validation images.
+    bundle = build_data(config.data, seed=DATA_SPLIT_SEED, timesteps=frames)
+    train_loader, val_loader = make_loaders(bundle, config.data, seed=config.seed,
+                                            distributed=group.enabled)
+    mixup = make_mixup(config.data.augment, bundle.num_classes)
+    student = create_student(config.student.arch, num_classes=bundle.num_classes,
+                             in_channels=bundle.in_channels, image_size=bundle.image_size,
+                             timesteps=config.student.timesteps, neuron=config.student.neuron)
+    teacher_info = prepare_teacher(config, bundle, device=device, cache_dir=cache_dir,
+                                   load=config.distill.mode != "none")
+    if teacher_info.teacher is not None:
+        teacher_info.teacher.to(device)
+    model = _distillation_model(config, student, teacher_info.teacher).to(device)
+    return _with_training_parts(config, device, group, bundle, train_loader, val_loader,
+                                mixup, student, teacher_info, model)
+
+
+def _distillation_model(config: TrialConfig, student: SpikingStudent,
+                        teacher: Teacher | None) -> DistillationModel:
+    loss_fn = DistillLoss.from_config(
+        config.distill, student_channels=student.feature_channels,
+        teacher_channels=teacher.feature_channels if teacher is not None else None,
+        label_smoothing=config.data.augment.label_smoothing)
+    return DistillationModel(student, loss_fn)
+
+
+def _with_training_parts(config, device, group, bundle, train_loader, val_loader, mixup,
+                         student, teacher_info, model) -> TrialState:
+    optimizer = make_optimizer(model, config.train.optimizer)
+    steps_per_epoch = len(train_loader)
+    if config.train.max_batches_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.train.max_batches_per_epoch)
+    train = config.train
+    scheduler = make_scheduler(optimizer, epochs=train.epochs, steps_per_epoch=steps_per_epoch,
+                               warmup_epochs=train.warmup_epochs, scheduler=train.scheduler,
+                               base_lr=train.optimizer.lr, min_lr=train.min_lr)
+    use_amp = train.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    wrapped: nn.Module = model
+    if group.enabled:
+        wrapped = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    return TrialState(config=config, device=device, group=group, bundle=bundle,
+                      train_loader=train_loader, val_loader=val_loader, mixup=mixup,
+                      student=student, teacher_info=teacher_info, model=model, wrapped=wrapped,
+                      optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                      amp_dtype=amp_dtype if use_amp else None, steps_per_epoch=steps_per_epoch)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def resume(state: TrialState, checkpoint_dir: Path) -> None:
+    """Continue from ``checkpoint_dir/last.pt`` when present (same configuration only)."""
+    path = checkpoint_dir / CHECKPOINT_FILE
+    if not path.exists():
+        return
+    saved = load_checkpoint(path, map_location=state.device)
+    if saved.get("config_hash") != state.config.config_hash():
+        raise RuntimeError(f"{path} belongs to another configuration; refusing to resume from it")
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    if saved.get("scaler"):
+        state.scaler.load_state_dict(saved["scaler"])
+    state.history = [EpochMetrics.model_validate(h) for h in saved["history"]]
+    state.warnings = list(saved.get("warnings", []))
+    state.start_epoch = int(saved["epoch"]) + 1
+    state.prior_seconds = float(saved.get("wall_seconds", 0.0))
+    log.info("resuming %s from epoch %d", checkpoint_dir, state.start_epoch)
+
+
+def save_checkpoint(state: TrialState, epoch: int, checkpoint_dir: Path,
+                    wall_seconds: float) -> None:
+    save_torch_atomic({
+        "epoch": epoch, "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict(),
+        "history": [h.model_dump() for h in state.history], "warnings": state.warnings,
+        "config_hash": state.config.config_hash(), "rng": rng_state(),
+        "wall_seconds": wall_seconds,
+    }, checkpoint_dir / CHECKPOINT_FILE)
