@@ -57,19 +57,38 @@ class StudentConfig(Strict):
 
 
 class OptimizerConfig(Strict):
-    name: Literal["sgd", "adamw"] = "adamw"
+    """Built by timm's ``create_optimizer_v2`` (the reference recipes' optimizer factory)."""
+
+    name: Literal["sgd", "adamw", "adam", "lamb"] = "adamw"  # sgd = momentum SGD, no Nesterov
     lr: float = Field(5e-4, gt=0, le=100)
     weight_decay: float = Field(0.06, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
+    # timm's rule: biases and every 1-D parameter (norm weights, neuron constants) get no
+    # weight decay, as in the reference recipes
+    filter_bias_and_bn: bool = True
 
 
-class TeacherTrainConfig(Strict):
-    """The recipe for ``checkpoint: train``: the teacher is trained once and cached."""
+class ScheduleConfig(Strict):
+    """Epochs and the per-update LR schedule (timm's schedulers, stepped every update)."""
 
     epochs: int = Field(10, ge=1, le=100_000)
+    scheduler: Literal["cosine", "step", "none"] = "cosine"  # none = constant after warm-up
+    warmup_epochs: int = Field(0, ge=0, le=100_000)
+    warmup_lr: float = Field(1e-6, ge=0)  # LR at the first update of the warm-up
+    min_lr: float = Field(0.0, ge=0)  # the cosine floor
+    cooldown_epochs: int = Field(0, ge=0, le=100_000)  # last epochs held at min_lr
+    # warm-up and cool-down are clipped to the epochs a trial has (a searched short run)
+    decay_epochs: int = Field(30, ge=1)  # step: decay every N epochs by decay_rate
+    decay_rate: float = Field(0.1, gt=0, le=1)
+
+
+class TeacherTrainConfig(ScheduleConfig):
+    """The recipe for ``checkpoint: train``: the teacher is trained once and cached."""
+
     optimizer: OptimizerConfig = Field(
         default_factory=lambda: OptimizerConfig(name="adamw", lr=1e-3, weight_decay=1e-4))
     batch_size: int | None = Field(None, ge=1, le=65536)  # None = data.batch_size
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
 
 
 class TeacherConfig(Strict):
@@ -82,12 +101,8 @@ class TeacherConfig(Strict):
     train: TeacherTrainConfig = Field(default_factory=TeacherTrainConfig)
 
 
-class TrainConfig(Strict):
-    epochs: int = Field(10, ge=1, le=100_000)
+class TrainConfig(ScheduleConfig):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    scheduler: Literal["cosine", "none"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0, le=100_000)
-    min_lr: float = Field(0.0, ge=0)
     amp: bool = True  # used on CUDA only
     grad_clip: float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"

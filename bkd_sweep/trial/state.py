@@ -22,7 +22,7 @@ from bkd_sweep.records import CHECKPOINT_FILE, EpochMetrics
 from bkd_sweep.trial.environment import (ProcessGroup, process_group, rng_state,
                                          seed_everything, select_device)
 from bkd_sweep.trial.model import DistillationModel
-from bkd_sweep.trial.optim import make_optimizer, make_scheduler
+from bkd_sweep.trial.optim import UpdateSchedule, make_optimizer, make_scheduler
 from bkd_sweep.trial.teacher import TeacherInfo, prepare_teacher
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class TrialState:
     model: DistillationModel
     wrapped: nn.Module  # the model, or its DDP wrapper: what the step calls
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scheduler: UpdateSchedule
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None  # None: no autocast
     steps_per_epoch: int
@@ -109,9 +109,7 @@ def _with_training_parts(config, device, group, bundle, train_loader, val_loader
     if config.train.max_batches_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.train.max_batches_per_epoch)
     train = config.train
-    scheduler = make_scheduler(optimizer, epochs=train.epochs, steps_per_epoch=steps_per_epoch,
-                               warmup_epochs=train.warmup_epochs, scheduler=train.scheduler,
-                               base_lr=train.optimizer.lr, min_lr=train.min_lr)
+    scheduler = make_scheduler(optimizer, train, steps_per_epoch, train.optimizer.lr)
     use_amp = train.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)

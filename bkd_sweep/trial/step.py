@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from typing import Callable, ContextManager
+from typing import Any, Callable, ContextManager
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ class NonFiniteLoss(ArithmeticError):
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
-               scheduler: torch.optim.lr_scheduler.LRScheduler, images: torch.Tensor,
+               scheduler: Any, images: torch.Tensor,
                targets: torch.Tensor, *, teacher: Teacher | None = None,
                forward: nn.Module | None = None, scaler: torch.amp.GradScaler | None = None,
                autocast: Callable[[], ContextManager] = nullcontext,

@@ -77,15 +77,14 @@ def _train_network(net: nn.Module, config: TrialConfig, bundle: DataBundle,
                                               or config.data.batch_size})
     train_loader, _ = make_loaders(bundle, data_cfg, seed=TEACHER_SEED)
     optimizer = make_optimizer(net, recipe.optimizer)
-    scheduler = make_scheduler(optimizer, epochs=recipe.epochs,
-                               steps_per_epoch=len(train_loader), warmup_epochs=0,
-                               scheduler="cosine", base_lr=recipe.optimizer.lr, min_lr=0.0)
+    scheduler = make_scheduler(optimizer, recipe, len(train_loader), recipe.optimizer.lr)
     net.to(device).train()
     for _ in range(recipe.epochs):
         for images, targets in train_loader:
             images, targets = images.to(device), targets.to(device)
             logits = net(teacher.prepare(images))
-            loss = nn.functional.cross_entropy(logits, targets)
+            loss = nn.functional.cross_entropy(logits, targets,
+                                               label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

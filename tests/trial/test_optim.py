@@ -1,0 +1,95 @@
+"""Optimizer and schedule come from timm: 1-D parameters without weight decay, and the
+reference-style schedule (warm-up, cosine to min LR, cool-down), resumable mid-way."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from bkd_sweep.config import apply_overrides, load_study
+from bkd_sweep.distill import DistillLoss
+from bkd_sweep.models import create_student
+from bkd_sweep.trial import DistillationModel
+from bkd_sweep.trial.optim import make_optimizer, make_scheduler
+
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
+
+
+def quickstart_model() -> tuple[DistillationModel, object]:
+    config = load_study(STUDIES / "quickstart.yaml").study.base_config()
+    config = apply_overrides(config, {"distill.mode": "mixed"})
+    student = create_student(config.student.arch, num_classes=10, in_channels=1, image_size=8,
+                             timesteps=config.student.timesteps, neuron=config.student.neuron)
+    loss = DistillLoss.from_config(config.distill, student_channels=student.feature_channels,
+                                   teacher_channels=128)
+    return DistillationModel(student, loss), config
+
+
+def test_quickstart_optimizer_exempts_every_1d_parameter_from_weight_decay():
+    model, config = quickstart_model()
+    optimizer = make_optimizer(model, config.train.optimizer)
+    decay_of = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    one_d = [n for n, p in params.items() if p.ndim <= 1]
+    assert one_d, "the quickstart student has BatchNorm weights and biases"
+    assert any(n.startswith("loss.") for n in one_d)  # align / G biases are covered too
+    assert {n: decay_of[id(params[n])] for n in one_d} == {n: 0.0 for n in one_d}
+    wd = config.train.optimizer.weight_decay
+    assert wd > 0
+    assert all(decay_of[id(p)] == wd for p in params.values() if p.ndim > 1)
+    assert len(decay_of) == len(params)  # every trainable parameter is optimized once
+
+
+def test_filter_off_decays_everything():
+    model, config = quickstart_model()
+    opt_cfg = config.train.optimizer.model_copy(update={"filter_bias_and_bn": False})
+    optimizer = make_optimizer(model, opt_cfg)
+    assert {g["weight_decay"] for g in optimizer.param_groups} == {opt_cfg.weight_decay}
+
+
+def test_sgd_is_plain_momentum_sgd():
+    config = apply_overrides(quickstart_model()[1], {"train.optimizer.name": "sgd",
+                                                     "train.optimizer.momentum": 0.8})
+    optimizer = make_optimizer(nn.Linear(3, 2), config.train.optimizer)
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.param_groups[0]["momentum"] == 0.8
+    assert optimizer.param_groups[0]["nesterov"] is False
+
+
+def lrs(config, steps_per_epoch: int, updates: int, start=None) -> list[float]:
+    optimizer = make_optimizer(nn.Linear(3, 2), config.train.optimizer)
+    schedule = make_scheduler(optimizer, config.train, steps_per_epoch, config.train.optimizer.lr)
+    if start is not None:
+        schedule.load_state_dict(start)
+    out = []
+    for _ in range(updates):
+        schedule.step()
+        out.append(optimizer.param_groups[0]["lr"])
+    return out
+
+
+def test_schedule_warmup_cosine_floor_and_cooldown():
+    base = quickstart_model()[1]
+    config = apply_overrides(base, {"train.epochs": 6, "train.warmup_epochs": 1,
+                                    "train.cooldown_epochs": 1, "train.min_lr": 1e-5,
+                                    "train.warmup_lr": 0.0, "train.optimizer.lr": 1e-3})
+    values = lrs(config, steps_per_epoch=4, updates=24)
+    # warm-up: linear from warmup_lr over the first epoch's 4 updates
+    assert values[:3] == pytest.approx([2.5e-4, 5e-4, 7.5e-4])
+    # cosine over the 5 non-cool-down epochs (20 updates), timm's convention t = updates
+    t = 10
+    expected = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * t / 20))
+    assert values[t - 1] == pytest.approx(expected)
+    # cool-down: the last epoch is held at min_lr
+    assert values[-4:] == pytest.approx([1e-5] * 4)
+
+
+def test_schedule_resumes_where_it_stopped():
+    config = apply_overrides(quickstart_model()[1], {"train.epochs": 4})
+    full = lrs(config, steps_per_epoch=5, updates=20)
+    resumed = lrs(config, steps_per_epoch=5, updates=12, start={"updates": 8})
+    assert resumed == pytest.approx(full[8:])
