@@ -44,6 +44,7 @@ class EnergyReport(Record):
     e_mac_pj: float
     e_ac_pj: float
     first_layer_once: bool  # True: the direct-encoded first layer counted once, not x T
+    convention: Literal["paper", "exact"] = "exact"  # see bkd_sweep.energy (older results: exact)
     layers: list[LayerEnergy] = Field(default_factory=list)
     firing_rates: dict[str, float] = Field(default_factory=dict)  # neuron layer -> spike rate
 

@@ -341,3 +341,73 @@ def test_ann_resnet18_analytical_macs():
 def test_invalid_arguments():
     with pytest.raises(ValueError):
         measure(nn.Linear(2, 2), torch.zeros(1, 2), timesteps=0)
+
+
+# --------------------------------------------------------------------------------------
+# conventions: paper vs exact
+
+
+def brute_weighted_conv2d_sops(x, cout, k, pad=1):
+    """A conv fed by spike counts: every count c at an input triggers c accumulates per tap."""
+    n_, c, h, w = x.shape
+    total = 0.0
+    for n, ci, hh, ww in (x != 0).nonzero().tolist():
+        taps = sum(1 for ki in range(k) for kj in range(k)
+                   if 0 <= hh + pad - ki < h and 0 <= ww + pad - kj < w)
+        total += float(x[n, ci, hh, ww]) * taps * cout
+    return total
+
+
+def test_spike_sum_costs_macs_when_exact_and_accumulates_when_paper():
+    # a SEW ADD output: the sum of two spike maps holds 0, 1 and 2
+    x = spikes(2, 3, 6, 6, seed=1) + spikes(2, 3, 6, 6, seed=2)
+    assert x.max() == 2
+    conv = nn.Conv2d(3, 5, 3, padding=1, bias=False)
+    exact = measure(conv, x, convention="exact")
+    paper = measure(conv, x, convention="paper")
+    assert exact.sops == 0 and exact.macs == 2 * 5 * 36 * 27 / 2  # dense MACs per sample
+    assert paper.macs == 0
+    assert paper.sops == pytest.approx(brute_weighted_conv2d_sops(x, 5, 3) / 2)
+    assert paper.convention == "paper" and exact.convention == "exact"
+
+
+def test_paper_convention_leaves_real_valued_layers_as_macs():
+    x = torch.randn(2, 3, 6, 6)
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    assert measure(conv, x, convention="paper").macs == measure(conv, x).macs > 0
+
+
+def test_first_layer_rule_follows_the_input_kind():
+    from bkd_sweep.config import EnergyConfig
+
+    paper = EnergyConfig()
+    assert paper.convention == "paper"
+    assert paper.first_layer_counted_once(event_input=False) is True
+    assert paper.first_layer_counted_once(event_input=True) is False
+    exact = EnergyConfig(convention="exact", first_layer_once=False)
+    assert exact.first_layer_counted_once(event_input=False) is False
+
+
+def test_event_frames_are_synaptic_operations_under_paper():
+    frames = torch.randint(0, 3, (2, 2, 8, 8)).float()  # integrated event counts, 2 polarities
+    conv = nn.Conv2d(2, 4, 3, padding=1, bias=False)
+    report = measure(conv, frames, convention="paper")
+    assert report.macs == 0
+    assert report.sops == pytest.approx(brute_weighted_conv2d_sops(frames, 4, 3) / 2)
+
+
+def test_unknown_convention_is_refused():
+    with pytest.raises(ValueError, match="energy convention 'rough' unknown"):
+        measure(nn.Linear(2, 2), torch.ones(1, 2), convention="rough")
+
+
+def test_ann_macs_agree_with_torch_flop_counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    report = measure(net, x)
+    with torch.no_grad(), FlopCounterMode(display=False) as flops:
+        net(x)
+    # torch counts 2 FLOPs per multiply-accumulate, for the whole batch
+    assert report.macs == pytest.approx(flops.get_total_flops() / 2 / 2)

@@ -125,7 +125,15 @@ class EnergyConfig(Strict):
     e_mac_pj: float = Field(4.6, gt=0)  # 45 nm MAC (Horowitz, ISSCC 2014)
     e_ac_pj: float = Field(0.9, gt=0)  # 45 nm accumulate
     samples: int = Field(32, ge=1, le=100_000)  # validation samples the energy is measured on
-    first_layer_once: bool = False  # count the direct-encoded first layer once instead of x T
+    # paper: what published SNN energy tables count (integer spike sums such as SEW additions
+    # and event frames are accumulates; a static image's first layer counted once);
+    # exact: only binary inputs are spikes, every layer x T unless first_layer_once
+    convention: Literal["paper", "exact"] = "paper"
+    first_layer_once: bool = False  # exact only: count the first layer once instead of x T
+
+    def first_layer_counted_once(self, event_input: bool) -> bool:
+        """paper: once for static images, never for events (their first layer takes SOPs)."""
+        return not event_input if self.convention == "paper" else self.first_layer_once
 
 
 class TrialConfig(Strict):

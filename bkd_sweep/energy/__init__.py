@@ -31,6 +31,6 @@ The binary test is on values, so an ANN layer fed an exactly binary tensor (a bi
 would count SOPs; ANN activations are practically never all 0/1.
 """
 
-from bkd_sweep.energy.measure import measure
+from bkd_sweep.energy.measure import measure, measure_with
 
-__all__ = ["measure"]
+__all__ = ["measure", "measure_with"]

@@ -11,7 +11,7 @@ from spikingjelly.activation_based import neuron
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bkd_sweep.energy.rules import Call, aten_rules, module_rule
+from bkd_sweep.energy.rules import Call, SpikeCounts, aten_rules, module_rule
 
 
 @dataclass
@@ -47,7 +47,8 @@ class LayerTally:
 class OpCounter(TorchDispatchMode):
     """Forward hooks on Conv/Linear/neuron modules plus a dispatch mode for loose matmuls."""
 
-    def __init__(self, model: nn.Module, batch: int, timesteps: int) -> None:
+    def __init__(self, model: nn.Module, batch: int, timesteps: int,
+                 spikes: SpikeCounts) -> None:
         super().__init__()
         self.b, self.t = batch, timesteps
         self.accs: dict[str, LayerTally] = {}  # insertion order = execution order
@@ -55,7 +56,8 @@ class OpCounter(TorchDispatchMode):
         self.scope: list[tuple[str, dict[str, int]]] = []  # enclosing modules, ops seen per call
         self.depth = 0  # > 0 inside a counted Conv/Linear: its aten ops are not recounted
         self.busy = False  # our own tensor ops in hooks are not counted
-        self.table = aten_rules(batch, timesteps)
+        self.spikes_of = spikes  # the convention: which inputs are spikes, and how many
+        self.table = aten_rules(batch, timesteps, spikes)
         self.handles: list[Any] = []
         for name, m in model.named_modules():
             self.handles.append(m.register_forward_pre_hook(self._push(name)))
@@ -97,7 +99,7 @@ class OpCounter(TorchDispatchMode):
                 x = args[0] if args else kwargs.get("input")
                 if self.depth == 1 and torch.is_tensor(x) and torch.is_tensor(out):
                     self.busy = True
-                    call = module_rule(m, x, out, self.b, self.t)
+                    call = module_rule(m, x, out, self.b, self.t, self.spikes_of)
                     self._acc(name, type(m).__name__, True).add(call)
             finally:
                 self.busy = False

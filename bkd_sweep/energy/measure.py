@@ -6,7 +6,10 @@ import torch
 from spikingjelly.activation_based import functional
 from torch import nn
 
+from bkd_sweep.config import TrialConfig
+
 from bkd_sweep.energy.counter import LayerTally, OpCounter
+from bkd_sweep.energy.rules import CONVENTIONS, SpikeCounts
 from bkd_sweep.records import EnergyReport, LayerEnergy
 
 
@@ -18,12 +21,19 @@ def measure(
     e_mac_pj: float = 4.6,
     e_ac_pj: float = 0.9,
     first_layer_once: bool = False,
+    convention: str = "exact",
 ) -> EnergyReport:
     """Run one no-grad eval forward on ``inputs`` and return per-sample ops and energy.
 
-    ``timesteps``: the T the model runs internally (1 for an ANN). The model is reset
-    (``functional.reset_net``) before and after, and every module's train/eval flag is restored.
+    ``timesteps``: the T the model runs internally (1 for an ANN). ``convention``: ``exact``
+    (only binary inputs are spikes) or ``paper`` (non-negative integer inputs are spike
+    counts, as published SNN energy tables count SEW additions and event frames). The model is
+    reset (``functional.reset_net``) before and after, and every module's train/eval flag is
+    restored.
     """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"energy convention {convention!r} unknown; allowed: "
+                         + ", ".join(CONVENTIONS))
     if timesteps < 1:
         raise ValueError(f"timesteps must be >= 1, got {timesteps}")
     if e_mac_pj < 0 or e_ac_pj < 0:
@@ -31,7 +41,7 @@ def measure(
     if inputs.dim() < 1 or inputs.shape[0] < 1:
         raise ValueError(f"inputs need a batch dimension, got shape {tuple(inputs.shape)}")
     batch = inputs.shape[0]
-    counter = _count(model, inputs, batch, timesteps)
+    counter = _count(model, inputs, batch, timesteps, CONVENTIONS[convention])
     layers = _layers(counter, batch, e_mac_pj, e_ac_pj, first_layer_once)
     spikes = [(s, n) for s, n in counter.spikes.values() if n > 0]
     elems_total = sum(n for _, n in counter.spikes.values())
@@ -46,18 +56,20 @@ def measure(
         e_mac_pj=e_mac_pj,
         e_ac_pj=e_ac_pj,
         first_layer_once=first_layer_once,
+        convention=convention,
         layers=layers,
         firing_rates={k: s / n for k, (s, n) in counter.spikes.items() if n > 0},
     )
 
 
-def _count(model: nn.Module, inputs: torch.Tensor, batch: int, timesteps: int) -> OpCounter:
+def _count(model: nn.Module, inputs: torch.Tensor, batch: int, timesteps: int,
+           spikes: SpikeCounts) -> OpCounter:
     """One counted eval forward; the model's state and train/eval flags are restored."""
     tensors = list(model.parameters()) + list(model.buffers())
     if tensors:
         inputs = inputs.to(tensors[0].device)
     modes = {m: m.training for m in model.modules()}
-    counter = OpCounter(model, batch, timesteps)
+    counter = OpCounter(model, batch, timesteps, spikes)
     try:
         model.eval()
         functional.reset_net(model)
@@ -97,3 +109,12 @@ def _layer(tally: LayerTally, batch: int, macs: float, e_mac_pj: float,
         firing_rate=tally.nnz / tally.numel if tally.spike_calls and tally.numel else None,
         energy_pj=e_mac_pj * macs + e_ac_pj * sops,
     )
+
+
+def measure_with(config: TrialConfig, model: nn.Module, inputs: torch.Tensor,
+                 event_input: bool, *, timesteps: int) -> EnergyReport:
+    """``measure`` with a trial's energy settings (constants, convention, first-layer rule)."""
+    energy = config.energy
+    return measure(model, inputs, timesteps=timesteps, e_mac_pj=energy.e_mac_pj,
+                   e_ac_pj=energy.e_ac_pj, convention=energy.convention,
+                   first_layer_once=energy.first_layer_counted_once(event_input))

@@ -44,6 +44,27 @@ def is_binary(x: torch.Tensor) -> bool:
     return bool(((x == 0) | (x == 1)).all())
 
 
+SpikeCounts = Callable[[torch.Tensor], "torch.Tensor | None"]
+
+
+def exact_spikes(x: torch.Tensor) -> torch.Tensor | None:
+    """``exact``: only a binary tensor is spikes (each 1 triggers its fan-out once)."""
+    return (x != 0).to(torch.float32) if is_binary(x) else None
+
+
+def paper_spikes(x: torch.Tensor) -> torch.Tensor | None:
+    """``paper``: any non-negative integer tensor is spike counts (a SEW ADD output of 2 is two
+    spikes arriving, an event frame holds event counts): each count is one accumulate."""
+    if x.dtype == torch.bool:
+        return x.to(torch.float32)
+    if x.is_complex() or not bool(((x >= 0) & (x == torch.round(x))).all()):
+        return None
+    return x.to(torch.float32)
+
+
+CONVENTIONS: dict[str, SpikeCounts] = {"exact": exact_spikes, "paper": paper_spikes}
+
+
 def _nnz(x: torch.Tensor) -> int:
     return int(torch.count_nonzero(x))
 
@@ -53,11 +74,11 @@ def _time_apps(rows: int, batch: int, timesteps: int) -> int:
     return timesteps if timesteps > 1 and rows % (batch * timesteps) == 0 else 1
 
 
-def _conv_sops(x: torch.Tensor, w_shape: tuple[int, ...], stride: Any, padding: Any,
+def _conv_sops(mask: torch.Tensor, w_shape: tuple[int, ...], stride: Any, padding: Any,
                dilation: Any, groups: int, transposed: bool, output_padding: Any) -> float:
-    """Exact synaptic operations of a conv on binary ``x`` [N, C, *spatial] (padding-aware)."""
+    """Exact synaptic operations of a conv on spike counts ``mask`` [N, C, *spatial]
+    (padding-aware): a conv of the counts with an all-ones kernel, times the fan-out."""
     d = len(w_shape) - 2
-    mask = (x != 0).to(torch.float32)
     if transposed:  # weight [C_in, C_out/g, *k]: each group's spikes scatter over the kernel
         ones = torch.ones((w_shape[0], 1, *w_shape[2:]), dtype=mask.dtype, device=mask.device)
         y = _CONV_T[d](mask, ones, None, stride, padding, output_padding, groups, dilation)
@@ -72,54 +93,56 @@ def _conv_sops(x: torch.Tensor, w_shape: tuple[int, ...], stride: Any, padding: 
 
 def conv_rule(x: torch.Tensor, out: torch.Tensor, w_shape: tuple[int, ...], *, stride: Any,
               padding: Any, dilation: Any, groups: int, transposed: bool, output_padding: Any,
-              batch: int, padded: torch.Tensor | None = None) -> Call:
+              batch: int, spikes: SpikeCounts, padded: torch.Tensor | None = None) -> Call:
     """A conv on batched ``x`` [N, C, *spatial]; ``padded`` is ``x`` already padded by a
     non-zero padding mode (then ``padding`` is 0), so the spike mask is padded alike."""
     rows = x.shape[0]
     dense = float((x if transposed else out).numel()) * prod(w_shape[1:])
     call = Call(dense=dense, apps=rows // batch if rows % batch == 0 else 1)
-    if is_binary(x):
+    counts = spikes(x if padded is None else padded)
+    if counts is not None:
         call.nnz, call.numel = _nnz(x), x.numel()
-        call.sops = _conv_sops(x if padded is None else padded, w_shape, stride, padding,
-                               dilation, groups, transposed, output_padding)
+        call.sops = _conv_sops(counts, w_shape, stride, padding, dilation, groups, transposed,
+                               output_padding)
     return call
 
 
-def product_rule(a: torch.Tensor, bm: torch.Tensor, batch: int, timesteps: int) -> Call:
+def product_rule(a: torch.Tensor, bm: torch.Tensor, batch: int, timesteps: int,
+                 spikes: SpikeCounts) -> Call:
     """A product a @ bm (a [bt, m, k], bm [bt, k, n]) with spike-aware rules."""
     bt, m, k = a.shape
     n = bm.shape[-1]
     call = Call(dense=float(bt * m * k * n), apps=_time_apps(bt * m, batch, timesteps))
-    a_bin, b_bin = is_binary(a), is_binary(bm)
-    if a_bin and b_bin:  # both spikes: only 1 x 1 products accumulate
-        col_a = (a != 0).sum(dim=-2)  # [bt, k]
-        row_b = (bm != 0).sum(dim=-1)  # [bt, k]
-        call.sops = float((col_a * row_b).sum())
+    a_s, b_s = spikes(a), spikes(bm)
+    if a_s is not None and b_s is not None:  # both spikes: only spike x spike products add
+        call.sops = float((a_s.sum(dim=-2) * b_s.sum(dim=-1)).sum())  # [bt, k] each
         call.nnz, call.numel = _nnz(a) + _nnz(bm), a.numel() + bm.numel()
-    elif a_bin:
+    elif a_s is not None:
         call.nnz, call.numel = _nnz(a), a.numel()
-        call.sops = float(call.nnz) * n
-    elif b_bin:
+        call.sops = float(a_s.sum()) * n
+    elif b_s is not None:
         call.nnz, call.numel = _nnz(bm), bm.numel()
-        call.sops = float(call.nnz) * m
+        call.sops = float(b_s.sum()) * m
     return call
 
 
-def linear_rule(m: nn.Linear, x: torch.Tensor, batch: int, timesteps: int) -> Call:
+def linear_rule(m: nn.Linear, x: torch.Tensor, batch: int, timesteps: int,
+                spikes: SpikeCounts) -> Call:
     """A Linear is the product rows x in_features @ in_features x out_features."""
     rows = x.numel() // m.in_features
     call = Call(dense=float(x.numel()) * m.out_features, apps=_time_apps(rows, batch, timesteps))
-    if is_binary(x):
+    counts = spikes(x)
+    if counts is not None:
         call.nnz, call.numel = _nnz(x), x.numel()
-        call.sops = float(call.nnz) * m.out_features
+        call.sops = float(counts.sum()) * m.out_features
     return call
 
 
 def module_rule(m: nn.Module, x: torch.Tensor, out: torch.Tensor, batch: int,
-                timesteps: int) -> Call:
+                timesteps: int, spikes: SpikeCounts) -> Call:
     """Count one call of a Conv or Linear module on input ``x``."""
     if isinstance(m, nn.Linear):
-        return linear_rule(m, x, batch, timesteps)
+        return linear_rule(m, x, batch, timesteps, spikes)
     assert isinstance(m, nn.modules.conv._ConvNd)
     w_shape = tuple(m.weight.shape)
     d = len(w_shape) - 2
@@ -134,7 +157,7 @@ def module_rule(m: nn.Module, x: torch.Tensor, out: torch.Tensor, batch: int,
     return conv_rule(x, out, w_shape, stride=m.stride, padding=padding, dilation=m.dilation,
                      groups=m.groups, transposed=m.transposed,
                      output_padding=m.output_padding if m.transposed else 0, batch=batch,
-                     padded=padded)
+                     spikes=spikes, padded=padded)
 
 
 def _as3(x: torch.Tensor, vec_col: bool) -> torch.Tensor:
@@ -143,12 +166,13 @@ def _as3(x: torch.Tensor, vec_col: bool) -> torch.Tensor:
     return x if x.dim() == 3 else x.unsqueeze(0)
 
 
-def _aten_conv(args: tuple, out: torch.Tensor, batch: int) -> Call:
+def _aten_conv(args: tuple, out: torch.Tensor, batch: int, spikes: SpikeCounts) -> Call:
     x, w, _, stride, padding, dilation, transposed, out_pad, groups = args[:9]
     if x.dim() == w.dim() - 1:  # unbatched
         x, out = x.unsqueeze(0), out.unsqueeze(0)
     return conv_rule(x, out, tuple(w.shape), stride=stride, padding=padding, dilation=dilation,
-                     groups=groups, transposed=transposed, output_padding=out_pad, batch=batch)
+                     groups=groups, transposed=transposed, output_padding=out_pad, batch=batch,
+                     spikes=spikes)
 
 
 def _sdpa(args: tuple, batch: int, timesteps: int) -> Call:
@@ -162,18 +186,18 @@ def _sdpa(args: tuple, batch: int, timesteps: int) -> Call:
 AtenRule = tuple[str, Callable[[tuple, Any], Call]]
 
 
-def aten_rules(b: int, t: int) -> dict[Any, AtenRule]:
+def aten_rules(b: int, t: int, spikes: SpikeCounts) -> dict[Any, AtenRule]:
     """aten op packet -> (op label, rule(args, out)) for ops outside Conv/Linear modules."""
     def pair(i: int, j: int) -> Callable[[tuple, Any], Call]:
-        return lambda a, o: product_rule(_as3(a[i], False), _as3(a[j], True), b, t)
+        return lambda a, o: product_rule(_as3(a[i], False), _as3(a[j], True), b, t, spikes)
 
     table: dict[Any, AtenRule] = {
         aten.mm: ("mm", pair(0, 1)), aten.addmm: ("mm", pair(1, 2)),
         aten.mv: ("mv", pair(0, 1)), aten.addmv: ("mv", pair(1, 2)),
         aten.dot: ("dot", pair(0, 1)),
-        aten.bmm: ("bmm", lambda a, o: product_rule(a[0], a[1], b, t)),
-        aten.baddbmm: ("bmm", lambda a, o: product_rule(a[1], a[2], b, t)),
-        aten.convolution: ("conv", lambda a, o: _aten_conv(a, o, b)),
+        aten.bmm: ("bmm", lambda a, o: product_rule(a[0], a[1], b, t, spikes)),
+        aten.baddbmm: ("bmm", lambda a, o: product_rule(a[1], a[2], b, t, spikes)),
+        aten.convolution: ("conv", lambda a, o: _aten_conv(a, o, b, spikes)),
     }
     for name in _SDPA_OPS:
         if hasattr(aten, name):

@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 from bkd_sweep.config import TrialConfig
 from bkd_sweep.data import first_samples
-from bkd_sweep.energy import measure
+from bkd_sweep.energy import measure_with
 from bkd_sweep.records import EnergyReport, EpochMetrics, TrialResult, TrialStatus
 from bkd_sweep.trial.state import TrialState, build_state, resume, save_checkpoint
 from bkd_sweep.trial.step import NonFiniteLoss, train_epoch
@@ -53,10 +53,8 @@ def run_trial(config: TrialConfig, report: ReportFn | None = None, *,
 def measure_energy(state: TrialState) -> EnergyReport:
     """Energy per sample of the student's current weights, on the first validation samples."""
     inputs = first_samples(state.bundle.val, state.config.energy.samples).to(state.device)
-    energy = state.config.energy
-    return measure(state.student, inputs, timesteps=state.config.student.timesteps,
-                   e_mac_pj=energy.e_mac_pj, e_ac_pj=energy.e_ac_pj,
-                   first_layer_once=energy.first_layer_once)
+    return measure_with(state.config, state.student, inputs, state.bundle.is_event,
+                        timesteps=state.config.student.timesteps)
 
 
 def trial_result(state: TrialState, status: TrialStatus, wall_seconds: float, *,

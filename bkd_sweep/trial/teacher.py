@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from bkd_sweep.data import DataBundle, first_samples, make_loaders
-from bkd_sweep.energy import measure
+from bkd_sweep.energy import measure_with
 from bkd_sweep.models import (Teacher, build_teacher_network, load_weights, reset,
                               wrap_teacher)
 from bkd_sweep.config import TrialConfig
@@ -148,7 +148,8 @@ def prepare_teacher(config: TrialConfig, bundle: DataBundle, *, device: torch.de
         if not is_snn:
             net = _build(config, bundle)
             teacher = wrap_teacher(net, cfg, image_size=bundle.image_size)
-            energy = _teacher_energy(teacher, energy_inputs, config, timesteps=1)
+            energy = _teacher_energy(teacher, energy_inputs, config, timesteps=1,
+                                     event_input=bundle.is_event)
         return TeacherInfo(None, top1, energy)
     if cfg.checkpoint is None:
         raise ValueError(f"teacher.checkpoint is required for distill.mode="
@@ -164,16 +165,13 @@ def prepare_teacher(config: TrialConfig, bundle: DataBundle, *, device: torch.de
     if top1 is None:
         top1 = _cached_checkpoint_top1(teacher, config, bundle, device, cache_dir, weights)
     energy = _teacher_energy(teacher, energy_inputs.to(device), config,
-                             timesteps=cfg.timesteps or 1)
+                             timesteps=cfg.timesteps or 1, event_input=bundle.is_event)
     return TeacherInfo(teacher, top1, energy)
 
 
 def _teacher_energy(teacher: Teacher, inputs: torch.Tensor, config: TrialConfig,
-                    timesteps: int) -> float:
-    report = measure(teacher, inputs, timesteps=timesteps, e_mac_pj=config.energy.e_mac_pj,
-                     e_ac_pj=config.energy.e_ac_pj,
-                     first_layer_once=config.energy.first_layer_once)
-    return report.energy_mj
+                    timesteps: int, event_input: bool) -> float:
+    return measure_with(config, teacher, inputs, event_input, timesteps=timesteps).energy_mj
 
 
 def _cached_checkpoint_top1(teacher: Teacher, config: TrialConfig, bundle: DataBundle,
