@@ -65,7 +65,8 @@ def test_markdown_emphasis_and_marker(table: Table) -> None:
     md = render(table, "md")  # significant against none: logit and mixed (test_stats.py)
     assert r"**76.67 ± 0.76 (n=3)<sup>\*</sup>**" in md
     assert r"**69.00 ± 1.00 (n=3)<sup>\*</sup>**" in md
-    assert "<u>74.50 ± 0.71 (n=2)†</u>" in md and r"<u>68.00 ± 1.00 (n=3)<sup>\*</sup></u>" in md
+    assert "<u>74.50 ± 0.71 (n=2)†</u>" in md
+    assert r"<u>68.00 ± 1.00 (n=3)<sup>\*</sup></u>" in md
     assert "| 66.50 ± 0.71 (n=2)† " in md  # marked, not emphasized
     assert md.count("**") == 2 * 2 + 2  # two bold cells + the bold caption
     assert "1 pruned, 1 failed trials excluded." in md
