@@ -203,6 +203,7 @@ class TableSpec(Strict):
     cols: str | None = None
     metric: str = "top1"
     mode: Literal["max", "min"] = "max"  # which end is best (bold) in each column
+    baseline: str | None = "none"  # distill.mode each other mode is tested against; null: none
 
 
 class ParetoSpec(Strict):

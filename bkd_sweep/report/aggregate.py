@@ -6,7 +6,7 @@ Only completed trials enter an aggregate; pruned and failed trials are counted, 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Literal
 
 import pandas as pd
@@ -18,19 +18,21 @@ Mode = Literal["max", "min"]
 
 @dataclass(frozen=True)
 class Stat:
-    """One configuration's metric over its seeds: mean, sample std (ddof=1; None if n=1), n."""
+    """One configuration's metric over its seeds: mean, sample std (ddof=1; None if n=1), n,
+    and the seed values themselves (a significance test needs them, not only the moments)."""
 
     mean: float
     std: float | None
     n: int
     others: tuple = ()  # values of the parameters a best-of selection chose over
+    values: tuple[float, ...] = ()
 
     @classmethod
     def of(cls, values: list[float], others: tuple = ()) -> "Stat":
         n = len(values)
         mean = math.fsum(values) / n
         std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-        return cls(mean=mean, std=std, n=n, others=others)
+        return cls(mean=mean, std=std, n=n, others=others, values=tuple(values))
 
 
 def keys_of(df: pd.DataFrame, paths: Iterable[str]) -> list[tuple]:
@@ -63,7 +65,7 @@ def best_per_cell(df: pd.DataFrame, cell_paths: list[str], other_paths: list[str
     for key, stat in ranked:
         cell, others = key[:len(cell_paths)], key[len(cell_paths):]
         if cell not in best:
-            best[cell] = Stat(stat.mean, stat.std, stat.n, others)
+            best[cell] = replace(stat, others=others)
     return best
 
 

@@ -16,6 +16,8 @@ from bkd_sweep.report.tables import DAGGER, Cell, Table
 
 RENDERERS: Registry[str] = Registry("table format")
 EXTENSIONS = {"md": "md", "tex": "tex", "html": "html"}
+# the significance mark (stats.SIG_MARK) as a superscript; escaped so Markdown keeps the star
+SIG_MD, SIG_TEX, SIG_HTML = r"<sup>\*</sup>", "$^{*}$", '<sup class="sig">*</sup>'
 
 
 def register_renderer(name: str) -> Callable[[Callable[[Table], str]], Callable[[Table], str]]:
@@ -31,7 +33,8 @@ def render(table: Table, fmt: str) -> str:
 
 
 def _md_cell(cell: Cell) -> str:
-    text = cell.text.replace("|", r"\|") + (DAGGER if cell.marker else "")
+    text = (cell.text.replace("|", r"\|") + (DAGGER if cell.marker else "")
+            + (SIG_MD if cell.significant else ""))
     if not text:
         return ""
     if cell.emphasis == "bold":
@@ -67,7 +70,7 @@ _TEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
     "±": r"$\pm$", DAGGER: r"$^\dagger$", "—": "--", "−": "$-$", "×": r"$\times$",
-    "<": r"\textless{}", ">": r"\textgreater{}",
+    "<": r"\textless{}", ">": r"\textgreater{}", "α": r"$\alpha$",
 }
 
 
@@ -80,8 +83,8 @@ def tex_escape(text: str) -> str:
 def to_latex(table: Table) -> str:
     """A ``table`` float around pandas' Styler.to_latex(hrules=True) (needs booktabs)."""
     header = [tex_escape(h) for h in table.header]
-    cells = [[tex_escape(c.text) + (r"$^\dagger$" if c.marker else "") for c in row]
-             for row in table.rows]
+    cells = [[tex_escape(c.text) + (r"$^\dagger$" if c.marker else "")
+              + (SIG_TEX if c.significant else "") for c in row] for row in table.rows]
     frame = pd.DataFrame(cells, columns=pd.Index(header, dtype=object), dtype=object)
     styles = pd.DataFrame(
         [[{"bold": "textbf:--rwrap;", "underline": "underline:--rwrap;"}.get(c.emphasis, "")
@@ -109,6 +112,8 @@ def _html_cell(cell: Cell, tag: str, align: str) -> str:
     text = html.escape(cell.text)
     if cell.marker:
         text += f'<sup class="marker">{DAGGER}</sup>'
+    if cell.significant:
+        text += SIG_HTML
     if cell.emphasis == "bold":
         text = f"<strong>{text}</strong>"
     elif cell.emphasis == "underline":

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Sequence, TypeVar, get_args
 
 from bkd_sweep.report.aggregate import (Stat, best_per_cell, excluded_counts, group_stats,
                                         keys_of, mean_of)
 from bkd_sweep.report.data import (PERCENT_METRICS, ResultsData, format_value, param_col,
                                    sort_key)
 from bkd_sweep.report.pareto import ParetoFront
-from bkd_sweep.config import CategoricalParam, ParetoSpec, TableSpec
+from bkd_sweep.config import CategoricalParam, DistillConfig, ParetoSpec, TableSpec
+from bkd_sweep.report.stats import (MODE_PATH, Comparison, compare, compare_cells,
+                                    significance_notes)
 
 Emphasis = Literal["bold", "underline"]
+V = TypeVar("V")
 DAGGER = "†"
 DASH = "—"
 MAIN_KEYS = ("data.dataset", "student.arch", "teacher.arch", "student.timesteps")
@@ -32,6 +35,7 @@ class Cell:
     value: float | None = None
     emphasis: Emphasis | None = None
     marker: bool = False  # fewer completed seeds than the study asked for
+    significant: bool = False  # differs from the baseline mode (Welch p < ALPHA, n >= 3)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Table:
     rows: tuple[tuple[Cell, ...], ...]
     align: str  # one of l/r per column
     notes: tuple[str, ...] = ()
+    comparisons: tuple[Comparison, ...] = ()  # each mode cell vs its baseline cell
 
     def column(self, j: int) -> list[Cell]:
         return [row[j] for row in self.rows]
@@ -152,12 +157,16 @@ def ablation_table(data: ResultsData, spec: TableSpec, seeds_expected: int | Non
     col_values = (data.order(spec.cols, data.trials[param_col(spec.cols)].tolist())
                   if spec.cols else [None])
     decimals = column_decimals(spec.metric, [s.mean for s in best.values()])
+    axis = _mode_axis(spec, cell_paths)
+    tests = {} if axis is None else compare_cells(best, axis, spec.baseline)
     rows: list[list[Cell]] = []
+    shown: list[Comparison] = []  # in display order, for the footnotes
     for rv in row_values:
         row = [Cell(format_value(rv))]
         for cv in col_values:
             key = (rv,) if spec.cols is None else (rv, cv)
-            row.append(stat_cell(_lookup(best, key), spec.metric, seeds_expected, decimals))
+            cell = stat_cell(_lookup(best, key), spec.metric, seeds_expected, decimals)
+            row.append(_mark(cell, _lookup(tests, key), shown))
         rows.append(row)
     rank_columns(rows, range(1, len(col_values) + 1), spec.mode)
     header = (spec.rows, *([format_value(c) for c in col_values] if spec.cols else
@@ -165,17 +174,40 @@ def ablation_table(data: ResultsData, spec: TableSpec, seeds_expected: int | Non
     pruned, failed = excluded_counts(data.trials)
     caption = (f"{spec.metric} ({'higher' if spec.mode == 'max' else 'lower'} is better) by "
                f"{spec.rows}" + (f" (rows) and {spec.cols} (columns)" if spec.cols else ""))
+    within = "in the same row" if axis == 1 else "in the same column"
+    extra = _others_note(others, spec.metric) + significance_notes(
+        shown, spec.baseline or "", within, [p for p in cell_paths if p != MODE_PATH],
+        lambda x: fmt(x, decimals, signed=True), others)
     return Table(name=spec.name, caption=caption, header=header,
                  rows=tuple(tuple(r) for r in rows), align="l" + "r" * (len(header) - 1),
-                 notes=standard_notes(rows, seeds_expected, pruned, failed,
-                                      _others_note(others, spec.metric)))
+                 notes=standard_notes(rows, seeds_expected, pruned, failed, extra),
+                 comparisons=tuple(shown))
 
 
-def _lookup(stats: dict[tuple, Stat], key: tuple) -> Stat | None:
+def _mode_axis(spec: TableSpec, cell_paths: list[str]) -> int | None:
+    """Where distill.mode sits in a cell's key (rows 0, cols 1); None: no test in this table."""
+    if spec.baseline is None or MODE_PATH not in cell_paths:
+        return None
+    modes = get_args(DistillConfig.model_fields["mode"].annotation)
+    if spec.baseline not in modes:
+        raise ValueError(f"table {spec.name!r}: baseline {spec.baseline!r} is not a "
+                         f"{MODE_PATH}; one of {', '.join(modes)}")
+    return cell_paths.index(MODE_PATH)
+
+
+def _mark(cell: Cell, comparison: Comparison | None, shown: list[Comparison]) -> Cell:
+    """Record the cell's comparison and flag the cell when the difference is significant."""
+    if comparison is None:
+        return cell
+    shown.append(comparison)
+    return replace(cell, significant=comparison.significant)
+
+
+def _lookup(cells: dict[tuple, V], key: tuple) -> V | None:
     """Dict lookup tolerant of 4 vs 4.0 and None keys (values come from the same column)."""
-    if key in stats:
-        return stats[key]
-    for k, v in stats.items():
+    if key in cells:
+        return cells[key]
+    for k, v in cells.items():
         if len(k) == len(key) and all(sort_key(a) == sort_key(b) for a, b in zip(k, key)):
             return v
     return None
@@ -205,32 +237,35 @@ def main_results_table(data: ResultsData, seeds_expected: int | None) -> Table:
                     key=lambda k: tuple(sort_key(v) for v in k))
     group_keys = keys_of(data.trials, MAIN_KEYS)
     rows: list[list[Cell]] = []
+    shown: list[Comparison] = []
     for group in groups:
         dataset, student, teacher, timesteps = group
         members = data.trials[[k == group for k in group_keys]]
         acc = mean_of(members, "metric.teacher_top1")  # measured; else the declared accuracy
         acc = acc if acc is not None else mean_of(members, "param.teacher.accuracy")
         teacher_text = f"{teacher} ({fmt(acc, 2)})" if acc is not None else str(teacher)
-        base = stat_cell(_lookup(best, (*group, BASELINE_MODE)), metric, seeds_expected)
-        ours = stat_cell(_lookup(best, (*group, BKDSNN_MODE)), metric, seeds_expected)
-        base, ours = rank([base, ours], "max", second=False)
-        if base.value is not None and ours.value is not None:
-            b = _lookup(best, (*group, BASELINE_MODE))
-            o = _lookup(best, (*group, BKDSNN_MODE))
-            gain = o.mean - b.mean
-            gain_cell = Cell(fmt(gain, 2, signed=True), value=round(gain, 2))
-        else:
-            gain_cell = Cell(DASH)
+        b = _lookup(best, (*group, BASELINE_MODE))
+        o = _lookup(best, (*group, BKDSNN_MODE))
+        base, ours = rank([stat_cell(b, metric, seeds_expected),
+                           stat_cell(o, metric, seeds_expected)], "max", second=False)
+        test = (compare(o.values, b.values if b else (), BKDSNN_MODE, BASELINE_MODE, group)
+                if o is not None else None)
+        ours = _mark(ours, test, shown)
+        gain_cell = (Cell(fmt(o.mean - b.mean, 2, signed=True), value=round(o.mean - b.mean, 2))
+                     if b is not None and o is not None else Cell(DASH))
         rows.append([Cell(format_value(dataset)), Cell(format_value(student)),
                      Cell(teacher_text), Cell(format_value(timesteps)), base, ours, gain_cell])
     pruned, failed = excluded_counts(data.trials)
     extra = [f"Baseline: distill.mode = {BASELINE_MODE}; BKDSNN: distill.mode = {BKDSNN_MODE}; "
              "gain = BKDSNN − baseline (top-1 %); teacher accuracy in parentheses."]
+    extra += _others_note(others, metric) + significance_notes(
+        shown, BASELINE_MODE, "in the same row", MAIN_KEYS,
+        lambda x: fmt(x, 2, signed=True), others)
     return Table(name="main_results", caption="Main results: top-1 accuracy (%)",
                  header=("dataset", "student", "teacher", "T", "baseline", "BKDSNN", "gain"),
                  rows=tuple(tuple(r) for r in rows), align="llllrrr",
-                 notes=standard_notes(rows, seeds_expected, pruned, failed,
-                                      extra + _others_note(others, metric)))
+                 notes=standard_notes(rows, seeds_expected, pruned, failed, extra),
+                 comparisons=tuple(shown))
 
 
 def _config_rows(data: ResultsData, paths: list[str]) -> list[tuple]:

@@ -134,6 +134,26 @@ def fixture_results_dir(results_dir: Path, **report: Any) -> Path:
     return write_results(results_dir, fixture_study(**report), trials, epochs)
 
 
+def two_mode_results_dir(results_dir: Path, mixed: list[float], none: list[float],
+                         **report: Any) -> Path:
+    """A study of distill.mode none vs mixed only, one completed trial per given top1 value
+    (seed = its position), for significance tests with a chosen effect and seed count."""
+    study = Study.model_validate({
+        "name": "two_modes",
+        "search": {"seeds": list(range(max(len(mixed), len(none), 1))),
+                   "params": {"distill.mode": ["none", "mixed"]},
+                   "objectives": [{"metric": "top1", "mode": "max"}]},
+        "report": report or {"tables": [{"name": "ablation", "rows": "distill.mode"}]},
+    })
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    trials = [{"params": {"distill.mode": mode}, "seed": seed, "status": "completed",
+               "metrics": _metrics(top1, 0.05), "finished_at": start + timedelta(minutes=i)}
+              for i, (mode, seed, top1) in enumerate(
+                  [("none", s, v) for s, v in enumerate(none)]
+                  + [("mixed", s, v) for s, v in enumerate(mixed)])]
+    return write_results(results_dir, study, trials, [])
+
+
 def make_large_results(results_dir: Path, n_trials: int = 1000, seed: int = 0) -> Path:
     """A generated study: 4 modes x 5 students x 3 timesteps x blur ratios, 3 seeds, mixed
     statuses, 5 epochs per trial."""

@@ -62,9 +62,11 @@ def test_best_bold_second_underlined_per_column(table: Table, data) -> None:
 
 
 def test_markdown_emphasis_and_marker(table: Table) -> None:
-    md = render(table, "md")
-    assert "**76.67 ± 0.76 (n=3)**" in md and "**69.00 ± 1.00 (n=3)**" in md
-    assert "<u>74.50 ± 0.71 (n=2)†</u>" in md and "<u>68.00 ± 1.00 (n=3)</u>" in md
+    md = render(table, "md")  # significant against none: logit and mixed (test_stats.py)
+    assert r"**76.67 ± 0.76 (n=3)<sup>\*</sup>**" in md
+    assert r"**69.00 ± 1.00 (n=3)<sup>\*</sup>**" in md
+    assert "<u>74.50 ± 0.71 (n=2)†</u>" in md
+    assert r"<u>68.00 ± 1.00 (n=3)<sup>\*</sup></u>" in md
     assert "| 66.50 ± 0.71 (n=2)† " in md  # marked, not emphasized
     assert md.count("**") == 2 * 2 + 2  # two bold cells + the bold caption
     assert "1 pruned, 1 failed trials excluded." in md
@@ -73,10 +75,10 @@ def test_markdown_emphasis_and_marker(table: Table) -> None:
 def test_latex_booktabs_emphasis_and_escaping(table: Table) -> None:
     tex = render(table, "tex")
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
-    assert r"\textbf{76.67 $\pm$ 0.76 (n=3)}" in tex
-    assert r"\textbf{69.00 $\pm$ 1.00 (n=3)}" in tex
+    assert r"\textbf{76.67 $\pm$ 0.76 (n=3)$^{*}$}" in tex
+    assert r"\textbf{69.00 $\pm$ 1.00 (n=3)$^{*}$}" in tex
     assert r"\underline{74.50 $\pm$ 0.71 (n=2)$^\dagger$}" in tex
-    assert r"\underline{68.00 $\pm$ 1.00 (n=3)}" in tex
+    assert r"\underline{68.00 $\pm$ 1.00 (n=3)$^{*}$}" in tex
     assert r"snn\_a" in tex and "snn_a" not in tex.replace(r"snn\_a", "")
     assert r"$^\dagger$ fewer than 3 completed seeds." in tex
     assert all(ord(ch) < 128 for ch in tex)  # pdflatex-safe
@@ -85,9 +87,9 @@ def test_latex_booktabs_emphasis_and_escaping(table: Table) -> None:
 
 def test_html_emphasis_and_marker(table: Table) -> None:
     frag = render(table, "html")
-    assert "<strong>76.67 ± 0.76 (n=3)</strong>" in frag
+    assert '<strong>76.67 ± 0.76 (n=3)<sup class="sig">*</sup></strong>' in frag
     assert '<u>74.50 ± 0.71 (n=2)<sup class="marker">†</sup></u>' in frag
-    assert "<u>68.00 ± 1.00 (n=3)</u>" in frag
+    assert '<u>68.00 ± 1.00 (n=3)<sup class="sig">*</sup></u>' in frag
     assert frag.count("<strong>") == 2 and frag.count("<u>") == 2
     assert 'data-table="ablation"' in frag and frag.count("<tr>") == 1 + 4
 
