@@ -16,7 +16,7 @@ from bkd_sweep.report.plots import (device_hours_figure, epoch_curves_figure, pa
 from bkd_sweep.report.render import EXTENSIONS, render
 from bkd_sweep.report.tables import (Table, ablation_table, default_table_specs, energy_table,
                                      main_results_table, pareto_table)
-from bkd_sweep.config import ReportConfig, TableSpec
+from bkd_sweep.config import ParetoSpec, ReportConfig, TableSpec
 
 RESERVED_NAMES = frozenset({"main_results", "energy", "pareto", "index", "curves_epochs",
                             "curves_device_hours"})
@@ -57,6 +57,30 @@ def _objective_mode(data: ResultsData, metric: str) -> str:
     return "min" if metric in LOWER_IS_BETTER else "max"
 
 
+class _ReportWriter:
+    """Collects what a report writes: table files, HTML sections, figures."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.written: list[Path] = []
+        self.tables: dict[str, Table] = {}
+        self.sections: list[tuple[str, str]] = []
+        self.figures: list[PageFigure] = []
+
+    def table(self, table: Table, title: str) -> None:
+        self.tables[table.name] = table
+        for fmt, ext in EXTENSIONS.items():
+            path = self.out_dir / f"{table.name}.{ext}"
+            path.write_text(render(table, fmt), encoding="utf-8")
+            self.written.append(path)
+        self.sections.append((title, render(table, "html")))
+
+    def figure(self, fig, name: str, formats: tuple[str, ...], caption: str) -> None:
+        self.written += save_figure(fig, self.out_dir / name, formats)
+        self.figures.append(PageFigure(name, caption, (self.out_dir / f"{name}.png").read_bytes(),
+                                       tuple(f"{name}.{f}" for f in formats)))
+
+
 def build_report(results_dir: Path, out_dir: Path, *, report_cfg: ReportConfig | None = None,
                  seeds_expected: int | None = None) -> ReportOutput:
     """Write ablation/main/energy/Pareto tables (md, tex, html), figures and index.html.
@@ -72,59 +96,46 @@ def build_report(results_dir: Path, out_dir: Path, *, report_cfg: ReportConfig |
     _check_specs(specs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    tables: dict[str, Table] = {}
-    sections: list[tuple[str, str]] = []
-
-    def emit(table: Table, title: str) -> None:
-        tables[table.name] = table
-        for fmt, ext in EXTENSIONS.items():
-            path = out_dir / f"{table.name}.{ext}"
-            path.write_text(render(table, fmt), encoding="utf-8")
-            written.append(path)
-        sections.append((title, render(table, "html")))
-
+    writer = _ReportWriter(out_dir)
     if cfg.main_results:
-        emit(main_results_table(data, seeds), "Main results (baseline vs BKDSNN)")
+        writer.table(main_results_table(data, seeds), "Main results (baseline vs BKDSNN)")
     for spec in specs:
-        emit(ablation_table(data, spec, seeds), f"Ablation: {spec.name}")
+        writer.table(ablation_table(data, spec, seeds), f"Ablation: {spec.name}")
     if "metric.energy_mj" in data.trials.columns:
-        emit(energy_table(data, seeds), "Energy")
+        writer.table(energy_table(data, seeds), "Energy")
+    front = _pareto(data, cfg.pareto, writer) if cfg.pareto is not None else None
+    _curves(data, writer)
+    index = out_dir / "index.html"
+    index.write_text(index_html(data, writer.sections, writer.figures), encoding="utf-8")
+    writer.written.append(index)
+    return ReportOutput(out_dir=out_dir, index_html=index, files=tuple(sorted(writer.written)),
+                        tables=writer.tables, pareto=front, seconds=time.perf_counter() - start)
 
-    figures: list[PageFigure] = []
-    front = None
-    if cfg.pareto is not None:
-        spec = cfg.pareto
-        points, group_paths = pareto_points(data, spec)
-        front = pareto_front(points, data.metric_col(spec.x), data.metric_col(spec.y),
-                             x_mode=_objective_mode(data, spec.x),
-                             y_mode=_objective_mode(data, spec.y))
-        emit(pareto_table(front, spec, group_paths), "Pareto front")
-        if len(front.points):  # nothing to draw before the first completed trial
-            done = data.completed
-            teacher_x = (mean_of(done, "metric.teacher_energy_mj") if spec.x == "energy_mj"
-                         else None)
-            teacher_y = mean_of(done, "metric.teacher_top1") if spec.y == "top1" else None
-            fig = pareto_figure(front, spec, data, teacher_x, teacher_y)
-            written += save_figure(fig, out_dir / "pareto", PARETO_FORMATS)
-            figures.append(PageFigure(
-                "pareto", f"{spec.y} vs {spec.x}: configuration means, Pareto front as a step "
-                "line, ANN teacher dashed", (out_dir / "pareto.png").read_bytes(),
-                tuple(f"pareto.{f}" for f in PARETO_FORMATS)))
+
+def _pareto(data, spec: ParetoSpec, writer: _ReportWriter):
+    points, group_paths = pareto_points(data, spec)
+    front = pareto_front(points, data.metric_col(spec.x), data.metric_col(spec.y),
+                         x_mode=_objective_mode(data, spec.x),
+                         y_mode=_objective_mode(data, spec.y))
+    writer.table(pareto_table(front, spec, group_paths), "Pareto front")
+    if len(front.points):  # nothing to draw before the first completed trial
+        done = data.completed
+        teacher_x = (mean_of(done, "metric.teacher_energy_mj") if spec.x == "energy_mj"
+                     else None)
+        teacher_y = mean_of(done, "metric.teacher_top1") if spec.y == "top1" else None
+        fig = pareto_figure(front, spec, data, teacher_x, teacher_y)
+        writer.figure(fig, "pareto", PARETO_FORMATS,
+                      f"{spec.y} vs {spec.x}: configuration means, Pareto front as a step "
+                      "line, ANN teacher dashed")
+    return front
+
+
+def _curves(data, writer: _ReportWriter) -> None:
     for name, make, caption in (
             ("curves_epochs", epoch_curves_figure,
              "Validation top-1 per epoch per distillation mode (mean ± std over trials)"),
             ("curves_device_hours", device_hours_figure,
              "Best top-1 so far per mode vs cumulative device-hours of the study")):
         fig = make(data)
-        if fig is None:
-            continue
-        written += save_figure(fig, out_dir / name, CURVE_FORMATS)
-        figures.append(PageFigure(name, caption, (out_dir / f"{name}.png").read_bytes(),
-                                  tuple(f"{name}.{f}" for f in CURVE_FORMATS)))
-
-    index = out_dir / "index.html"
-    index.write_text(index_html(data, sections, figures), encoding="utf-8")
-    written.append(index)
-    return ReportOutput(out_dir=out_dir, index_html=index, files=tuple(sorted(written)),
-                        tables=tables, pareto=front, seconds=time.perf_counter() - start)
+        if fig is not None:
+            writer.figure(fig, name, CURVE_FORMATS, caption)
