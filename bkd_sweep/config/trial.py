@@ -54,6 +54,13 @@ class StudentConfig(Strict):
     arch: str = "spiking_cnn_small"
     timesteps: int = Field(4, ge=1, le=64)
     neuron: NeuronConfig = Field(default_factory=NeuronConfig)
+    # transformer students only; None = the registered size's reference value (e.g. the
+    # CIFAR-100 reference configs use 8 heads at width 384 where CIFAR-10 uses 12)
+    heads: int | None = Field(None, ge=1, le=1024)
+
+    def arch_options(self) -> dict[str, int]:
+        """Builder overrides the study sets (none: the registered reference defaults)."""
+        return {"heads": self.heads} if self.heads is not None else {}
 
 
 class OptimizerConfig(Strict):

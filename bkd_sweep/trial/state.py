@@ -83,7 +83,8 @@ def build_state(config: TrialConfig, *, cache_dir: Path | None = None) -> TrialS
     mixup = make_mixup(config.data.augment, bundle.num_classes)
     student = create_student(config.student.arch, num_classes=bundle.num_classes,
                              in_channels=bundle.in_channels, image_size=bundle.image_size,
-                             timesteps=config.student.timesteps, neuron=config.student.neuron)
+                             timesteps=config.student.timesteps, neuron=config.student.neuron,
+                             **config.student.arch_options())
     teacher_info = prepare_teacher(config, bundle, device=device, cache_dir=cache_dir,
                                    load=config.distill.mode != "none")
     if teacher_info.teacher is not None:

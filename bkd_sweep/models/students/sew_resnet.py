@@ -3,6 +3,13 @@
 A SEW block adds its spiking output to the (spiking) identity: out = SN(..conv-BN..) + id, so
 the residual stream carries spike counts and gradients reach early layers through identities.
 Feature point: ``layer4`` (its output map before pooling), as BKDSNN distils it.
+
+Reference sizes: SEW-ResNet-18/34/50 with the ImageNet stem have torchvision's ResNet
+parameters exactly (11,689,512 / 21,797,672 / 25,557,032 at 1000 classes; paper 11.69 /
+21.79 / 25.56 M), as fangwei123456/Spike-Element-Wise-ResNet ``imagenet/sew_resnet.py`` does.
+The CIFAR10-DVS net follows that repository's ``cifar10dvs/smodels.py`` (``SEWResNet``, copied
+into BKDSNN's ``Spike-Element-Wise-ResNet/cifar10dvs/smodels.py``): 1,192,202 parameters at 10
+classes, plus one per neuron (16) with PLIF neurons as there.
 """
 
 from __future__ import annotations
@@ -119,8 +126,9 @@ class SEWBlockDVS(nn.Module):
 
 
 class SEWResNetDVS(StudentBase):
-    """The SEW paper's CIFAR10-DVS net: c64k3-BN-SN, {SEW block(64), MP2}x4, c128k3-BN-SN,
-    {SEW block(128), MP2}x3, FC. A 2x2 max-pool is skipped once the map is 1 px, so 64x64 and
+    """The SEW paper's CIFAR10-DVS net: c64k1-BN-SN, {SEW block(64), MP2}x4, c128k1-BN-SN,
+    {SEW block(128), MP2}x3, FC. The channel changes are 1x1 convs, as in the reference code
+    (``up_kernel_size: 1``). A 2x2 max-pool is skipped once the map is 1 px, so 64x64 and
     128x128 inputs both work. Feature point: ``features`` (the trunk's output map)."""
 
     def __init__(self, *, num_classes: int, in_channels: int, image_size: int, timesteps: int,
@@ -130,7 +138,7 @@ class SEWResNetDVS(StudentBase):
         trunk: list[nn.Module] = []
         c_in, size = in_channels, image_size
         for channels, blocks in stages:
-            trunk += [conv_bn(c_in, channels), neuron()]
+            trunk += [conv_bn(c_in, channels, 1, 1, 0), neuron()]
             for _ in range(blocks):
                 trunk.append(SEWBlockDVS(channels, neuron))
                 if size >= 2:
