@@ -184,6 +184,20 @@ class TrialResources(Strict):
     gpu: float = Field(0.0, ge=0)  # fractional values share a GPU
     workers: int = Field(1, ge=1, le=4096)  # > 1: data-parallel training inside the trial
 
+    @model_validator(mode="after")
+    def _one_process_per_device(self) -> "TrialResources":
+        # DDP runs one process per device: a worker shares no GPU with another and drives
+        # exactly one (a trial that wants two GPUs asks for two workers)
+        if self.workers > 1 and 0 < self.gpu < 1:
+            raise ValueError(f"gpu {self.gpu} with workers {self.workers}: data-parallel workers "
+                             "need a whole GPU each (gpu: 1), or use workers: 1 to share a GPU")
+        if self.gpu > 1:
+            raise ValueError(f"gpu {self.gpu:g}: one process drives one GPU; for {self.gpu:g} GPUs "
+                             f"per trial set workers: {self.gpu:g} and gpu: 1")
+        if 0 < self.gpu < 1 and abs(1 / self.gpu - round(1 / self.gpu)) > 1e-6:
+            raise ValueError(f"gpu {self.gpu}: a shared GPU must split evenly (0.5, 0.25, ...)")
+        return self
+
 
 class ResourcesConfig(Strict):
     per_trial: TrialResources = Field(default_factory=TrialResources)
