@@ -26,6 +26,7 @@ from bkd_sweep.registry import Registry
 from bkd_sweep.config import (
     LINKED_PREFIX,
     CategoricalParam,
+    AutoPrunerConfig,
     HyperbandPrunerConfig,
     MedianPrunerConfig,
     NoPrunerConfig,
@@ -284,10 +285,17 @@ def list_samplers() -> list[str]:
 # Optuna's n_warmup_steps (pruning allowed from step == n_warmup_steps) is W + 1.
 
 PRUNERS: Registry[optuna.pruners.BasePruner] = Registry("pruner")
-_PRUNER_CONFIGS = {"none": NoPrunerConfig, "median": MedianPrunerConfig,
+_PRUNER_CONFIGS = {"auto": AutoPrunerConfig, "none": NoPrunerConfig, "median": MedianPrunerConfig,
                    "percentile": PercentilePrunerConfig,
                    "successive_halving": SuccessiveHalvingPrunerConfig,
                    "hyperband": HyperbandPrunerConfig, "threshold": ThresholdPrunerConfig}
+
+
+@PRUNERS.register("auto")
+def _auto_pruner(cfg: AutoPrunerConfig) -> optuna.pruners.BasePruner:
+    raise StudyError("pruner 'auto' is resolved when the study loads (it depends on the "
+                     "sampler and train.epochs): build from the loaded study's search.pruner",
+                     field="search.pruner")
 
 
 @PRUNERS.register("none")

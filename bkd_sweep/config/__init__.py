@@ -10,7 +10,8 @@ from bkd_sweep.config.base import Seed, Strict, flatten
 from bkd_sweep.config.errors import StudyError
 from bkd_sweep.config.loading import LoadedStudy, load_study, load_study_text, study_json_schema
 from bkd_sweep.config.overrides import apply_overrides, parse_override
-from bkd_sweep.config.study import (KNOWN_METRICS, LINKED_PREFIX, TRIAL_SECTIONS, CategoricalParam,
+from bkd_sweep.config.study import (KNOWN_METRICS, LINKED_PREFIX, TRIAL_SECTIONS, AutoPrunerConfig,
+                                    CategoricalParam,
                                     HyperbandPrunerConfig, MedianPrunerConfig, NoPrunerConfig,
                                     Objective, ParetoSpec, PercentilePrunerConfig, PrunerConfig,
                                     RangeParam, ReportConfig, ResourcesConfig, SearchConfig, Study,
@@ -21,7 +22,7 @@ from bkd_sweep.config.trial import (AugmentConfig, DataConfig, DistillConfig, En
                                     TeacherConfig, TeacherTrainConfig, TrainConfig, TrialConfig)
 
 __all__ = [
-    "AugmentConfig", "CategoricalParam", "DataConfig", "DistillConfig", "EnergyConfig",
+    "AugmentConfig", "AutoPrunerConfig", "CategoricalParam", "DataConfig", "DistillConfig", "EnergyConfig",
     "HyperbandPrunerConfig", "KNOWN_METRICS", "LINKED_PREFIX", "LoadedStudy", "MedianPrunerConfig",
     "NeuronConfig", "NoPrunerConfig", "Objective", "OptimizerConfig", "ParetoSpec",
     "PercentilePrunerConfig", "PrunerConfig", "RangeParam", "ReportConfig", "ResourcesConfig",

@@ -73,6 +73,15 @@ class NoPrunerConfig(Strict):
     name: Literal["none"] = "none"
 
 
+class AutoPrunerConfig(Strict):
+    """The default: Hyperband (asynchronous successive halving in brackets, as ASHA) with
+    rungs derived from train.epochs for random/tpe single-objective searches; no pruning for
+    grid ablations (every cell is reported) and multi-objective searches. Resolved when the
+    study loads, so everything downstream sees the concrete pruner."""
+
+    name: Literal["auto"] = "auto"
+
+
 class MedianPrunerConfig(Strict):
     name: Literal["median"]
     warmup_epochs: int = Field(0, ge=0)
@@ -116,19 +125,28 @@ class ThresholdPrunerConfig(Strict):
 
 
 PrunerConfig = Annotated[
-    Union[NoPrunerConfig, MedianPrunerConfig, PercentilePrunerConfig,
+    Union[AutoPrunerConfig, NoPrunerConfig, MedianPrunerConfig, PercentilePrunerConfig,
           SuccessiveHalvingPrunerConfig, HyperbandPrunerConfig, ThresholdPrunerConfig],
     Field(discriminator="name"),
 ]
 
 PRUNER_CLASSES: dict[str, type[BaseModel]] = {
     cls.model_fields["name"].annotation.__args__[0]: cls
-    for cls in (NoPrunerConfig, MedianPrunerConfig, PercentilePrunerConfig,
+    for cls in (AutoPrunerConfig, NoPrunerConfig, MedianPrunerConfig, PercentilePrunerConfig,
                 SuccessiveHalvingPrunerConfig, HyperbandPrunerConfig, ThresholdPrunerConfig)
 }
 
 KNOWN_METRICS = ("top1", "top5", "final_top1", "energy_mj", "sops", "macs", "firing_rate",
                  "loss", "wall_seconds")
+
+
+def auto_pruner(search: "SearchConfig", epochs: int) -> "PrunerConfig":
+    """What ``pruner: auto`` means for this search (see AutoPrunerConfig): Hyperband with
+    reduction factor 3 from a first rung of max(1, epochs // 27) epochs up to all epochs."""
+    if search.sampler == "grid" or len(search.objectives) > 1 or epochs < 3:
+        return NoPrunerConfig()
+    return HyperbandPrunerConfig(name="hyperband", min_resource=max(1, epochs // 27),
+                                 max_resource=epochs, reduction_factor=3)
 
 
 class SearchConfig(Strict):
@@ -139,7 +157,7 @@ class SearchConfig(Strict):
     # overrides. In Optuna, MLflow and Parquet the choice is the parameter "linked.<group>".
     linked: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
     objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1)
-    pruner: PrunerConfig = Field(default_factory=NoPrunerConfig)
+    pruner: PrunerConfig = Field(default_factory=AutoPrunerConfig)
     n_trials: int | None = Field(None, ge=1, le=1_000_000)  # budget; grid: None = the full factorial x seeds
     sampler_seed: int = 0
     pruned_metric: str = "top1"  # the per-epoch value pruners compare
@@ -165,7 +183,7 @@ class SearchConfig(Strict):
                 raise ValueError(f"objective metric {obj.metric!r} unknown; allowed: "
                                  + ", ".join(KNOWN_METRICS))
         multi = len(self.objectives) > 1
-        if multi and self.pruner.name not in ("none", "threshold"):
+        if multi and self.pruner.name not in ("none", "threshold", "auto"):
             raise ValueError(f"pruner {self.pruner.name!r}: multi-objective studies allow only "
                              "'threshold' or 'none' pruning")
         if self.sampler == "nsga2" and not multi:
@@ -246,6 +264,12 @@ class Study(Strict):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @model_validator(mode="after")
+    def _resolve_auto_pruner(self) -> "Study":
+        if isinstance(self.search.pruner, AutoPrunerConfig):
+            self.search.pruner = auto_pruner(self.search, self.train.epochs)
+        return self
 
     def base_config(self) -> TrialConfig:
         return TrialConfig(**{s: getattr(self, s) for s in TRIAL_SECTIONS},

@@ -86,5 +86,5 @@ def test_unknown_architecture_gets_default_with_note_and_fit_counts():
     assert none is None and 0.5 < transformer < 5  # ~1.3 GFLOPs at 8x8 tokens
     from bkd_sweep.config import TrialResources
     assert trials_fitting(TrialResources(cpu=1), 2, 0) == 2
-    assert trials_fitting(TrialResources(cpu=2, gpu=0.5, workers=2), 16, 2) == 2
+    assert trials_fitting(TrialResources(cpu=2, gpu=1, workers=2), 16, 2) == 1
     assert trials_fitting(TrialResources(cpu=1, gpu=1), 8, 0) == 0
