@@ -110,7 +110,10 @@ class TeacherConfig(Strict):
 
 class TrainConfig(ScheduleConfig):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    amp: bool = True  # used on CUDA only
+    # auto: bf16 autocast on a GPU that has it (fp16 with loss scaling on older GPUs), fp32 on CPU
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    compile: bool = False  # torch.compile the student step; falls back with one warning
+    log_every_steps: int = Field(50, ge=1)  # one host sync (finite check, logged terms) per N
     grad_clip: float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1, le=1024)  # torch CPU threads per trial

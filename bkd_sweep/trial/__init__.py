@@ -12,7 +12,7 @@ from bkd_sweep.trial.evaluate import evaluate
 from bkd_sweep.trial.model import DistillationModel
 from bkd_sweep.trial.run import ReportFn, run_trial
 from bkd_sweep.trial.state import CHECKPOINT_FILE, TrialState, build_state, load_checkpoint
-from bkd_sweep.trial.step import NonFiniteLoss, train_epoch, train_step
+from bkd_sweep.trial.step import NonFiniteLoss, StepLosses, train_epoch, train_step
 
-__all__ = ["CHECKPOINT_FILE", "DistillationModel", "NonFiniteLoss", "ReportFn", "TrialState",
+__all__ = ["CHECKPOINT_FILE", "DistillationModel", "NonFiniteLoss", "ReportFn", "StepLosses", "TrialState",
            "build_state", "evaluate", "load_checkpoint", "run_trial", "train_epoch", "train_step"]

@@ -62,7 +62,29 @@ class TrialState:
     def autocast(self) -> ContextManager:
         if self.amp_dtype is None:
             return nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def uncompile(self, reason: BaseException) -> None:
+        """torch.compile failed on this model: warn once and go on eagerly."""
+        message = (f"train.compile: torch.compile failed ({type(reason).__name__}: "
+                   f"{str(reason).splitlines()[0][:200] if str(reason) else ''}); "
+                   "running without compile")
+        log.warning(message)
+        self.warnings.append(message)
+        self.wrapped = getattr(self.wrapped, "_orig_mod", self.model)
+
+    @property
+    def compiled(self) -> bool:
+        return hasattr(self.wrapped, "_orig_mod")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """None = plain fp32. auto: bf16 on a GPU that has it, else fp16; fp32 on CPU."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 def build_state(config: TrialConfig, *, cache_dir: Path | None = None) -> TrialState:
@@ -89,6 +111,8 @@ def build_state(config: TrialConfig, *, cache_dir: Path | None = None) -> TrialS
                                    load=config.distill.mode != "none")
     if teacher_info.teacher is not None:
         teacher_info.teacher.to(device)
+        if device.type == "cuda":  # conv teachers run faster channels-last on GPU
+            teacher_info.teacher.to(memory_format=torch.channels_last)
     model = _distillation_model(config, student, teacher_info.teacher).to(device)
     return _with_training_parts(config, device, group, bundle, train_loader, val_loader,
                                 mixup, student, teacher_info, model)
@@ -111,18 +135,19 @@ def _with_training_parts(config, device, group, bundle, train_loader, val_loader
         steps_per_epoch = min(steps_per_epoch, config.train.max_batches_per_epoch)
     train = config.train
     scheduler = make_scheduler(optimizer, train, steps_per_epoch, train.optimizer.lr)
-    use_amp = train.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    amp_dtype = autocast_dtype(train.precision, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     wrapped: nn.Module = model
     if group.enabled:
         wrapped = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    if train.compile:
+        wrapped = torch.compile(wrapped)
     return TrialState(config=config, device=device, group=group, bundle=bundle,
                       train_loader=train_loader, val_loader=val_loader, mixup=mixup,
                       student=student, teacher_info=teacher_info, model=model, wrapped=wrapped,
                       optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                      amp_dtype=amp_dtype if use_amp else None, steps_per_epoch=steps_per_epoch)
+                      amp_dtype=amp_dtype, steps_per_epoch=steps_per_epoch)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any, Callable, ContextManager
 
 import torch
@@ -26,30 +27,36 @@ class NonFiniteLoss(ArithmeticError):
     """The total loss became NaN or infinite; the trial ends as failed with this reason."""
 
 
+@dataclass(frozen=True)
+class StepLosses:
+    """A step's total ("loss") and terms, still on the device: reading them is a host sync,
+    so the epoch reads a whole logging interval at once."""
+
+    names: tuple[str, ...]
+    values: torch.Tensor  # [len(names)], detached float32
+
+
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
                scheduler: Any, images: torch.Tensor,
                targets: torch.Tensor, *, teacher: Teacher | None = None,
                forward: nn.Module | None = None, scaler: torch.amp.GradScaler | None = None,
                autocast: Callable[[], ContextManager] = nullcontext,
-               grad_clip: float | None = None) -> dict[str, float]:
-    """Teacher forward (no grad), student + losses, backward, optimizer and LR step, state
-    reset. ``forward`` is the module to call (the DDP wrapper of ``model`` when distributed).
-    Returns the total ("loss") and each term as floats: one device-to-host transfer per step,
-    which also serves the finite check."""
+               grad_clip: float | None = None) -> StepLosses:
+    """Teacher forward (inference mode), student + losses, backward, optimizer and LR step,
+    state reset. ``forward`` is the module to call (DDP wrapper or compiled ``model``).
+    Nothing here waits for the device."""
     t_logits = t_feat = None
     if teacher is not None:
-        with torch.no_grad(), autocast():
+        with torch.inference_mode(), autocast():
             out = teacher(images)
-        t_logits, t_feat = out.logits.float(), out.feature.float()
+        # clone() leaves inference mode: autograd may then save them for the backward pass
+        t_logits, t_feat = out.logits.float().clone(), out.feature.float().clone()
     with autocast():
         _, terms = (forward or model)(images, targets, t_logits, t_feat)
     total = terms.total
-    names = [n for n in TERM_NAMES if getattr(terms, n) is not None]
+    names = tuple(n for n in TERM_NAMES if getattr(terms, n) is not None)
     values = torch.stack([total.detach().float()] + [
-        getattr(terms, n).detach().float() for n in names]).tolist()
-    if not math.isfinite(values[0]):
-        reset(model)
-        raise NonFiniteLoss(f"non-finite loss ({values[0]})")
+        getattr(terms, n).detach().float() for n in names])
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:  # plain fp32 (the bench, teacher-free callers)
         total.backward()
@@ -65,7 +72,40 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
         scaler.update()
     scheduler.step()
     reset(model)
-    return dict(zip(["loss", *names], values))
+    return StepLosses(("loss", *names), values)
+
+
+class LossLog:
+    """Batch-weighted sums of the logged terms, read from the device once per interval;
+    the read doubles as the finite check (naming the first bad step)."""
+
+    def __init__(self, epoch: int, every: int):
+        self.epoch, self.every = epoch, every
+        self.sums: dict[str, float] = {}
+        self.seen = 0
+        self._pending: list[tuple[int, int, StepLosses]] = []
+
+    def add(self, step: int, batch: int, losses: StepLosses) -> None:
+        self._pending.append((step, batch, losses))
+        if len(self._pending) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        rows = torch.stack([losses.values for _, _, losses in self._pending]).tolist()
+        for (step, batch, losses), row in zip(self._pending, rows):
+            if not math.isfinite(row[0]):
+                raise NonFiniteLoss(f"non-finite loss ({row[0]}) at epoch {self.epoch} "
+                                    f"step {step + 1}")
+            self.seen += batch
+            for name, value in zip(losses.names, row):
+                self.sums[name] = self.sums.get(name, 0.0) + value * batch
+        self._pending.clear()
+
+    def means(self) -> dict[str, float]:
+        self.flush()
+        return {k: v / max(1, self.seen) for k, v in self.sums.items()}
 
 
 def _start_epoch(state: TrialState, epoch: int) -> bool:
@@ -91,8 +131,7 @@ def train_epoch(state: TrialState, epoch: int) -> EpochMetrics:
     epoch and step."""
     started = time.perf_counter()
     mixing = _start_epoch(state, epoch)
-    sums: dict[str, float] = {}
-    seen = 0
+    log_ = LossLog(epoch, state.config.train.log_every_steps)
     for step, (images, targets) in enumerate(state.train_loader):
         if step >= state.steps_per_epoch:
             break
@@ -100,28 +139,34 @@ def train_epoch(state: TrialState, epoch: int) -> EpochMetrics:
         targets = targets.to(state.device, non_blocking=True)
         if mixing:
             images, targets = state.mixup(images, targets)
-        try:
-            values = train_step(state.model, state.optimizer, state.scheduler, images, targets,
-                                teacher=state.teacher, forward=state.wrapped,
-                                scaler=state.scaler, autocast=state.autocast,
-                                grad_clip=state.config.train.grad_clip)
-        except NonFiniteLoss as exc:
-            raise NonFiniteLoss(f"{exc} at epoch {epoch} step {step + 1}") from None
-        batch = images.shape[0]
-        seen += batch
-        for name, value in values.items():
-            sums[name] = sums.get(name, 0.0) + value * batch
+        log_.add(step, images.shape[0], _step(state, images, targets))
+    means = log_.means()
     top1, top5, val_loss = evaluate(state.student, state.val_loader, state.device, state.group,
                                     state.autocast)
     seconds = time.perf_counter() - started
-    means = {k: v / max(1, seen) for k, v in sums.items()}
     terms = {k: v for k, v in means.items() if k != "loss"}
     if epoch == 1:
         _warn_on_imbalance(state, terms)
     return EpochMetrics(epoch=epoch, top1=top1, top5=top5, val_loss=val_loss,
                         loss=means.get("loss", float("nan")), loss_terms=terms,
                         lr=state.optimizer.param_groups[0]["lr"], wall_seconds=seconds,
-                        samples_per_second=seen * state.group.world / max(seconds, 1e-9))
+                        samples_per_second=log_.seen * state.group.world / max(seconds, 1e-9))
+
+
+def _step(state: TrialState, images: torch.Tensor, targets: torch.Tensor) -> StepLosses:
+    def run() -> StepLosses:
+        return train_step(state.model, state.optimizer, state.scheduler, images, targets,
+                          teacher=state.teacher, forward=state.wrapped, scaler=state.scaler,
+                          autocast=state.autocast, grad_clip=state.config.train.grad_clip)
+
+    if not state.compiled:
+        return run()
+    try:
+        return run()
+    except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, say so once
+        reset(state.model)  # the failed call may have left membrane state behind
+        state.uncompile(exc)
+        return run()
 
 
 def _warn_on_imbalance(state: TrialState, terms: dict[str, float]) -> None:

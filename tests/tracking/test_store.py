@@ -85,7 +85,7 @@ def test_dtypes_match_the_schema_even_for_all_null_columns(study, results_dir,
     assert trials_file.schema.field("param.data.root").type == pa.string()
     assert trials_file.schema.field("param.student.timesteps").type == pa.int64()
     assert trials_file.schema.field("param.distill.blur_ratio").type == pa.float64()
-    assert trials_file.schema.field("param.train.amp").type == pa.bool_()
+    assert trials_file.schema.field("param.train.compile").type == pa.bool_()
     assert trials_file.schema.field("param.teacher.timesteps").type == pa.int64()
     assert trials_file.schema.field("metric.energy_mj").type == pa.float64()
     assert trials_file.schema.field("finished_at").type == pa.timestamp("us", tz="UTC")
