@@ -45,9 +45,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from bkd_sweep.engine import plan
     from bkd_sweep.references import check_references
 
+    from bkd_sweep.engine.plan import Cluster
+
+    try:
+        cluster = Cluster.parse(args.cluster) if args.cluster else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     loaded = _load(args.study)
     check_references(loaded)
-    print(plan(loaded).render())
+    print(plan(loaded, cluster).render())
     return 0
 
 
@@ -201,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="print the trials, resources and a device-hour estimate")
     p.add_argument("study")
+    p.add_argument("--cluster", metavar="NODESxGPUS[xCPUS]",
+                   help="plan for a cluster instead of this machine, e.g. 8x8")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("run", help="run a study on Ray Tune (local, or RAY_ADDRESS)")

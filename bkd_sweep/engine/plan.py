@@ -154,8 +154,8 @@ class Plan:
     trials_listed: bool  # False when the trials are sampled at run time
     per_trial: dict[str, float]  # cpu, gpu (per worker), workers
     max_concurrent: int | None  # None: as many as the cluster fits
-    machine: dict[str, int]  # this machine's cpus / gpus
-    fits_here: int  # trials this machine could run at once
+    where: str  # "this machine (N cpus, M gpus)" or the cluster planned for
+    fits_here: int  # trials that fit there at once
     device: str  # "gpu" or "cpu"
     throughput_gflops: float  # assumed per device
     device_hours: float
@@ -182,8 +182,7 @@ class Plan:
                      f"worker(s) per trial")
         conc = (f"{self.max_concurrent} (resources.max_concurrent)" if self.max_concurrent
                 else "as many as the cluster fits")
-        lines.append(f"max concurrent trials: {conc}; this machine ({self.machine['cpus']} cpus, "
-                     f"{self.machine['gpus']} gpus) fits {self.fits_here} at once")
+        lines.append(f"max concurrent trials: {conc}; {self.where} fits {self.fits_here} at once")
         lines.append(f"estimate: {self.device_hours:.3g} {self.device}-hours "
                      f"(~{self.wall_hours:.3g} h wall at {self._concurrency()} concurrent "
                      f"trial(s)), assuming {self._throughput_text()} per device")
@@ -204,6 +203,35 @@ METHOD = ("FLOPs = epochs x (n_train x (3 x F_s x T_s + F_t x T_t) + n_val x F_s
           "F from a coarse per-architecture table scaled by (size/ref)^2, plus one-off teacher "
           f"training; device-hours = FLOPs / assumed throughput + {TRIAL_OVERHEAD_S:g} s per "
           "trial; pruning ignored (upper bound)")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A cluster to plan for: ``nodes`` x ``gpus`` per node (and ``cpus`` per node, when
+    given; otherwise CPUs are assumed not to limit)."""
+
+    nodes: int
+    gpus: int
+    cpus: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Cluster":
+        """``8x8`` (8 nodes x 8 GPUs) or ``8x8x64`` (and 64 CPUs per node)."""
+        parts = text.lower().split("x")
+        if len(parts) not in (2, 3) or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ValueError(f"--cluster {text!r}: expected NODESxGPUS or NODESxGPUSxCPUS "
+                             "with positive whole numbers, e.g. 8x8")
+        return cls(*(int(p) for p in parts))
+
+    def fits(self, per_trial) -> int:
+        """Trials running at once: each node fits its own share (a trial stays on one node)."""
+        cpus = self.cpus if self.cpus is not None else 10**9
+        return self.nodes * trials_fitting(per_trial, cpus, self.gpus)
+
+    def describe(self) -> str:
+        cpus = f", {self.cpus} cpus" if self.cpus is not None else ""
+        return (f"cluster {self.nodes} nodes x {self.gpus} gpus{cpus} "
+                f"({self.nodes * self.gpus} gpus)")
 
 
 def machine_resources() -> dict[str, int]:
@@ -256,8 +284,9 @@ def _midpoint(spec) -> float | int:
     return int(round(mid)) if spec.is_int else mid
 
 
-def plan(loaded: LoadedStudy) -> Plan:
-    """The trials of a study, its resources and concurrency, and a device-hour estimate."""
+def plan(loaded: LoadedStudy, cluster: Cluster | None = None) -> Plan:
+    """The trials of a study, its resources and concurrency, and a device-hour estimate
+    (on this machine, or on ``cluster``)."""
     study = loaded.study
     search = study.search
     n_trials = space.count_trials(search)
@@ -300,8 +329,11 @@ def plan(loaded: LoadedStudy) -> Plan:
     total_hours += teacher_hours
     machine = machine_resources()
     fits = trials_fitting(per_trial, machine["cpus"], machine["gpus"])
+    where = f"this machine ({machine['cpus']} cpus, {machine['gpus']} gpus)"
+    if cluster is not None:
+        fits, where = cluster.fits(per_trial), cluster.describe()
     if fits == 0:
-        notes.append(f"this machine cannot run one trial (needs "
+        notes.append(f"{where} cannot run one trial (needs "
                      f"{per_trial.cpu * per_trial.workers:g} cpus, "
                      f"{per_trial.gpu * per_trial.workers:g} gpus): use a cluster")
     concurrency = max(1, min(n_trials, study.resources.max_concurrent or max(fits, 1)))
@@ -310,6 +342,6 @@ def plan(loaded: LoadedStudy) -> Plan:
         study=study.name, sampler=search.sampler, pruner=search.pruner.name, n_trials=n_trials,
         trials=trials, trials_listed=exact,
         per_trial={"cpu": per_trial.cpu, "gpu": per_trial.gpu, "workers": per_trial.workers},
-        max_concurrent=study.resources.max_concurrent, machine=machine, fits_here=fits,
+        max_concurrent=study.resources.max_concurrent, where=where, fits_here=fits,
         device=device, throughput_gflops=throughput, device_hours=total_hours,
         wall_hours=wall, method=METHOD, notes=notes)

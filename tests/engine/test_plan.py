@@ -88,3 +88,29 @@ def test_unknown_architecture_gets_default_with_note_and_fit_counts():
     assert trials_fitting(TrialResources(cpu=1), 2, 0) == 2
     assert trials_fitting(TrialResources(cpu=2, gpu=1, workers=2), 16, 2) == 1
     assert trials_fitting(TrialResources(cpu=1, gpu=1), 8, 0) == 0
+
+
+def test_plan_for_a_cluster_fills_its_gpus():
+    """`plan --cluster 8x8`: 4-worker trials on 8-GPU nodes, two a node, 16 at once."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "bkd_sweep.cli", "plan",
+                           "studies/imagenet_ablation.yaml", "--cluster", "8x8"], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert ("max concurrent trials: as many as the cluster fits; cluster 8 nodes x 8 gpus "
+            "(64 gpus) fits 16 at once") in done.stdout
+    estimate = next(l for l in done.stdout.splitlines() if l.startswith("estimate:"))
+    hours = float(estimate.split()[1])
+    wall = float(estimate.split("(~")[1].split()[0])
+    assert "at 16 concurrent trial(s)" in estimate
+    assert wall == pytest.approx(hours / 64, rel=1e-2)  # 16 trials x 4 GPUs busy
+    bad = subprocess.run([sys.executable, "-m", "bkd_sweep.cli", "plan",
+                          "studies/imagenet_ablation.yaml", "--cluster", "8y8"], cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "error: --cluster '8y8': expected NODESxGPUS or NODESxGPUSxCPUS with positive whole "
+        "numbers, e.g. 8x8"]
