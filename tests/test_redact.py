@@ -1,0 +1,38 @@
+"""Credentials are hidden wherever values are written."""
+
+from __future__ import annotations
+
+import pytest
+
+from bkd_sweep.redact import HIDDEN, is_secret_name, redact_params, redact_text, redact_value
+
+
+@pytest.mark.parametrize("uri,shown", [
+    ("s3://AKIAXYZ:wJalr/Kx+y@minio.local:9000/bucket/p",  # AWS secrets hold slashes
+     "s3://AKIAXYZ:***@minio.local:9000/bucket/p"),
+    ("postgresql://mlflow:hunter2@db:5432/mlflow", "postgresql://mlflow:***@db:5432/mlflow"),
+    ("http://user:p%40ss@host:5000", "http://user:***@host:5000"),
+    ("sqlite:////abs/path/mlflow.db", "sqlite:////abs/path/mlflow.db"),
+    ("/data/cifar10", "/data/cifar10"),
+])
+def test_uri_passwords_are_hidden(uri, shown):
+    assert redact_value(uri) == shown
+    assert redact_text(f"tracking at {uri} ok") == f"tracking at {shown} ok"
+
+
+def test_secret_names_hide_their_values():
+    assert is_secret_name("AWS_SECRET_ACCESS_KEY") and is_secret_name("tracking.token")
+    assert is_secret_name("MLFLOW_TRACKING_PASSWORD") and is_secret_name("RAY_AUTH_TOKEN")
+    assert not is_secret_name("data.root") and not is_secret_name("distill.blur_ratio")
+    params = {"data.root": "/data", "storage.secret_key": "abc123", "tracking.mlflow_uri":
+              "http://u:pw@h:5000", "distill.blur_ratio": 0.15, "env.api_key": ""}
+    assert redact_params(params) == {"data.root": "/data", "storage.secret_key": HIDDEN,
+                                     "tracking.mlflow_uri": "http://u:***@h:5000",
+                                     "distill.blur_ratio": 0.15, "env.api_key": ""}
+
+
+def test_nested_values_are_walked():
+    tree = {"env": {"AWS_ACCESS_KEY_ID": "AKIA", "HOME": "/root"},
+            "uris": ["http://a:b@c", "plain"]}
+    assert redact_value(tree) == {"env": {"AWS_ACCESS_KEY_ID": HIDDEN, "HOME": "/root"},
+                                  "uris": ["http://a:***@c", "plain"]}
