@@ -85,7 +85,7 @@ def _train_network(net: nn.Module, config: TrialConfig, bundle: DataBundle,
     recipe = config.teacher.train
     data_cfg = config.data.model_copy(update={"batch_size": recipe.batch_size
                                               or config.data.batch_size})
-    train_loader, _ = make_loaders(bundle, data_cfg, seed=TEACHER_SEED)
+    train_loader = make_loaders(bundle, data_cfg, seed=TEACHER_SEED).train
     optimizer = make_optimizer(net, recipe.optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(
         recipe.epochs, len(train_loader), 0, "cosine", recipe.optimizer.lr, 0.0))
@@ -128,7 +128,7 @@ def trained_teacher_path(config: TrialConfig, bundle: DataBundle, device: torch.
             seed_everything(TEACHER_SEED)
             net = _build(config, bundle)
             teacher = _train_network(net, config, bundle, device)
-            _, val_loader = make_loaders(bundle, config.data, seed=TEACHER_SEED)
+            val_loader = make_loaders(bundle, config.data, seed=TEACHER_SEED).val
             top1 = evaluate_teacher(teacher, val_loader, device)
             torch.set_rng_state(rng)
             save_atomic({k: v.cpu() for k, v in net.state_dict().items()}, weights)
@@ -198,7 +198,7 @@ def _cached_checkpoint_top1(teacher: Teacher, config: TrialConfig, bundle: DataB
     with _file_lock(cache_dir / "teacher_eval" / f"{key}.lock"):
         if path.exists():
             return float(json.loads(path.read_text())["top1"])
-        _, val_loader = make_loaders(bundle, config.data, seed=TEACHER_SEED)
+        val_loader = make_loaders(bundle, config.data, seed=TEACHER_SEED).val
         top1 = evaluate_teacher(teacher, val_loader, device)
         path.write_text(json.dumps({"top1": top1, "file": str(weights)}))
         return top1

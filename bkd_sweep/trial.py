@@ -144,8 +144,8 @@ def run_trial(config: TrialConfig, report: ReportFn | None = None, *,
     # One split for every trial of a study (the seed varies init and order, not the data),
     # so a cached teacher never saw a later trial's validation images.
     bundle = build_data(config.data, seed=DATA_SPLIT_SEED, timesteps=frames)
-    train_loader, val_loader = make_loaders(bundle, config.data, seed=config.seed,
-                                            distributed=ddp.enabled)
+    loaders = make_loaders(bundle, config.data, seed=config.seed, distributed=ddp.enabled)
+    train_loader, val_loader = loaders.train, loaders.val
     mixup = make_mixup(config.data.augment, bundle.num_classes)
 
     student = create_student(config.student.arch, num_classes=bundle.num_classes,
