@@ -26,16 +26,23 @@ class AugmentConfig(Strict):
 
 
 class DataConfig(Strict):
+    """Three splits: train, val (selection: pruning, objective, checkpoint) and test (reported
+    once). val is carved per class from the training data with the fixed data seed; 0 makes
+    val the test split (the papers' practice, selection on test). test_fraction carves test
+    out of datasets that have no test split (None: the dataset's default, see bkd_sweep.data)."""
+
     dataset: str = "digits"
     root: str | None = None  # local root in the dataset's usual on-disk format
     batch_size: int = Field(64, ge=1, le=65536)
     eval_batch_size: int | None = Field(None, ge=1, le=65536)
-    val_fraction: float = Field(0.2, gt=0, lt=1)  # for datasets without an official split
+    val_fraction: float = Field(0.1, ge=0, lt=1)  # of the training data; 0 = select on test
+    test_fraction: float | None = Field(None, gt=0, lt=1)  # only datasets without a test split
     num_workers: int = Field(0, ge=0, le=256)
     image_size: int | None = Field(None, ge=1, le=4096)  # resize; None keeps the native size
     frames: int | None = Field(None, ge=1, le=1024)  # event data: frames per sample (None = student T)
     limit_train: int | None = Field(None, ge=1)  # subsample for quick runs
     limit_val: int | None = Field(None, ge=1)
+    limit_test: int | None = Field(None, ge=1)
     num_classes: int | None = Field(None, ge=2, le=100_000)  # synthetic data only
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 

@@ -1,5 +1,6 @@
 """The dataset registry, the DataBundle a trial receives, and the helpers every dataset shares:
-one-line DataError, seeded stratified splits and seeded subsampling."""
+one-line DataError, seeded stratified splits and seeded subsampling (carving the three splits
+is in splits.py)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,16 @@ class DataError(Exception):
 
 @dataclass
 class DataBundle:
-    """What a trial needs to know about its data: the two splits and their geometry."""
+    """What a trial needs to know about its data: the three splits and their geometry.
+
+    val drives selection (pruning, the search objective, the checkpoint); test is evaluated
+    once, on the selected weights. Both use the eval transform. When ``selection_on_test``,
+    val IS test (data.val_fraction 0, the papers' practice) and results must say so.
+    """
 
     train: Dataset
     val: Dataset
+    test: Dataset
     num_classes: int
     in_channels: int
     image_size: int  # side of the square samples after transforms
@@ -35,6 +42,8 @@ class DataBundle:
     frames: int | None  # frames per event sample (None for images)
     name: str
     class_names: tuple[str, ...] = ()
+    selection_on_test: bool = False
+    split_rule: str = ""  # one line saying how the splits were made, for captions and logs
 
 
 DatasetBuilder = Callable[..., DataBundle]
@@ -45,7 +54,7 @@ def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
     """Register ``builder(cfg: DataConfig, *, seed: int, frames: int) -> DataBundle``.
 
     ``frames`` is the frame count event datasets integrate into; image datasets ignore it.
-    Limits (limit_train / limit_val) are applied by ``build_data``, not by the builder.
+    Limits (limit_train / limit_val / limit_test) are applied by ``build_data``.
     """
     return DATASETS.register(name)
 
@@ -65,12 +74,26 @@ def build_data(cfg: DataConfig, *, seed: int, timesteps: int = 4) -> DataBundle:
     if cfg.num_classes is not None and cfg.num_classes != bundle.num_classes:
         raise DataError(f"{cfg.dataset}: data.num_classes is {cfg.num_classes} but the data "
                         f"has {bundle.num_classes} classes (num_classes is for synthetic data)")
-    if len(bundle.train) == 0 or len(bundle.val) == 0:
-        raise DataError(f"{cfg.dataset}: empty split (train {len(bundle.train)}, "
-                        f"val {len(bundle.val)} samples)")
-    bundle.train = limit(bundle.train, cfg.limit_train, seed=seed, stream=1)
-    bundle.val = limit(bundle.val, cfg.limit_val, seed=seed, stream=2)
+    sizes = {split: len(getattr(bundle, split)) for split in ("train", "val", "test")}
+    if 0 in sizes.values():
+        counts = ", ".join(f"{split} {n}" for split, n in sizes.items())
+        raise DataError(f"{cfg.dataset}: empty split ({counts} samples); a class needs two "
+                        "samples before one can be held out")
+    limit_splits(bundle, cfg, seed=seed)
     return bundle
+
+
+def limit_splits(bundle: DataBundle, cfg: DataConfig, *, seed: int) -> None:
+    """Seeded subsets per split. When val is test, one subset serves both (capped by the
+    smaller of limit_val and limit_test), so selection and report still see the same set."""
+    bundle.train = limit(bundle.train, cfg.limit_train, seed=seed, stream=1)
+    if bundle.selection_on_test:
+        caps = [k for k in (cfg.limit_val, cfg.limit_test) if k is not None]
+        bundle.test = bundle.val = limit(bundle.test, min(caps, default=None), seed=seed,
+                                         stream=2)
+        return
+    bundle.val = limit(bundle.val, cfg.limit_val, seed=seed, stream=2)
+    bundle.test = limit(bundle.test, cfg.limit_test, seed=seed, stream=3)
 
 
 # --------------------------------------------------------------------------------------
@@ -82,24 +105,25 @@ def rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed % 2**32, stream])
 
 
-def stratified_split(labels: Sequence[int] | np.ndarray, val_fraction: float, *,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class seeded split: round(n_c * val_fraction) of each class (at least one when the
-    class has two or more samples) go to val. Returns sorted (train, val) index arrays."""
+def stratified_split(labels: Sequence[int] | np.ndarray, fraction: float, *, seed: int,
+                     stream: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class seeded split: round(n_c * fraction) of each class (Python's round, half to
+    even; at least one and at most n_c - 1 when the class has two or more samples, none from
+    a single-sample class) are held out. Returns sorted (kept, held_out) index arrays."""
     labels = np.asarray(labels)
-    gen = rng(seed, 0)
-    train, val = [], []
+    gen = rng(seed, stream)
+    kept, held = [], []
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
         idx = idx[gen.permutation(len(idx))]
-        n_val = int(round(len(idx) * val_fraction))
+        n_held = int(round(len(idx) * fraction))
         if len(idx) >= 2:
-            n_val = min(max(n_val, 1), len(idx) - 1)
+            n_held = min(max(n_held, 1), len(idx) - 1)
         else:
-            n_val = 0
-        val.append(idx[:n_val])
-        train.append(idx[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+            n_held = 0
+        held.append(idx[:n_held])
+        kept.append(idx[n_held:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
 
 
 def limit(dataset: Dataset, k: int | None, *, seed: int, stream: int) -> Dataset:

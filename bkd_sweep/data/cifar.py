@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from bkd_sweep.data.arrays import TensorImageDataset
+from bkd_sweep.data.arrays import TensorImageDataset, tensor_pool
 from bkd_sweep.data.base import DataBundle, DataError, register_dataset, require_root
+from bkd_sweep.data.splits import carve_splits, split_datasets
 from bkd_sweep.data.transforms import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD,
                                        image_transforms)
 from bkd_sweep.config import DataConfig
@@ -67,7 +68,7 @@ def find_folder(root: Path, folder: str, marker: str) -> Path:
     return root if (root / marker).exists() else root / folder
 
 
-def _build(cfg: DataConfig, *, name: str, folder: str, train_files: list[str],
+def _build(cfg: DataConfig, *, seed: int, name: str, folder: str, train_files: list[str],
            test_file: str, meta_file: str, label_key: str, names_key: str, num_classes: int,
            mean, std) -> DataBundle:
     listed = (f"{train_files[0]}..{train_files[-1]}" if len(train_files) > 1 else train_files[0])
@@ -92,19 +93,22 @@ def _build(cfg: DataConfig, *, name: str, folder: str, train_files: list[str],
         names = load_batch(base / meta_file, name).get(names_key)
         if isinstance(names, list) and len(names) == num_classes:
             class_names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
-    train_tf, val_tf = image_transforms(name, cfg.augment, mean=mean, std=std, native=32,
-                                        size=cfg.image_size, hflip=True, pil_ok=True)
+    train_tf, eval_tf = image_transforms(name, cfg.augment, mean=mean, std=std, native=32,
+                                         size=cfg.image_size, hflip=True, pil_ok=True)
+    split = carve_splits(train_y, cfg, seed=seed, name=name, default_test_fraction=None)
+    test = TensorImageDataset(torch.from_numpy(test_x), test_y, eval_tf)
     return DataBundle(
-        train=TensorImageDataset(torch.from_numpy(train_x), train_y, train_tf),
-        val=TensorImageDataset(torch.from_numpy(test_x), test_y, val_tf),
+        **split_datasets(tensor_pool(torch.from_numpy(train_x), train_y), split,
+                         train_tf=train_tf, eval_tf=eval_tf, official_test=test),
         num_classes=num_classes, in_channels=3, image_size=cfg.image_size or 32,
         is_event=False, frames=None, name=name, class_names=class_names)
 
 
 @register_dataset("cifar10")
 def build_cifar10(cfg: DataConfig, *, seed: int, frames: int) -> DataBundle:
-    """CIFAR-10: root is cifar-10-batches-py or its parent; official split (test = val)."""
-    return _build(cfg, name="cifar10", folder="cifar-10-batches-py",
+    """CIFAR-10: root is cifar-10-batches-py or its parent. test: the official test batch;
+    val: val_fraction (default 0.1) of each class of the 50,000 training images."""
+    return _build(cfg, seed=seed, name="cifar10", folder="cifar-10-batches-py",
                   train_files=[f"data_batch_{i}" for i in range(1, 6)], test_file="test_batch",
                   meta_file="batches.meta", label_key="labels", names_key="label_names",
                   num_classes=10, mean=CIFAR10_MEAN, std=CIFAR10_STD)
@@ -112,8 +116,9 @@ def build_cifar10(cfg: DataConfig, *, seed: int, frames: int) -> DataBundle:
 
 @register_dataset("cifar100")
 def build_cifar100(cfg: DataConfig, *, seed: int, frames: int) -> DataBundle:
-    """CIFAR-100 (fine labels): root is cifar-100-python or its parent; test = val."""
-    return _build(cfg, name="cifar100", folder="cifar-100-python", train_files=["train"],
+    """CIFAR-100 (fine labels): root is cifar-100-python or its parent. test: the official
+    test file; val: val_fraction (default 0.1) of each fine class of the training file."""
+    return _build(cfg, seed=seed, name="cifar100", folder="cifar-100-python", train_files=["train"],
                   test_file="test", meta_file="meta", label_key="fine_labels",
                   names_key="fine_label_names", num_classes=100, mean=CIFAR100_MEAN,
                   std=CIFAR100_STD)

@@ -12,14 +12,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from bkd_sweep.data.base import (DataBundle, DataError, register_dataset, require_root,
-                                 stratified_split)
+from bkd_sweep.data.base import DataBundle, DataError, register_dataset, require_root
+from bkd_sweep.data.splits import carve_splits, split_datasets
 from bkd_sweep.data.transforms import event_transforms
 from bkd_sweep.config import DataConfig
 
 EVENT_KEYS = ("t", "x", "y", "p")
 DVS_SENSOR = 128  # CIFAR10-DVS: 128 x 128 pixels
-DVS_VAL_FRACTION = 0.1  # the usual 9:1 per-class split, unless data.val_fraction is set
+DVS_TEST_FRACTION = 0.1  # the usual 9:1 per-class split, unless data.test_fraction is set
 
 
 def integrate_by_count(x: np.ndarray, y: np.ndarray, p: np.ndarray, *, frames: int,
@@ -93,8 +93,9 @@ def _sample_key(path: Path) -> tuple[int, str]:
 
 @register_dataset("cifar10_dvs")
 def build_cifar10_dvs(cfg: DataConfig, *, seed: int, frames: int) -> DataBundle:
-    """CIFAR10-DVS frames: classes are the sorted folder names; seeded per-class split
-    (val_fraction when set explicitly, else 9:1). No caching: frames are integrated per access.
+    """CIFAR10-DVS frames: classes are the sorted folder names. No test split ships, so test
+    is carved first (test_fraction, default 0.1: the usual 9:1), then val_fraction (default
+    0.1) of the rest, per class. No caching: frames are integrated per access.
     """
     name = "cifar10_dvs"
     expected = f"events_np/<class>/<n>.npz (arrays t, x, y, p) under {cfg.root}"
@@ -116,14 +117,16 @@ def build_cifar10_dvs(cfg: DataConfig, *, seed: int, frames: int) -> DataBundle:
     if len(classes) < 2:
         raise DataError(f"{name}: expected one folder per class under {base} "
                         f"(found {len(classes)})")
-    fraction = cfg.val_fraction if "val_fraction" in cfg.model_fields_set else DVS_VAL_FRACTION
-    train_idx, val_idx = stratified_split(labels, fraction, seed=seed)
-    train_tf, val_tf = event_transforms(name, cfg.augment, native=DVS_SENSOR,
-                                        size=cfg.image_size)
+    split = carve_splits(labels, cfg, seed=seed, name=name,
+                         default_test_fraction=DVS_TEST_FRACTION)
+    train_tf, eval_tf = event_transforms(name, cfg.augment, native=DVS_SENSOR,
+                                         size=cfg.image_size)
     label_arr = np.asarray(labels, dtype=np.int64)
+
+    def make(idx: np.ndarray, tf: Callable) -> EventFrameDataset:
+        return EventFrameDataset([files[i] for i in idx], label_arr[idx], frames, tf)
+
     return DataBundle(
-        train=EventFrameDataset([files[i] for i in train_idx], label_arr[train_idx], frames,
-                                train_tf),
-        val=EventFrameDataset([files[i] for i in val_idx], label_arr[val_idx], frames, val_tf),
+        **split_datasets(make, split, train_tf=train_tf, eval_tf=eval_tf),
         num_classes=len(classes), in_channels=2, image_size=cfg.image_size or DVS_SENSOR,
         is_event=True, frames=frames, name=name, class_names=tuple(classes))

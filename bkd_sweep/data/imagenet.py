@@ -1,4 +1,7 @@
-"""ImageNet (or any ImageFolder tree): root/train/<wnid>/*.JPEG and root/val/<wnid>/*."""
+"""ImageNet (or any ImageFolder tree): root/train/<wnid>/*.JPEG and root/val/<wnid>/*.
+
+ImageNet's test labels are not public, so its val folder serves as the test split and val is
+carved from train."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from bkd_sweep.data.base import DataBundle, DataError, register_dataset, require_root
+from bkd_sweep.data.splits import carve_splits, split_datasets
 from bkd_sweep.data.transforms import folder_transforms
 from bkd_sweep.config import DataConfig
 
@@ -53,7 +57,8 @@ def scan_split(name: str, split_dir: Path, class_to_idx: dict[str, int]) -> list
 
 @register_dataset("imagenet")
 def build_imagenet(cfg: DataConfig, *, seed: int, frames: int) -> DataBundle:
-    """ImageFolder train/val; classes are train's sorted folder names.
+    """ImageFolder train/val; classes are train's sorted folder names. test: the val folder;
+    val: val_fraction (default 0.1) of each class of the train folder, eval-transformed.
 
     Train always uses RandomResizedCrop(image_size or 224) + flip (the standard recipe), plus
     RandAugment / random erasing when configured; val resizes to size/0.875 and center-crops.
@@ -71,9 +76,13 @@ def build_imagenet(cfg: DataConfig, *, seed: int, frames: int) -> DataBundle:
         raise DataError(f"{name}: expected class folders train/<wnid>/ under {root}")
     class_to_idx = {c: i for i, c in enumerate(classes)}
     size = cfg.image_size or 224
-    train_tf, val_tf = folder_transforms(cfg.augment, size)
+    train_tf, eval_tf = folder_transforms(cfg.augment, size)
+    samples = scan_split(name, train_dir, class_to_idx)
+    split = carve_splits([label for _, label in samples], cfg, seed=seed, name=name,
+                         default_test_fraction=None)
+    test = FolderDataset(scan_split(name, val_dir, class_to_idx), eval_tf)
     return DataBundle(
-        train=FolderDataset(scan_split(name, train_dir, class_to_idx), train_tf),
-        val=FolderDataset(scan_split(name, val_dir, class_to_idx), val_tf),
+        **split_datasets(lambda idx, tf: FolderDataset([samples[i] for i in idx], tf), split,
+                         train_tf=train_tf, eval_tf=eval_tf, official_test=test),
         num_classes=len(classes), in_channels=3, image_size=size, is_event=False, frames=None,
         name=name, class_names=tuple(classes))

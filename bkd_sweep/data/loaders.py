@@ -1,12 +1,14 @@
-"""DataLoaders with seeded shuffling (optionally distributed) and batch-level mixup/cutmix."""
+"""DataLoaders for the three splits, with seeded shuffling (optionally distributed), and
+batch-level mixup/cutmix."""
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from timm.data import Mixup
 from timm.data.mixup import mixup_target
 
@@ -14,15 +16,25 @@ from bkd_sweep.data.base import DataBundle
 from bkd_sweep.config import AugmentConfig, DataConfig
 
 
-def make_loaders(bundle: DataBundle, cfg: DataConfig, *, seed: int,
-                 distributed: bool = False) -> tuple[DataLoader, DataLoader]:
-    """(train, val) loaders. Train shuffles from ``seed`` (a torch.Generator, so the epoch
-    orders are reproducible) and drops its last partial batch only when the (per-replica) set
-    is bigger than one batch; val keeps order, batch eval_batch_size (default 2 x batch_size).
+class Loaders(NamedTuple):
+    """The loaders of a DataBundle's three splits; val and test are one object when the
+    bundle selects on test (val IS test)."""
 
-    distributed=True needs torch.distributed initialized: both loaders then use a
-    DistributedSampler (call ``train_loader.sampler.set_epoch(epoch)`` each epoch; the val
-    sampler pads with repeated samples to an equal share per rank).
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader
+
+
+def make_loaders(bundle: DataBundle, cfg: DataConfig, *, seed: int,
+                 distributed: bool = False) -> Loaders:
+    """Loaders(train, val, test). Train shuffles from ``seed`` (a torch.Generator, so the
+    epoch orders are reproducible) and drops its last partial batch only when the
+    (per-replica) set is bigger than one batch; val and test keep order, batch
+    eval_batch_size (default 2 x batch_size).
+
+    distributed=True needs torch.distributed initialized: every loader then uses a
+    DistributedSampler (call ``loaders.train.sampler.set_epoch(epoch)`` each epoch; the val
+    and test samplers pad with repeated samples to an equal share per rank).
     """
     eval_batch = cfg.eval_batch_size or 2 * cfg.batch_size
     common = {"num_workers": cfg.num_workers, "pin_memory": torch.cuda.is_available(),
@@ -35,17 +47,22 @@ def make_loaders(bundle: DataBundle, cfg: DataConfig, *, seed: int,
             raise RuntimeError("make_loaders(distributed=True) needs torch.distributed "
                                "initialized first (init_process_group)")
         train_sampler = DistributedSampler(bundle.train, shuffle=True, seed=seed)
-        val_sampler = DistributedSampler(bundle.val, shuffle=False)
         per_replica = math.ceil(n_train / dist.get_world_size())
         train = DataLoader(bundle.train, batch_size=cfg.batch_size, sampler=train_sampler,
                            drop_last=per_replica > cfg.batch_size, **common)
-        val = DataLoader(bundle.val, batch_size=eval_batch, sampler=val_sampler, **common)
-        return train, val
-    generator = torch.Generator().manual_seed(seed)
-    train = DataLoader(bundle.train, batch_size=cfg.batch_size, shuffle=True,
-                       generator=generator, drop_last=n_train > cfg.batch_size, **common)
-    val = DataLoader(bundle.val, batch_size=eval_batch, shuffle=False, **common)
-    return train, val
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        train = DataLoader(bundle.train, batch_size=cfg.batch_size, shuffle=True,
+                           generator=generator, drop_last=n_train > cfg.batch_size, **common)
+
+    def in_order(dataset: Dataset) -> DataLoader:
+        sampler = DistributedSampler(dataset, shuffle=False) if distributed else None
+        return DataLoader(dataset, batch_size=eval_batch, shuffle=False, sampler=sampler,
+                          **common)
+
+    val = in_order(bundle.val)
+    test = val if bundle.test is bundle.val else in_order(bundle.test)
+    return Loaders(train, val, test)
 
 
 class BatchMixup(Mixup):

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bkd_sweep.data.arrays import TensorImageDataset
+from bkd_sweep.data.arrays import TensorImageDataset, tensor_pool
 from bkd_sweep.data.base import DataBundle, DataError, register_dataset, require_root
+from bkd_sweep.data.splits import carve_splits, split_datasets
 from bkd_sweep.data.transforms import (FASHION_MEAN, FASHION_STD, MNIST_MEAN, MNIST_STD,
                                        image_transforms)
 from bkd_sweep.config import DataConfig
@@ -64,7 +65,7 @@ def idx_path(dataset: str, raw: Path, key: str) -> Path:
     raise DataError(f"{dataset}: expected {IDX_FILES[key]} (or .gz) under {raw}")
 
 
-def _build(cfg: DataConfig, *, name: str, folder: str, mean, std, classes) -> DataBundle:
+def _build(cfg: DataConfig, *, seed: int, name: str, folder: str, mean, std, classes) -> DataBundle:
     root = require_root(name, cfg.root, f"{folder}/raw/{IDX_FILES['train_images']} etc. "
                                         f"under {cfg.root}")
     raw = find_raw_dir(name, root, folder)
@@ -79,28 +80,34 @@ def _build(cfg: DataConfig, *, name: str, folder: str, mean, std, classes) -> Da
         if len(labels) and labels.max() >= 10:
             raise DataError(f"{name}: {raw}: {split} labels must be 0..9 (found {labels.max()})")
     side = arrays["train_images"].shape[-1]
-    train_tf, val_tf = image_transforms(name, cfg.augment, mean=mean, std=std, native=side,
-                                        size=cfg.image_size, hflip=name == "fashion_mnist",
-                                        pil_ok=True)
+    train_tf, eval_tf = image_transforms(name, cfg.augment, mean=mean, std=std, native=side,
+                                         size=cfg.image_size, hflip=name == "fashion_mnist",
+                                         pil_ok=True)
 
-    def dataset(split: str, tf) -> TensorImageDataset:
-        images = torch.from_numpy(arrays[f"{split}_images"].copy()).unsqueeze(1)
-        return TensorImageDataset(images, arrays[f"{split}_labels"].astype(np.int64), tf)
+    def images_labels(part: str) -> tuple[torch.Tensor, np.ndarray]:
+        images = torch.from_numpy(arrays[f"{part}_images"].copy()).unsqueeze(1)
+        return images, arrays[f"{part}_labels"].astype(np.int64)
 
-    return DataBundle(train=dataset("train", train_tf), val=dataset("test", val_tf),
+    train_images, train_labels = images_labels("train")
+    split = carve_splits(train_labels, cfg, seed=seed, name=name, default_test_fraction=None)
+    test = TensorImageDataset(*images_labels("test"), eval_tf)
+    return DataBundle(**split_datasets(tensor_pool(train_images, train_labels), split,
+                                       train_tf=train_tf, eval_tf=eval_tf, official_test=test),
                       num_classes=10, in_channels=1, image_size=cfg.image_size or side,
                       is_event=False, frames=None, name=name, class_names=classes)
 
 
 @register_dataset("mnist")
 def build_mnist(cfg: DataConfig, *, seed: int, frames: int) -> DataBundle:
-    """MNIST, official split (test = val); crop_flip crops but never mirrors digits."""
-    return _build(cfg, name="mnist", folder="MNIST", mean=MNIST_MEAN, std=MNIST_STD,
+    """MNIST. test: the official t10k files; val: val_fraction (default 0.1) of each class of
+    the 60,000 training images. crop_flip crops but never mirrors digits."""
+    return _build(cfg, seed=seed, name="mnist", folder="MNIST", mean=MNIST_MEAN, std=MNIST_STD,
                   classes=tuple(str(d) for d in range(10)))
 
 
 @register_dataset("fashion_mnist")
 def build_fashion_mnist(cfg: DataConfig, *, seed: int, frames: int) -> DataBundle:
-    """Fashion-MNIST, official split (test = val)."""
-    return _build(cfg, name="fashion_mnist", folder="FashionMNIST", mean=FASHION_MEAN,
+    """Fashion-MNIST. test: the official t10k files; val: val_fraction (default 0.1) of each
+    class of the training images."""
+    return _build(cfg, seed=seed, name="fashion_mnist", folder="FashionMNIST", mean=FASHION_MEAN,
                   std=FASHION_STD, classes=FASHION_CLASSES)

@@ -11,10 +11,9 @@ from typing import Any, ContextManager
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from bkd_sweep.config import TrialConfig
-from bkd_sweep.data import DataBundle, build_data, make_loaders, make_mixup
+from bkd_sweep.data import DataBundle, Loaders, build_data, make_loaders, make_mixup
 from bkd_sweep.distill import DistillLoss
 from bkd_sweep.fileio import save_torch_atomic
 from bkd_sweep.models import SpikingStudent, Teacher, create_student
@@ -38,8 +37,7 @@ class TrialState:
     device: torch.device
     group: ProcessGroup
     bundle: DataBundle
-    train_loader: DataLoader
-    val_loader: DataLoader
+    loaders: Loaders  # train, val (selection), test (measured once, on the selected weights)
     mixup: Any
     student: SpikingStudent
     teacher_info: TeacherInfo
@@ -100,8 +98,7 @@ def build_state(config: TrialConfig, *, cache_dir: Path | None = None) -> TrialS
     # One split for every trial of a study (the seed varies init and order, not the data),
     # so a cached teacher never saw a later trial's validation images.
     bundle = build_data(config.data, seed=DATA_SPLIT_SEED, timesteps=frames)
-    train_loader, val_loader = make_loaders(bundle, config.data, seed=config.seed,
-                                            distributed=group.enabled)
+    loaders = make_loaders(bundle, config.data, seed=config.seed, distributed=group.enabled)
     mixup = make_mixup(config.data.augment, bundle.num_classes)
     student = create_student(config.student.arch, num_classes=bundle.num_classes,
                              in_channels=bundle.in_channels, image_size=bundle.image_size,
@@ -114,8 +111,8 @@ def build_state(config: TrialConfig, *, cache_dir: Path | None = None) -> TrialS
         if device.type == "cuda":  # conv teachers run faster channels-last on GPU
             teacher_info.teacher.to(memory_format=torch.channels_last)
     model = _distillation_model(config, student, teacher_info.teacher).to(device)
-    return _with_training_parts(config, device, group, bundle, train_loader, val_loader,
-                                mixup, student, teacher_info, model)
+    return _with_training_parts(config, device, group, bundle, loaders, mixup, student,
+                                teacher_info, model)
 
 
 def _distillation_model(config: TrialConfig, student: SpikingStudent,
@@ -127,10 +124,10 @@ def _distillation_model(config: TrialConfig, student: SpikingStudent,
     return DistillationModel(student, loss_fn)
 
 
-def _with_training_parts(config, device, group, bundle, train_loader, val_loader, mixup,
-                         student, teacher_info, model) -> TrialState:
+def _with_training_parts(config, device, group, bundle, loaders: Loaders, mixup, student,
+                         teacher_info, model) -> TrialState:
     optimizer = make_optimizer(model, config.train.optimizer)
-    steps_per_epoch = len(train_loader)
+    steps_per_epoch = len(loaders.train)
     if config.train.max_batches_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.train.max_batches_per_epoch)
     train = config.train
@@ -144,7 +141,7 @@ def _with_training_parts(config, device, group, bundle, train_loader, val_loader
     if train.compile:
         wrapped = torch.compile(wrapped)
     return TrialState(config=config, device=device, group=group, bundle=bundle,
-                      train_loader=train_loader, val_loader=val_loader, mixup=mixup,
+                      loaders=loaders, mixup=mixup,
                       student=student, teacher_info=teacher_info, model=model, wrapped=wrapped,
                       optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                       amp_dtype=amp_dtype, steps_per_epoch=steps_per_epoch)

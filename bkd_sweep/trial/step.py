@@ -113,7 +113,7 @@ def _start_epoch(state: TrialState, epoch: int) -> bool:
     returns whether mixup/cutmix is on this epoch."""
     seed = epoch_seed(state.config.seed, epoch)
     seed_everything(seed)
-    loader = state.train_loader
+    loader = state.loaders.train
     if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
     generator = getattr(loader, "generator", None)
@@ -132,7 +132,7 @@ def train_epoch(state: TrialState, epoch: int) -> EpochMetrics:
     started = time.perf_counter()
     mixing = _start_epoch(state, epoch)
     log_ = LossLog(epoch, state.config.train.log_every_steps)
-    for step, (images, targets) in enumerate(state.train_loader):
+    for step, (images, targets) in enumerate(state.loaders.train):
         if step >= state.steps_per_epoch:
             break
         images = images.to(state.device, non_blocking=True)
@@ -141,7 +141,7 @@ def train_epoch(state: TrialState, epoch: int) -> EpochMetrics:
             images, targets = state.mixup(images, targets)
         log_.add(step, images.shape[0], _step(state, images, targets))
     means = log_.means()
-    top1, top5, val_loss = evaluate(state.student, state.val_loader, state.device, state.group,
+    top1, top5, val_loss = evaluate(state.student, state.loaders.val, state.device, state.group,
                                     state.autocast)
     seconds = time.perf_counter() - started
     terms = {k: v for k, v in means.items() if k != "loss"}

@@ -75,7 +75,7 @@ def _train_network(net: nn.Module, config: TrialConfig, bundle: DataBundle,
     recipe = config.teacher.train
     data_cfg = config.data.model_copy(update={"batch_size": recipe.batch_size
                                               or config.data.batch_size})
-    train_loader, _ = make_loaders(bundle, data_cfg, seed=TEACHER_SEED)
+    train_loader = make_loaders(bundle, data_cfg, seed=TEACHER_SEED).train
     optimizer = make_optimizer(net, recipe.optimizer)
     scheduler = make_scheduler(optimizer, recipe, len(train_loader), recipe.optimizer.lr)
     net.to(device).train()
@@ -118,7 +118,7 @@ def trained_teacher_path(config: TrialConfig, bundle: DataBundle, device: torch.
             seed_everything(TEACHER_SEED)
             net = _build(config, bundle)
             teacher = _train_network(net, config, bundle, device)
-            _, val_loader = make_loaders(bundle, config.data, seed=TEACHER_SEED)
+            val_loader = make_loaders(bundle, config.data, seed=TEACHER_SEED).val
             top1 = evaluate_teacher(teacher, val_loader, device)
             torch.set_rng_state(rng)
             save_torch_atomic({k: v.cpu() for k, v in net.state_dict().items()}, weights)
@@ -185,7 +185,7 @@ def _cached_checkpoint_top1(teacher: Teacher, config: TrialConfig, bundle: DataB
     with file_lock(cache_dir / "teacher_eval" / f"{key}.lock"):
         if path.exists():
             return float(json.loads(path.read_text())["top1"])
-        _, val_loader = make_loaders(bundle, config.data, seed=TEACHER_SEED)
+        val_loader = make_loaders(bundle, config.data, seed=TEACHER_SEED).val
         top1 = evaluate_teacher(teacher, val_loader, device)
         write_json_atomic({"top1": top1, "file": str(weights)}, path)
         return top1

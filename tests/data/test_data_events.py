@@ -66,12 +66,15 @@ def test_dvs_sample_through_build_data(tmp_path: Path):
     target = write_event_file(tmp_path / "events_np" / "cat" / "3.npz", t=range(8), x=x, y=y,
                               p=p)
     cfg = DataConfig(dataset="cifar10_dvs", root=str(tmp_path), frames=2,
-                     val_fraction=0.25)  # 1 of 4 per class
+                     val_fraction=0.25)
     bundle = build_data(cfg, seed=0, timesteps=4)
     assert (bundle.is_event, bundle.frames, bundle.in_channels, bundle.image_size) == \
         (True, 2, 2, 128)
     assert bundle.class_names == ("airplane", "cat") and bundle.num_classes == 2
-    for ds in (bundle.train, bundle.val):
+    # airplane 3 files, cat 4: test one each (round(0.3), round(0.4) raised to 1), then val
+    # one each (round(0.5) = 0 raised to 1, round(0.75) = 1): train 1 + 2
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (3, 2, 2)
+    for ds in (bundle.train, bundle.val, bundle.test):
         if target in ds.files:
             frames, label = ds[ds.files.index(target)]
     assert label == 1
@@ -82,17 +85,20 @@ def test_dvs_frames_downsampling_and_split(tmp_path: Path):
     write_cifar10_dvs(tmp_path, n_per_class=10, classes=("a", "b", "c"), n_events=64)
     cfg = DataConfig(dataset="cifar10_dvs", root=str(tmp_path), image_size=32)
     bundle = build_data(cfg, seed=0, timesteps=4)
-    # default 9:1 split per class when val_fraction is not set
+    # default 9:1 test split per class, then val_fraction 0.1 of the 9: round(0.9) = 1
+    assert Counter(bundle.test.labels.tolist()) == {0: 1, 1: 1, 2: 1}
     assert Counter(bundle.val.labels.tolist()) == {0: 1, 1: 1, 2: 1}
-    assert Counter(bundle.train.labels.tolist()) == {0: 9, 1: 9, 2: 9}
+    assert Counter(bundle.train.labels.tolist()) == {0: 8, 1: 8, 2: 8}
     frames, _ = bundle.train[0]
     assert frames.shape == (4, 2, 32, 32) and frames.dtype == torch.float32
     assert float(frames.sum()) * 16 == pytest.approx(64)  # 4x4 area average keeps the mass
     same = build_data(cfg, seed=0, timesteps=4)
     other = build_data(cfg, seed=1, timesteps=4)
     assert same.val.files == bundle.val.files and other.val.files != bundle.val.files
-    explicit = build_data(cfg.model_copy(update={"val_fraction": 0.3}), seed=0)
-    assert Counter(explicit.val.labels.tolist()) == {0: 3, 1: 3, 2: 3}
+    assert same.test.files == bundle.test.files and other.test.files != bundle.test.files
+    explicit = build_data(cfg.model_copy(update={"test_fraction": 0.3}), seed=0)
+    assert Counter(explicit.test.labels.tolist()) == {0: 3, 1: 3, 2: 3}
+    assert Counter(explicit.val.labels.tolist()) == {0: 1, 1: 1, 2: 1}  # round(0.7) = 1
     # root may also be the events_np folder itself; frames come from data.frames
     direct = build_data(DataConfig(dataset="cifar10_dvs", root=str(tmp_path / "events_np"),
                                    frames=3), seed=0, timesteps=8)
@@ -111,14 +117,15 @@ def test_dvs_loader_augment_and_mixup(tmp_path: Path):
     for _ in range(5):
         out = bundle.train.transform(same)
         assert all(torch.equal(out[0], f) for f in out[1:])
-    train_loader, val_loader = make_loaders(bundle, cfg, seed=0)
-    xb, yb = next(iter(train_loader))
+    loaders = make_loaders(bundle, cfg, seed=0)
+    xb, yb = next(iter(loaders.train))
     assert xb.shape == (3, 2, 2, 16, 16)
     mixup = make_mixup(cfg.augment, bundle.num_classes)
     mixed, soft = mixup(xb.clone(), yb)
     assert mixed.shape == xb.shape and soft.shape == (3, 2)
     torch.testing.assert_close(soft.sum(1), torch.ones(3))
-    assert next(iter(val_loader))[0].shape == (2, 2, 2, 16, 16)
+    assert next(iter(loaders.val))[0].shape == (2, 2, 2, 16, 16)
+    assert next(iter(loaders.test))[0].shape == (2, 2, 2, 16, 16)
 
 
 def test_dvs_errors_name_the_path(tmp_path: Path):

@@ -31,34 +31,43 @@ def test_registry_lists_every_dataset_and_unknown_names_list_valid_ones():
 # ---------------------------------------------------------------------------- digits
 
 
+# sklearn's digits per class, and round(0.2 n_c) of each for test, then round(0.1 x rest) for val
+DIGITS_PER_CLASS = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+DIGITS_TEST = [36, 36, 35, 37, 36, 36, 36, 36, 35, 36]  # 35.6, 36.4, 35.4, 36.6, 36.2 ...
+DIGITS_VAL = [14, 15, 14, 15, 14, 15, 14, 14, 14, 14]  # 14.2, 14.6, ...; 14.5 -> 14 (half even)
+
+
 def test_digits_split_is_stratified_and_seeded():
-    bundle = build_data(DataConfig(val_fraction=0.2), seed=0)
+    bundle = build_data(DataConfig(), seed=0)
     assert (bundle.num_classes, bundle.in_channels, bundle.image_size) == (10, 1, 8)
     assert not bundle.is_event and bundle.frames is None
-    assert len(bundle.train) + len(bundle.val) == 1797
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (1295, 143, 359)
     x, y = bundle.train[0]
     assert x.shape == (1, 8, 8) and x.dtype == torch.float32 and isinstance(y, int)
-    # every class keeps ~20% in val: sklearn's digits have 174..183 images per class
-    val_counts = Counter(bundle.val.labels.tolist())
-    assert sorted(val_counts) == list(range(10))
-    assert all(34 <= c <= 37 for c in val_counts.values())
-    # normalized with the whole set's statistics
-    everything = torch.cat([bundle.train.transform(bundle.train.images),
-                            bundle.val.transform(bundle.val.images)])
-    assert abs(float(everything.mean())) < 1e-4 and abs(float(everything.std()) - 1) < 1e-3
+    counts = {split: [Counter(getattr(bundle, split).labels.tolist())[c] for c in range(10)]
+              for split in ("train", "val", "test")}
+    assert counts["test"] == DIGITS_TEST and counts["val"] == DIGITS_VAL
+    assert counts["train"] == [n - t - v for n, t, v in zip(DIGITS_PER_CLASS, DIGITS_TEST,
+                                                            DIGITS_VAL)]
+    # normalized with the train split's statistics: val and test never shape the inputs
+    train = bundle.train.transform(bundle.train.images)
+    assert abs(float(train.mean())) < 1e-4 and abs(float(train.std()) - 1) < 1e-3
+    assert bundle.test.transform.mean == bundle.train.transform.mean == \
+        (float(bundle.train.images.mean()),)
 
-    same = build_data(DataConfig(val_fraction=0.2), seed=0)
-    other = build_data(DataConfig(val_fraction=0.2), seed=1)
+    same = build_data(DataConfig(), seed=0)
+    other = build_data(DataConfig(), seed=1)  # another data seed is another split
     assert torch.equal(same.val.images, bundle.val.images)
+    assert torch.equal(same.test.images, bundle.test.images)
     assert not torch.equal(other.val.images, bundle.val.images)
 
 
 def test_limits_take_a_seeded_subset():
-    cfg = DataConfig(limit_train=50, limit_val=7)
+    cfg = DataConfig(limit_train=50, limit_val=7, limit_test=9)
     a, b = build_data(cfg, seed=3), build_data(cfg, seed=3)
     c = build_data(cfg, seed=4)
-    assert (len(a.train), len(a.val)) == (50, 7)
-    assert a.train.indices == b.train.indices
+    assert (len(a.train), len(a.val), len(a.test)) == (50, 7, 9)
+    assert a.train.indices == b.train.indices and a.test.indices == b.test.indices
     assert a.train.indices != c.train.indices
 
 
@@ -84,15 +93,16 @@ def test_synthetic_is_deterministic_and_learnable():
     cfg = DataConfig(dataset="synthetic", num_classes=4, image_size=12)
     bundle = build_data(cfg, seed=0)
     assert (bundle.num_classes, bundle.in_channels, bundle.image_size) == (4, 3, 12)
-    assert (len(bundle.train), len(bundle.val)) == (4 * 32, 4 * 16)
-    assert Counter(bundle.train.labels.tolist()) == {c: 32 for c in range(4)}
+    # 48 per class: test round(9.6) = 10, val round(0.1 x 38) = 4, train 34
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (4 * 34, 4 * 4, 4 * 10)
+    assert Counter(bundle.train.labels.tolist()) == {c: 34 for c in range(4)}
     assert torch.equal(build_data(cfg, seed=0).train.images, bundle.train.images)
     assert not torch.equal(build_data(cfg, seed=1).train.images, bundle.train.images)
-    # nearest class mean (fit on train) classifies val almost perfectly
+    # nearest class mean (fit on train) classifies test almost perfectly
     flat = bundle.train.images.flatten(1)
     means = torch.stack([flat[bundle.train.labels == c].mean(0) for c in range(4)])
-    pred = torch.cdist(bundle.val.images.flatten(1), means).argmin(1)
-    assert (pred == bundle.val.labels).float().mean() > 0.9
+    pred = torch.cdist(bundle.test.images.flatten(1), means).argmin(1)
+    assert (pred == bundle.test.labels).float().mean() > 0.9
 
 
 # ---------------------------------------------------------------------------- mnist
@@ -102,15 +112,17 @@ def test_synthetic_is_deterministic_and_learnable():
 def test_mnist_idx_files_plain_and_gz(tmp_path: Path, gz: bool):
     write_mnist(tmp_path, n_train=20, n_test=10, gz=gz)
     bundle = build_data(DataConfig(dataset="mnist", root=str(tmp_path)), seed=0)
-    assert (len(bundle.train), len(bundle.val), bundle.num_classes) == (20, 10, 10)
-    assert labels_of(bundle.val) == [i % 10 for i in range(10)]
-    x, _ = bundle.train[3]
-    want = (torch.from_numpy(mnist_images(20)[3]).float() / 255 - MNIST_MEAN[0]) / MNIST_STD[0]
+    # 2 train images per class: one held out as val (the at-least-one rule), one trains
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (10, 10, 10)
+    assert bundle.num_classes == 10 and not bundle.selection_on_test
+    assert labels_of(bundle.test) == [i % 10 for i in range(10)]
+    x, _ = bundle.test[3]
+    want = (torch.from_numpy(mnist_images(10, 1)[3]).float() / 255 - MNIST_MEAN[0]) / MNIST_STD[0]
     assert x.shape == (1, 28, 28) and torch.allclose(x[0], want, atol=1e-5)
 
 
 def test_fashion_mnist_root_pointing_at_raw_folder(tmp_path: Path):
-    raw = write_mnist(tmp_path, n_train=10, n_test=10, fashion=True)
+    raw = write_mnist(tmp_path, n_train=20, n_test=10, fashion=True)  # 2 a class: 1 to val
     bundle = build_data(DataConfig(dataset="fashion_mnist", root=str(raw), image_size=14),
                         seed=0)
     assert bundle.train[0][0].shape == (1, 14, 14) and bundle.image_size == 14
@@ -154,22 +166,24 @@ def test_cifar10_pickles(tmp_path: Path, point_at_folder: bool):
     root = tmp_path / "cifar-10-batches-py" if point_at_folder else tmp_path
     cfg = DataConfig(dataset="cifar10", root=str(root), batch_size=8)
     bundle = build_data(cfg, seed=0)
-    assert (len(bundle.train), len(bundle.val), bundle.num_classes, bundle.in_channels) == \
-        (20, 10, 10, 3)
+    assert (len(bundle.train), len(bundle.val), len(bundle.test), bundle.num_classes,
+            bundle.in_channels) == (10, 10, 10, 10, 3)
     assert bundle.class_names[0] == "airplane"
-    assert Counter(labels_of(bundle.train)) == {c: 2 for c in range(10)}
-    x, y = bundle.val[7]
+    assert Counter(labels_of(bundle.train)) == {c: 1 for c in range(10)}
+    assert Counter(labels_of(bundle.val)) == {c: 1 for c in range(10)}
+    x, y = bundle.test[7]
     raw = torch.from_numpy(cifar_images(10, 1)[7]).view(3, 32, 32).float() / 255
     want = (raw - torch.tensor(CIFAR10_MEAN).view(3, 1, 1)) / torch.tensor(CIFAR10_STD).view(3, 1, 1)
     assert y == 7 and torch.allclose(x, want, atol=1e-5)
-    train_loader, val_loader = make_loaders(bundle, cfg, seed=0)
-    xb, yb = next(iter(train_loader))
+    loaders = make_loaders(bundle, cfg, seed=0)
+    xb, yb = next(iter(loaders.train))
     assert xb.shape == (8, 3, 32, 32) and yb.dtype == torch.long
-    assert [len(b[1]) for b in val_loader] == [10]  # eval batch 16 = 2 x 8
+    assert [len(b[1]) for b in loaders.val] == [10]  # eval batch 16 = 2 x 8
+    assert [len(b[1]) for b in loaders.test] == [10]
 
 
 def test_cifar10_augmented_and_resized(tmp_path: Path):
-    write_cifar10(tmp_path, n_train=10, n_test=5)
+    write_cifar10(tmp_path, n_train=20, n_test=5)  # 2 a class: 1 to val
     cfg = DataConfig(dataset="cifar10", root=str(tmp_path), image_size=24,
                      augment={"crop_flip": True, "randaugment": "rand-m9-mstd0.5-inc1",
                               "random_erasing": 0.5})
@@ -193,10 +207,12 @@ def test_randaugment_posterize_survives_zero_bits():
 
 
 def test_cifar100_fine_labels(tmp_path: Path):
-    write_cifar100(tmp_path, n_train=30, n_test=10)
+    write_cifar100(tmp_path, n_train=200, n_test=10)  # two per fine class: one held out
     bundle = build_data(DataConfig(dataset="cifar100", root=str(tmp_path)), seed=0)
     assert bundle.num_classes == 100 and bundle.class_names[5] == "fine_5"
-    assert labels_of(bundle.train) == list(range(30))
+    assert sorted(labels_of(bundle.train)) == list(range(100))
+    assert sorted(labels_of(bundle.val)) == list(range(100))
+    assert labels_of(bundle.test) == list(range(10))
     assert bundle.val[0][0].shape == (3, 32, 32)
 
 
@@ -241,11 +257,13 @@ def test_image_folder(tmp_path: Path, fmt: str):
                      augment={"randaugment": "rand-m9-mstd0.5", "random_erasing": 0.25})
     bundle = build_data(cfg, seed=0)
     assert bundle.class_names == ("n01", "n02", "n03") and bundle.num_classes == 3
-    assert (len(bundle.train), len(bundle.val)) == (9, 2)
-    assert Counter(labels_of(bundle.train)) == {0: 3, 1: 3, 2: 3}
-    assert labels_of(bundle.val) == [2, 2]  # val indexes follow train's classes
-    assert bundle.train[0][0].shape == (3, 16, 16) and bundle.val[0][0].shape == (3, 16, 16)
-    xb, yb = next(iter(make_loaders(bundle, cfg, seed=0)[0]))
+    # 3 train images per class: round(0.3) = 0, raised to one held out as val
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (6, 3, 2)
+    assert Counter(labels_of(bundle.train)) == {0: 2, 1: 2, 2: 2}
+    assert Counter(labels_of(bundle.val)) == {0: 1, 1: 1, 2: 1}
+    assert labels_of(bundle.test) == [2, 2]  # test indexes follow train's classes
+    assert bundle.train[0][0].shape == (3, 16, 16) and bundle.test[0][0].shape == (3, 16, 16)
+    xb, yb = next(iter(make_loaders(bundle, cfg, seed=0).train))
     assert xb.shape == (4, 3, 16, 16)
 
 

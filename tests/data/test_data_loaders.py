@@ -21,9 +21,9 @@ def epoch_labels(loader) -> list[int]:
 def test_shuffling_is_seeded_and_differs_between_epochs():
     cfg = DataConfig(dataset="synthetic", batch_size=16, image_size=8)
     bundle = build_data(cfg, seed=0)
-    a, _ = make_loaders(bundle, cfg, seed=5)
-    b, _ = make_loaders(bundle, cfg, seed=5)
-    c, _ = make_loaders(bundle, cfg, seed=6)
+    a = make_loaders(bundle, cfg, seed=5).train
+    b = make_loaders(bundle, cfg, seed=5).train
+    c = make_loaders(bundle, cfg, seed=6).train
     first_a, first_b, first_c = epoch_labels(a), epoch_labels(b), epoch_labels(c)
     assert first_a == first_b and first_a != first_c
     second_a, second_b = epoch_labels(a), epoch_labels(b)
@@ -34,13 +34,15 @@ def test_drop_last_only_when_the_set_exceeds_a_batch_and_eval_batch_default():
     cfg = DataConfig(dataset="synthetic", batch_size=4, limit_train=10, limit_val=9,
                      image_size=8)
     bundle = build_data(cfg, seed=0)
-    train, val = make_loaders(bundle, cfg, seed=0)
+    train, val, test = make_loaders(bundle, cfg, seed=0)
     assert [len(y) for _, y in train] == [4, 4]
     assert [len(y) for _, y in val] == [8, 1]  # eval batch = 2 x 4, nothing dropped
-    small = cfg.model_copy(update={"limit_train": 3, "eval_batch_size": 5})
-    train, val = make_loaders(build_data(small, seed=0), small, seed=0)
+    assert [len(y) for _, y in test] == [8] * 12 + [4]  # 100 test samples, none dropped
+    small = cfg.model_copy(update={"limit_train": 3, "eval_batch_size": 5, "limit_test": 7})
+    train, val, test = make_loaders(build_data(small, seed=0), small, seed=0)
     assert [len(y) for _, y in train] == [3]
     assert [len(y) for _, y in val] == [5, 4]
+    assert [len(y) for _, y in test] == [5, 2]
 
 
 def test_distributed_samplers(tmp_path: Path):
@@ -51,12 +53,15 @@ def test_distributed_samplers(tmp_path: Path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0,
                             world_size=1)
     try:
-        train, val = make_loaders(bundle, cfg, seed=3, distributed=True)
-        assert isinstance(train.sampler, DistributedSampler)
-        assert isinstance(val.sampler, DistributedSampler)
+        train, val, test = make_loaders(bundle, cfg, seed=3, distributed=True)
+        assert all(isinstance(loader.sampler, DistributedSampler)
+                   for loader in (train, val, test))
         assert train.sampler.seed == 3 and train.sampler.shuffle and not val.sampler.shuffle
+        assert not test.sampler.shuffle
         assert sorted(epoch_labels(val)) == sorted(bundle.val.labels.tolist())
-        assert len(epoch_labels(train)) == len(bundle.train)  # 320 = 40 full batches
+        assert sorted(epoch_labels(test)) == sorted(bundle.test.labels.tolist())
+        assert len(bundle.train) == 340
+        assert len(epoch_labels(train)) == 336  # 42 full batches of 8, the last 4 dropped
     finally:
         dist.destroy_process_group()
 

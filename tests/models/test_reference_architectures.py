@@ -20,7 +20,7 @@ from torch import nn
 
 from bkd_sweep.models import create_student, list_students
 from bkd_sweep.models.students import sew_resnet, spikformer
-from bkd_sweep.study import NeuronConfig
+from bkd_sweep.config import NeuronConfig
 
 TRANSFORMERS = [n for n in list_students() if n.startswith(("spikformer_", "spikingformer_"))]
 SEWS = [n for n in list_students() if n.startswith("sew_")]
