@@ -119,7 +119,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         print(f"wrote {out}")
-    print(f"{result.status}: top1 {payload['top1']} energy {payload['energy_mj']} mJ "
+    print(f"{result.status}: test top1 {payload['test_top1']} (val {payload['val_top1']}, epoch "
+          f"{payload['selected_epoch']}) energy {payload['energy_mj']} mJ "
           f"in {result.wall_seconds:.1f}s" + (f" ({result.reason})" if result.reason else ""))
     return 0 if result.status == "completed" else 1
 
@@ -129,12 +130,16 @@ def result_summary(result) -> dict:
     energy = result.energy
     return {
         "status": result.status, "reason": result.reason,
-        "top1": result.best_top1, "final_top1": result.final_top1, "top5": result.best_top5,
+        "val_top1": result.val_top1, "test_top1": result.test_top1,
+        "selected_epoch": result.selected_epoch, "selection_on_test": result.selection_on_test,
+        "final_top1": result.final_top1, "test_top5": result.test_top5,
         "energy_mj": energy.energy_mj if energy else None,
         "sops": energy.sops if energy else None, "macs": energy.macs if energy else None,
         "firing_rates": energy.firing_rates if energy else {},
         "mean_firing_rate": energy.mean_firing_rate if energy else None,
-        "teacher_top1": result.teacher_top1, "teacher_energy_mj": result.teacher_energy_mj,
+        "teacher_val_top1": result.teacher_val_top1,
+        "teacher_test_top1": result.teacher_test_top1,
+        "teacher_energy_mj": result.teacher_energy_mj,
         "losses_per_epoch": [{"epoch": h.epoch, "loss": h.loss, **h.loss_terms}
                              for h in result.history],
         "wall_seconds": result.wall_seconds, "epochs_run": result.epochs_run,

@@ -10,7 +10,9 @@ import subprocess
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from bkd_sweep.config.base import config_id_of
 
 
 CHECKPOINT_FILE = "last.pt"  # a trial's latest checkpoint in its folder: what a retry resumes from
@@ -71,12 +73,21 @@ class TrialResult(Record):
 
     status: TrialStatus
     reason: str | None = None  # why it failed or was pruned
+    # the selected checkpoint (train.select): its epoch, its val top-1, and its test top-1,
+    # measured once on those weights (None for pruned or failed trials)
+    selected_epoch: int | None = None
+    val_top1: float | None = None
+    test_top1: float | None = None
+    test_top5: float | None = None
+    selection_on_test: bool = False  # data.val_fraction 0: val is the test split
+    split_rule: str | None = None
+    teacher_val_top1: float | None = None
+    teacher_test_top1: float | None = None
     best_top1: float | None = None
     final_top1: float | None = None
     best_top5: float | None = None
     final_top5: float | None = None
     energy: EnergyReport | None = None
-    teacher_top1: float | None = None
     teacher_energy_mj: float | None = None
     epochs_run: int = 0
     wall_seconds: float = 0.0
@@ -84,9 +95,20 @@ class TrialResult(Record):
     device: str = "cpu"
     config: dict[str, Any]
     config_hash: str
+    config_id: str | None = None  # equal for all seeds of one configuration
     code_version: str
     history: list[EpochMetrics] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_results(cls, data: Any) -> Any:
+        # results written before three splits: their teacher_top1 was measured on the
+        # split that served as val and test alike
+        if isinstance(data, dict) and "teacher_top1" in data:
+            data = dict(data)
+            data.setdefault("teacher_test_top1", data.pop("teacher_top1"))
+        return data
 
     @property
     def energy_mj(self) -> float | None:
@@ -97,17 +119,32 @@ class TrialResult(Record):
                      config: dict[str, Any], config_hash: str, wall_seconds: float,
                      devices: int, device: str, reason: str | None = None,
                      **extra: Any) -> "TrialResult":
-        """The result a trial's epoch history implies (best and final top-1/top-5, epochs
-        run); ``extra`` carries what the history cannot know (energy, teacher, warnings)."""
+        """The result a trial's epoch history implies (best and final val top-1/top-5, the
+        selected epoch under ``train.select``); ``extra`` carries what the history cannot
+        know (test accuracy, energy, teacher, warnings)."""
         top1 = [m.top1 for m in history]
         top5 = [m.top5 for m in history]
+        select = config.get("train", {}).get("select", "best")
+        chosen = selected_index(top1, select)
+        picked = {"selected_epoch": history[chosen].epoch,
+                  "val_top1": top1[chosen]} if chosen is not None else {}
         return cls(
             status=status, reason=reason,
             best_top1=max(top1) if top1 else None, final_top1=top1[-1] if top1 else None,
             best_top5=max(top5) if top5 else None, final_top5=top5[-1] if top5 else None,
             epochs_run=history[-1].epoch if history else 0, wall_seconds=wall_seconds,
             device_seconds=wall_seconds * devices, device=device, config=config,
-            config_hash=config_hash, code_version=code_version(), history=history, **extra)
+            config_hash=config_hash, config_id=config_id_of(config),
+            code_version=code_version(), history=history, **{**picked, **extra})
+
+
+def selected_index(val_top1: list[float], select: str) -> int | None:
+    """Index of the selected epoch: the first best on val, or the last."""
+    if not val_top1:
+        return None
+    if select == "last":
+        return len(val_top1) - 1
+    return max(range(len(val_top1)), key=lambda i: (val_top1[i], -i))
 
 
 @functools.lru_cache(maxsize=1)

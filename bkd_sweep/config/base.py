@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,3 +26,13 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[path] = value
     return out
+
+
+def stable_hash(tree: Any) -> str:
+    """16 hex digits identifying a JSON-able value (key order does not matter)."""
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_id_of(config: dict[str, Any]) -> str:
+    """One configuration whatever its seed: the hash of a trial config without ``seed``."""
+    return stable_hash({k: v for k, v in config.items() if k != "seed"})

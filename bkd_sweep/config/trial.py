@@ -6,13 +6,11 @@ names a field in the study, in Optuna, in MLflow and in Parquet.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any, Literal
 
 from pydantic import Field
 
-from bkd_sweep.config.base import Seed, Strict, flatten
+from bkd_sweep.config.base import Seed, Strict, config_id_of, flatten, stable_hash
 
 
 class AugmentConfig(Strict):
@@ -117,6 +115,9 @@ class TeacherConfig(Strict):
 
 class TrainConfig(ScheduleConfig):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    # which checkpoint a trial reports: the epoch best on val, or the last; test accuracy and
+    # energy are measured once, on those weights
+    select: Literal["best", "last"] = "best"
     # auto: bf16 autocast on a GPU that has it (fp16 with loss scaling on older GPUs), fp32 on CPU
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False  # torch.compile the student step; falls back with one warning
@@ -165,8 +166,11 @@ class TrialConfig(Strict):
     seed: Seed = 0
 
     def config_hash(self) -> str:
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return stable_hash(self.model_dump(mode="json"))
+
+    def config_id(self) -> str:
+        """Equal for every seed of one configuration (the unit of seed-aware results)."""
+        return config_id_of(self.model_dump(mode="json"))
 
     def flat(self) -> dict[str, Any]:
         """Dotted path -> value for every leaf, e.g. {'distill.blur_ratio': 0.15}."""

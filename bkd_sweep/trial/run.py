@@ -12,7 +12,9 @@ from bkd_sweep.config import TrialConfig
 from bkd_sweep.data import first_samples
 from bkd_sweep.energy import measure_with
 from bkd_sweep.records import EnergyReport, EpochMetrics, TrialResult, TrialStatus
-from bkd_sweep.trial.state import TrialState, build_state, resume, save_checkpoint
+from bkd_sweep.trial.evaluate import evaluate
+from bkd_sweep.trial.state import (TrialState, build_state, load_selected, resume,
+                                   save_checkpoint, track_best)
 from bkd_sweep.trial.step import NonFiniteLoss, train_epoch
 
 ReportFn = Callable[[EpochMetrics, "Path | None"], None]
@@ -41,28 +43,39 @@ def run_trial(config: TrialConfig, report: ReportFn | None = None, *,
         except NonFiniteLoss as exc:
             return trial_result(state, "failed", wall(), reason=str(exc))
         state.history.append(metrics)
+        track_best(state, metrics, checkpoint_dir)
         if checkpoint_dir and state.group.is_main:
             save_checkpoint(state, epoch, checkpoint_dir, wall())
         if state.group.enabled:
             dist.barrier()
         if report is not None:
             report(metrics, checkpoint_dir)
-    return trial_result(state, "completed", wall(), energy=measure_energy(state))
+    load_selected(state)
+    test_top1, test_top5, _ = evaluate(state.student, state.loaders.test, state.device,
+                                       state.group, state.autocast)
+    return trial_result(state, "completed", wall(), energy=measure_energy(state),
+                        test_top1=test_top1, test_top5=test_top5)
 
 
 def measure_energy(state: TrialState) -> EnergyReport:
-    """Energy per sample of the student's current weights, on the first validation samples."""
+    """Energy per sample of the student's current (selected) weights, on the first val
+    samples."""
     inputs = first_samples(state.bundle.val, state.config.energy.samples).to(state.device)
     return measure_with(state.config, state.student, inputs, state.bundle.is_event,
                         timesteps=state.config.student.timesteps)
 
 
 def trial_result(state: TrialState, status: TrialStatus, wall_seconds: float, *,
-                 reason: str | None = None, energy: EnergyReport | None = None) -> TrialResult:
+                 reason: str | None = None, energy: EnergyReport | None = None,
+                 test_top1: float | None = None,
+                 test_top5: float | None = None) -> TrialResult:
     devices = state.group.world if state.device.type == "cuda" or state.group.enabled else 1
-    config = state.config
+    config, teacher = state.config, state.teacher_info
     return TrialResult.from_history(
         status, state.history, reason=reason, config=config.model_dump(mode="json"),
         config_hash=config.config_hash(), wall_seconds=wall_seconds, devices=devices,
-        device=str(state.device.type), energy=energy, teacher_top1=state.teacher_info.top1,
-        teacher_energy_mj=state.teacher_info.energy_mj, warnings=state.warnings)
+        device=str(state.device.type), energy=energy, test_top1=test_top1,
+        test_top5=test_top5, selection_on_test=state.bundle.selection_on_test,
+        split_rule=state.bundle.split_rule, teacher_val_top1=teacher.val_top1,
+        teacher_test_top1=teacher.test_top1, teacher_energy_mj=teacher.energy_mj,
+        warnings=[*teacher.warnings, *state.warnings])

@@ -52,6 +52,7 @@ class TrialState:
     warnings: list[str] = field(default_factory=list)
     start_epoch: int = 1
     prior_seconds: float = 0.0  # wall seconds spent before a resume
+    best: "SelectedWeights | None" = None  # train.select best: the best val epoch so far
 
     @property
     def teacher(self) -> Teacher | None:
@@ -147,6 +148,39 @@ def _with_training_parts(config, device, group, bundle, loaders: Loaders, mixup,
                       amp_dtype=amp_dtype, steps_per_epoch=steps_per_epoch)
 
 
+BEST_FILE = "best.pt"  # the best-on-val weights (train.select: best), beside last.pt
+
+
+@dataclass
+class SelectedWeights:
+    """The weights of the epoch with the best val top-1 so far (first one on ties)."""
+
+    epoch: int
+    val_top1: float
+    model: dict[str, torch.Tensor]
+
+
+def track_best(state: TrialState, metrics: EpochMetrics, checkpoint_dir: Path | None) -> None:
+    """Keep the best-on-val weights (in memory, and as best.pt beside the checkpoint)."""
+    if state.config.train.select != "best":
+        return
+    if state.best is not None and metrics.top1 <= state.best.val_top1:
+        return
+    weights = {k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()}
+    state.best = SelectedWeights(metrics.epoch, metrics.top1, weights)
+    if checkpoint_dir and state.group.is_main:
+        save_torch_atomic({"epoch": metrics.epoch, "val_top1": metrics.top1, "model": weights,
+                           "config_hash": state.config.config_hash()},
+                          checkpoint_dir / BEST_FILE)
+
+
+def load_selected(state: TrialState) -> None:
+    """Put the selected weights (best on val, or the last) into the model."""
+    last_epoch = state.history[-1].epoch if state.history else None
+    if state.best is not None and state.best.epoch != last_epoch:
+        state.model.load_state_dict(state.best.model)
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     return torch.load(path, map_location=map_location, weights_only=True)
 
@@ -168,6 +202,12 @@ def resume(state: TrialState, checkpoint_dir: Path) -> None:
     state.warnings = list(saved.get("warnings", []))
     state.start_epoch = int(saved["epoch"]) + 1
     state.prior_seconds = float(saved.get("wall_seconds", 0.0))
+    best = checkpoint_dir / BEST_FILE
+    if best.exists():
+        kept = load_checkpoint(best, map_location="cpu")
+        if kept.get("config_hash") == state.config.config_hash():
+            state.best = SelectedWeights(int(kept["epoch"]), float(kept["val_top1"]),
+                                         kept["model"])
     log.info("resuming %s from epoch %d", checkpoint_dir, state.start_epoch)
 
 

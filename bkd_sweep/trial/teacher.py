@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -36,8 +36,10 @@ TEACHER_SEED = 0  # every trial of a study shares one teacher, whatever its own 
 @dataclass
 class TeacherInfo:
     teacher: Teacher | None  # None when the trial does not distil
-    top1: float | None  # the teacher's validation top-1 (%), when known
+    val_top1: float | None  # measured on the study's val split (%); None without a teacher
+    test_top1: float | None  # measured on its test split (%)
     energy_mj: float | None  # per sample, by the same code path as the student's
+    warnings: list[str] = field(default_factory=list)
 
 
 def default_cache_dir() -> Path:
@@ -102,38 +104,35 @@ def _build(config: TrialConfig, bundle: DataBundle) -> nn.Module:
 
 
 def trained_teacher_path(config: TrialConfig, bundle: DataBundle, device: torch.device,
-                         cache_dir: Path) -> tuple[Path, float | None, bool]:
-    """The cached weights for ``checkpoint: train`` and the teacher's top-1, training them
-    first if no trial has (the last value says whether this call trained them)."""
-    trained_now = False
+                         cache_dir: Path) -> tuple[Path, bool]:
+    """The cached weights for ``checkpoint: train``, training them first if no trial has
+    (the second value says whether this call trained them)."""
     key = teacher_cache_key(config)
     folder = cache_dir / "teachers"
     weights = folder / f"{config.teacher.arch}-{key}.pt"
     meta_path = weights.with_suffix(".json")
     with file_lock(folder / f"{key}.lock"):
-        if not (weights.exists() and meta_path.exists()):
-            log.info("training teacher %s once (cache key %s)", config.teacher.arch, key)
-            started = time.perf_counter()
-            rng = torch.get_rng_state()
-            seed_everything(TEACHER_SEED)
-            net = _build(config, bundle)
-            teacher = _train_network(net, config, bundle, device)
-            val_loader = make_loaders(bundle, config.data, seed=TEACHER_SEED).val
-            top1 = evaluate_teacher(teacher, val_loader, device)
-            torch.set_rng_state(rng)
-            save_torch_atomic({k: v.cpu() for k, v in net.state_dict().items()}, weights)
-            write_json_atomic({
-                "arch": config.teacher.arch, "top1": top1, "key": key,
-                "train_seconds": time.perf_counter() - started,
-                "recipe": config.teacher.train.model_dump(mode="json")}, meta_path)
-            trained_now = True
-        meta = json.loads(meta_path.read_text())
-    return weights, meta.get("top1"), trained_now
+        if weights.exists() and meta_path.exists():
+            return weights, False
+        log.info("training teacher %s once (cache key %s)", config.teacher.arch, key)
+        started = time.perf_counter()
+        rng = torch.get_rng_state()
+        seed_everything(TEACHER_SEED)
+        net = _build(config, bundle)
+        _train_network(net, config, bundle, device)
+        torch.set_rng_state(rng)
+        save_torch_atomic({k: v.cpu() for k, v in net.state_dict().items()}, weights)
+        write_json_atomic({
+            "arch": config.teacher.arch, "key": key,
+            "train_seconds": time.perf_counter() - started,
+            "recipe": config.teacher.train.model_dump(mode="json")}, meta_path)
+    return weights, True
 
 
 def prepare_teacher(config: TrialConfig, bundle: DataBundle, *, device: torch.device,
                     cache_dir: Path | None = None, load: bool = True) -> TeacherInfo:
-    """Build the frozen teacher for a distilling trial (``load``), and its accuracy and energy.
+    """Build the frozen teacher for a distilling trial (``load``), its val and test accuracy
+    (always measured, cached per weights file and data) and its energy.
 
     A trial without distillation gets no teacher; an ANN teacher's energy needs no weights
     (dense MACs), so it is still reported for the energy ratio.
@@ -141,32 +140,38 @@ def prepare_teacher(config: TrialConfig, bundle: DataBundle, *, device: torch.de
     cfg = config.teacher
     cache_dir = Path(cache_dir).resolve() if cache_dir else default_cache_dir()
     energy_inputs = first_samples(bundle.val, config.energy.samples)
-    is_snn = cfg.timesteps is not None
-    top1 = cfg.accuracy
     if not load:
         energy = None
-        if not is_snn:
-            net = _build(config, bundle)
-            teacher = wrap_teacher(net, cfg, image_size=bundle.image_size)
+        if cfg.timesteps is None:
+            teacher = wrap_teacher(_build(config, bundle), cfg, image_size=bundle.image_size)
             energy = _teacher_energy(teacher, energy_inputs, config, timesteps=1,
                                      event_input=bundle.is_event)
-        return TeacherInfo(None, top1, energy)
-    if cfg.checkpoint is None:
-        raise ValueError(f"teacher.checkpoint is required for distill.mode="
-                         f"{config.distill.mode!r}: a local weights file or 'train'")
+        return TeacherInfo(None, None, None, energy)
+    require_teacher_checkpoint(config)
     net = _build(config, bundle)
     if cfg.checkpoint == "train":
-        weights, trained_top1, _ = trained_teacher_path(config, bundle, device, cache_dir)
-        top1 = top1 if top1 is not None else trained_top1
+        weights, _ = trained_teacher_path(config, bundle, device, cache_dir)
     else:
         weights = Path(cfg.checkpoint)
     load_weights(net, weights)
     teacher = wrap_teacher(net, cfg, image_size=bundle.image_size).to(device)
-    if top1 is None:
-        top1 = _cached_checkpoint_top1(teacher, config, bundle, device, cache_dir, weights)
+    val_top1, test_top1 = _measured_accuracy(teacher, config, bundle, device, cache_dir, weights)
     energy = _teacher_energy(teacher, energy_inputs.to(device), config,
                              timesteps=cfg.timesteps or 1, event_input=bundle.is_event)
-    return TeacherInfo(teacher, top1, energy)
+    info = TeacherInfo(teacher, val_top1, test_top1, energy)
+    if cfg.accuracy is not None and abs(cfg.accuracy - test_top1) > 1.0:
+        info.warnings.append(f"teacher.accuracy says {cfg.accuracy:.2f} but the teacher "
+                             f"measures {test_top1:.2f} on test ({val_top1:.2f} on val) here; "
+                             "the measured values are recorded")
+        log.warning(info.warnings[-1])
+    return info
+
+
+def require_teacher_checkpoint(config: TrialConfig) -> None:
+    """A distilling trial needs teacher weights: a local file or ``train``."""
+    if config.distill.mode != "none" and config.teacher.checkpoint is None:
+        raise ValueError(f"teacher.checkpoint is required for distill.mode="
+                         f"{config.distill.mode!r}: a local weights file or 'train'")
 
 
 def _teacher_energy(teacher: Teacher, inputs: torch.Tensor, config: TrialConfig,
@@ -174,9 +179,10 @@ def _teacher_energy(teacher: Teacher, inputs: torch.Tensor, config: TrialConfig,
     return measure_with(config, teacher, inputs, event_input, timesteps=timesteps).energy_mj
 
 
-def _cached_checkpoint_top1(teacher: Teacher, config: TrialConfig, bundle: DataBundle,
-                            device: torch.device, cache_dir: Path, weights: Path) -> float:
-    """Evaluate a checkpoint teacher once per (file, data) and remember it."""
+def _measured_accuracy(teacher: Teacher, config: TrialConfig, bundle: DataBundle,
+                       device: torch.device, cache_dir: Path,
+                       weights: Path) -> tuple[float, float]:
+    """(val, test) top-1 of a teacher, evaluated once per (weights file, data) and cached."""
     stat = weights.stat()
     blob = json.dumps({"file": str(weights.resolve()), "size": stat.st_size,
                        "mtime": stat.st_mtime_ns, "teacher": cfg_dump(config)}, sort_keys=True)
@@ -184,11 +190,15 @@ def _cached_checkpoint_top1(teacher: Teacher, config: TrialConfig, bundle: DataB
     path = cache_dir / "teacher_eval" / f"{key}.json"
     with file_lock(cache_dir / "teacher_eval" / f"{key}.lock"):
         if path.exists():
-            return float(json.loads(path.read_text())["top1"])
-        val_loader = make_loaders(bundle, config.data, seed=TEACHER_SEED).val
-        top1 = evaluate_teacher(teacher, val_loader, device)
-        write_json_atomic({"top1": top1, "file": str(weights)}, path)
-        return top1
+            cached = json.loads(path.read_text())
+            if "test_top1" in cached:
+                return float(cached["val_top1"]), float(cached["test_top1"])
+        loaders = make_loaders(bundle, config.data, seed=TEACHER_SEED)
+        val_top1 = evaluate_teacher(teacher, loaders.val, device)
+        test_top1 = evaluate_teacher(teacher, loaders.test, device)
+        write_json_atomic({"val_top1": val_top1, "test_top1": test_top1,
+                           "file": str(weights)}, path)
+        return val_top1, test_top1
 
 
 def cfg_dump(config: TrialConfig) -> dict:

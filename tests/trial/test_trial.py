@@ -59,7 +59,7 @@ def test_each_mode_completes_with_every_result_field(mode, cache_dir):
     assert result.teacher_energy_mj > energy.energy_mj  # the ANN teacher costs more
     assert result.config["distill"]["mode"] == mode and len(result.config_hash) == 16
     if mode != "none":
-        assert result.teacher_top1 > 80
+        assert result.teacher_test_top1 > 80 and result.teacher_val_top1 > 80
 
 
 def test_same_seed_same_result_on_cpu(cache_dir):
@@ -95,6 +95,7 @@ def test_killed_trial_resumes_where_it_was_with_the_same_result(tmp_path, cache_
     assert [h.epoch for h in resumed.history] == [1, 2, 3]
     assert [h.loss for h in resumed.history] == pytest.approx([h.loss for h in straight.history])
     assert resumed.final_top1 == pytest.approx(straight.final_top1)
+    assert (resumed.selected_epoch, resumed.test_top1) == (straight.selected_epoch, straight.test_top1)
     # a checkpoint of another configuration is never silently reused
     with pytest.raises(RuntimeError, match="another configuration"):
         run_trial(make_config(distill__mode="none", train__epochs=3), checkpoint_dir=ckpt,
@@ -122,8 +123,8 @@ def _train_teacher_in_process(args):
     torch.set_num_threads(1)
     config = make_config(distill__mode="mixed")
     bundle = build_data(config.data, seed=0, timesteps=2)
-    _, top1, trained = trained_teacher_path(config, bundle, torch.device("cpu"), Path(cache_dir))
-    return trained, top1
+    weights, trained = trained_teacher_path(config, bundle, torch.device("cpu"), Path(cache_dir))
+    return trained, str(weights)
 
 
 def test_a_study_of_n_trials_trains_its_teacher_once(tmp_path):
@@ -131,7 +132,7 @@ def test_a_study_of_n_trials_trains_its_teacher_once(tmp_path):
     with ctx.Pool(3) as pool:
         outcomes = pool.map(_train_teacher_in_process, [(str(tmp_path), None)] * 3)
     assert sum(trained for trained, _ in outcomes) == 1
-    assert len({top1 for _, top1 in outcomes}) == 1
+    assert len({weights for _, weights in outcomes}) == 1
     assert len(list((tmp_path / "teachers").glob("*.pt"))) == 1
 
 
@@ -161,11 +162,41 @@ def test_cli_train_writes_the_result_json(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     payload = json.loads(out.read_text())
-    for key in ("status", "top1", "top5", "energy_mj", "sops", "macs", "firing_rates",
+    for key in ("status", "val_top1", "test_top1", "selected_epoch", "teacher_val_top1",
+                "teacher_test_top1", "test_top5", "energy_mj", "sops", "macs", "firing_rates",
                 "losses_per_epoch", "wall_seconds"):
         assert payload[key] is not None, key
-    assert payload["status"] == "completed"
+    assert payload["status"] == "completed" and payload["selected_epoch"] == 1
+    assert payload["val_top1"] == payload["result"]["history"][0]["top1"]
     assert set(payload["losses_per_epoch"][0]) == {"epoch", "loss", "task", "logit"}
     bad = subprocess.run([sys.executable, "-m", "bkd_sweep.cli", "train", str(study), "--set",
                           "distill.blur_ratio=3"], cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "blur_ratio" in bad.stderr
+
+
+def test_val_selects_and_test_is_measured_once_on_the_selected_weights(cache_dir):
+    """With val = test (val_fraction 0) the one test pass must reproduce the selected
+    epoch's val top-1 exactly: same weights, same images."""
+    for select in ("best", "last"):
+        result = run_trial(make_config(distill__mode="mixed", train__epochs=3,
+                                       data__val_fraction=0, train__select=select,
+                                       train__optimizer__lr=2e-2), cache_dir=cache_dir)
+        top1 = [h.top1 for h in result.history]
+        expected = top1.index(max(top1)) + 1 if select == "best" else 3
+        assert result.selected_epoch == expected
+        assert result.val_top1 == top1[expected - 1]
+        assert result.test_top1 == result.val_top1
+        assert result.selection_on_test is True
+
+
+def test_result_names_its_splits_and_the_teachers_accuracy(cache_dir):
+    result = run_trial(make_config(distill__mode="mixed"), cache_dir=cache_dir)
+    assert result.selection_on_test is False and "test: 20% of each class" in result.split_rule
+    assert 0 < result.test_top1 <= 100 and result.val_top1 == max(h.top1 for h in result.history)
+    assert 50 < result.teacher_val_top1 <= 100 and 50 < result.teacher_test_top1 <= 100
+    assert result.config_id == make_config(distill__mode="mixed", seed=5).config_id()
+    assert result.config_id != make_config(distill__mode="none").config_id()
+    given = run_trial(make_config(distill__mode="logit", teacher__accuracy=12.5,
+                                  train__epochs=1), cache_dir=cache_dir)
+    assert any(w.startswith("teacher.accuracy says 12.50 but the teacher measures")
+               for w in given.warnings)
