@@ -26,6 +26,7 @@ from typing import Any
 
 from bkd_sweep import space
 from bkd_sweep.config import CategoricalParam, LoadedStudy, StudyError, TrialConfig
+from bkd_sweep.records import trial_id_of
 
 GPU_TFLOPS = 20.0  # effective training throughput of one GPU (mixed precision, real kernels)
 CPU_GFLOPS = 50.0  # effective throughput of one trial's CPU cores
@@ -311,7 +312,7 @@ def plan(loaded: LoadedStudy, cluster: Cluster | None = None) -> Plan:
         if cost.teacher_key:
             teacher_costs[cost.teacher_key] = cost.teacher_train_gflop
         hours = (cost.gflop / throughput + TRIAL_OVERHEAD_S) / 3600
-        trials.append(PlannedTrial(f"t{index:04d}" if exact else None, params, seed,
+        trials.append(PlannedTrial(trial_id_of(index) if exact else None, params, seed,
                                    cost.gflop, hours))
     if not trials:
         raise StudyError("no valid trial configuration to plan", field="search")
