@@ -14,6 +14,8 @@ written. The commands combine them:
 
 ``NODE_CHECKS`` are the checks whose answer depends on the machine; a cluster runs them on
 every node (each returns its problems, so a node can report them instead of raising).
+Heavy imports (registries, the search space, the engine's journal) happen inside the checks
+that need them: the trial stage imports the teacher rule from here cheaply.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from bkd_sweep import space
 from bkd_sweep.config import CategoricalParam, LoadedStudy, Study, StudyError, TrialConfig
 from bkd_sweep.records import EPOCH_METRIC_MODES
 
@@ -134,6 +135,8 @@ def variable_problems(loaded: LoadedStudy) -> list[StudyError]:
 
 def search_problems(loaded: LoadedStudy) -> list[StudyError]:
     """A when-cycle, a sampled continuous space without n_trials, an unknown pruned metric."""
+    from bkd_sweep import space
+
     search = loaded.study.search
     problems = []
     try:
@@ -218,6 +221,8 @@ def _teacher_file_problems(loaded: LoadedStudy, config: TrialConfig) -> list[Stu
 def _configs_to_check(study: Study) -> list[TrialConfig]:
     """Configurations whose paths must exist: every grid trial when the grid is small, else
     the base config plus one per linked bundle and per listed path-like value."""
+    from bkd_sweep import space
+
     search = study.search
     configs = [study.base_config()]
     points = space.grid(search) if space.is_finite(search) else []
