@@ -285,20 +285,11 @@ def _midpoint(spec) -> float | int:
     return int(round(mid)) if spec.is_int else mid
 
 
-def plan(loaded: LoadedStudy, cluster: Cluster | None = None) -> Plan:
-    """The trials of a study, its resources and concurrency, and a device-hour estimate
-    (on this machine, or on ``cluster``)."""
-    study = loaded.study
-    search = study.search
-    n_trials = space.count_trials(search)
-    per_trial = study.resources.per_trial
-    device = "gpu" if per_trial.gpu > 0 else "cpu"
-    throughput = GPU_TFLOPS * 1000 if device == "gpu" else CPU_GFLOPS
-    devices_per_trial = per_trial.workers * (max(per_trial.gpu, 1e-9) if device == "gpu" else 1)
-    configs, exact = _representative_configs(loaded)
-    notes: list[str] = []
-    trials: list[PlannedTrial] = []
-    teacher_costs: dict[str, float] = {}
+def _planned_trials(study, configs: list[tuple[dict, int]], exact: bool, throughput: float,
+                    notes: list[str], teacher_costs: dict[str, float]) -> list[PlannedTrial]:
+    """Each (params, seed) costed; invalid combinations and guesses noted in ``notes``, the
+    one-off teacher trainings collected in ``teacher_costs`` (GFLOPs by teacher)."""
+    trials = []
     for index, (params, seed) in enumerate(configs):
         try:
             config = study.trial_config(params, seed)
@@ -314,6 +305,23 @@ def plan(loaded: LoadedStudy, cluster: Cluster | None = None) -> Plan:
         hours = (cost.gflop / throughput + TRIAL_OVERHEAD_S) / 3600
         trials.append(PlannedTrial(trial_id_of(index) if exact else None, params, seed,
                                    cost.gflop, hours))
+    return trials
+
+
+def plan(loaded: LoadedStudy, cluster: Cluster | None = None) -> Plan:
+    """The trials of a study, its resources and concurrency, and a device-hour estimate
+    (on this machine, or on ``cluster``)."""
+    study = loaded.study
+    search = study.search
+    n_trials = space.count_trials(search)
+    per_trial = study.resources.per_trial
+    device = "gpu" if per_trial.gpu > 0 else "cpu"
+    throughput = GPU_TFLOPS * 1000 if device == "gpu" else CPU_GFLOPS
+    devices_per_trial = per_trial.workers * (max(per_trial.gpu, 1e-9) if device == "gpu" else 1)
+    configs, exact = _representative_configs(loaded)
+    notes: list[str] = []
+    teacher_costs: dict[str, float] = {}
+    trials = _planned_trials(study, configs, exact, throughput, notes, teacher_costs)
     if not trials:
         raise StudyError("no valid trial configuration to plan", field="search")
     per_trial_hours = [t.device_hours for t in trials]
