@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from bkd_sweep.config import StudyError, apply_overrides, load_study, parse_override
+from bkd_sweep.settings import cache_dir_for, settings
 
 EXIT_BAD_INPUT = 2
 
@@ -28,7 +29,7 @@ def _load(path: str):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from bkd_sweep.references import check_references
+    from bkd_sweep.preflight import check_references
 
     for path in args.studies:
         loaded = _load(path)
@@ -43,7 +44,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from bkd_sweep.engine import plan
-    from bkd_sweep.references import check_references
+    from bkd_sweep.preflight import check_references
 
     from bkd_sweep.engine.plan import Cluster
 
@@ -59,7 +60,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bkd_sweep.engine import run_study
-    from bkd_sweep.references import check_references
+    from bkd_sweep.preflight import check_references
 
     loaded = _load(args.study)
     check_references(loaded)
@@ -70,11 +71,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from bkd_sweep.engine import submit_study
-    from bkd_sweep.references import check_references
+    from bkd_sweep.preflight import check_references
 
     loaded = _load(args.study)
     check_references(loaded)
-    address = args.address or os.environ.get("RAY_ADDRESS")
+    address = args.address or settings().ray_address
     if not address:
         raise UsageError("submit: give --address http://HOST:8265 or set RAY_ADDRESS")
     from bkd_sweep.engine.submit import JobFailedError
@@ -89,7 +90,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bkd_sweep.references import check_trial_runnable
+    from bkd_sweep.preflight import check_trial_runnable
 
     loaded = _load(args.study)
     overrides = dict(parse_override(item) for item in args.set or [])
@@ -112,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     checkpoint_dir = Path(args.checkpoint_dir).resolve() if args.checkpoint_dir else None
     result = run_trial(config, report, checkpoint_dir=checkpoint_dir,
-                       cache_dir=loaded.results_dir().parent / "cache")
+                       cache_dir=cache_dir_for(loaded.results_dir().parent))
     payload = result_summary(result)
     text = json.dumps(payload, indent=2)
     if out is not None:
@@ -127,19 +128,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def result_summary(result) -> dict:
     """The result JSON of `bkd-sweep train`: the headline numbers plus the full TrialResult."""
+    from bkd_sweep.records import result_metrics
+
+    metrics = result_metrics(result)
     energy = result.energy
     return {
-        "status": result.status, "reason": result.reason,
-        "val_top1": result.val_top1, "test_top1": result.test_top1,
-        "selected_epoch": result.selected_epoch, "selection_on_test": result.selection_on_test,
-        "final_top1": result.final_top1, "test_top5": result.test_top5,
-        "energy_mj": energy.energy_mj if energy else None,
-        "sops": energy.sops if energy else None, "macs": energy.macs if energy else None,
+        "status": result.status, "reason": result.reason, **metrics,
+        "selection_on_test": result.selection_on_test,
         "firing_rates": energy.firing_rates if energy else {},
-        "mean_firing_rate": energy.mean_firing_rate if energy else None,
-        "teacher_val_top1": result.teacher_val_top1,
-        "teacher_test_top1": result.teacher_test_top1,
-        "teacher_energy_mj": result.teacher_energy_mj,
         "losses_per_epoch": [{"epoch": h.epoch, "loss": h.loss, **h.loss_terms}
                              for h in result.history],
         "wall_seconds": result.wall_seconds, "epochs_run": result.epochs_run,
@@ -251,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_input_error(exc: BaseException) -> bool:
+    """Errors that mean bad input (print one line, exit 2) rather than a bug."""
+    from bkd_sweep.data import DataError
+    from bkd_sweep.registry import UnknownNameError
+
+    return isinstance(exc, (DataError, UnknownNameError, StudyError))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -264,8 +268,6 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # data errors and the like: one line, not a traceback
-        from bkd_sweep.references import is_input_error
-
         if is_input_error(exc) and not args.verbose:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT

@@ -1,4 +1,6 @@
-"""Typed values that flow between stages: per-epoch metrics, energy, a trial's result.
+"""Typed values that flow between stages: per-epoch metrics, energy, a trial's result and
+the record of a finished trial, with the one home of what is derived from them (the trial
+id, a result's metrics by name, a result built from an epoch history).
 
 No torch here: the tracking and report stages read these without a training stack.
 """
@@ -7,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +52,10 @@ class EnergyReport(Record):
     convention: Literal["paper", "exact"] = "exact"  # see bkd_sweep.energy (older results: exact)
     layers: list[LayerEnergy] = Field(default_factory=list)
     firing_rates: dict[str, float] = Field(default_factory=dict)  # neuron layer -> spike rate
+
+
+# Per-epoch values a pruner may compare, with the direction in which they improve.
+EPOCH_METRIC_MODES = {"top1": "max", "top5": "max", "val_loss": "min", "loss": "min"}
 
 
 class EpochMetrics(Record):
@@ -168,3 +175,55 @@ def code_version() -> str:
         return f"bkd-sweep=={version('bkd-sweep')}"
     except PackageNotFoundError:
         return "unknown"
+
+
+def trial_id_of(number: int) -> str:
+    """The trial id used everywhere (dirs, MLflow, Parquet): 't%04d' of the Optuna number."""
+    return f"t{number:04d}"
+
+
+def epoch_metric(metrics: EpochMetrics, name: str) -> float:
+    """A per-epoch metric by name: an EpochMetrics field or ``loss_terms.<term>``."""
+    if name.startswith("loss_terms."):
+        return float(metrics.loss_terms[name.split(".", 1)[1]])
+    return float(getattr(metrics, name))
+
+
+RESULT_METRICS = ("val_top1", "test_top1", "test_top5", "selected_epoch", "final_top1",
+                  "energy_mj", "sops", "macs", "firing_rate", "teacher_val_top1",
+                  "teacher_test_top1", "teacher_energy_mj")
+
+
+def result_metrics(result: TrialResult) -> dict[str, float | None]:
+    """A finished trial's headline numbers by name (None when unknown), the same names in
+    Parquet (``metric.<name>``), MLflow, the objectives, the report and ``bkd-sweep train``.
+    ``val_top1`` is the selected checkpoint's val top-1 (what selects), ``test_top1`` its
+    test top-1 (measured once, what is reported); energy is per sample, on those weights."""
+    energy = result.energy
+    return {
+        "val_top1": result.val_top1,
+        "test_top1": result.test_top1,
+        "test_top5": result.test_top5,
+        "selected_epoch": result.selected_epoch,
+        "final_top1": result.final_top1,
+        "energy_mj": energy.energy_mj if energy else None,
+        "sops": energy.sops if energy else None,
+        "macs": energy.macs if energy else None,
+        "firing_rate": energy.mean_firing_rate if energy else None,
+        "teacher_val_top1": result.teacher_val_top1,
+        "teacher_test_top1": result.teacher_test_top1,
+        "teacher_energy_mj": result.teacher_energy_mj,
+    }
+
+
+@dataclass
+class TrialRecord:
+    """One finished (completed | pruned | failed) trial: what the engine records and hands to
+    tracking (Parquet rows, the MLflow child run)."""
+
+    trial_id: str  # "t0007", stable across retries and resumes
+    trial_number: int  # Optuna trial number
+    params: dict[str, Any]  # the searched params, dotted paths -> values
+    seed: int
+    result: TrialResult
+    pruned_epoch: int | None = None  # the epoch a pruner stopped it at

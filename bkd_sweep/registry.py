@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -16,17 +16,20 @@ class UnknownNameError(KeyError):
 
 
 class Registry(Generic[T]):
-    """Maps one name to one builder. Duplicate names raise; unknown names list the valid ones."""
+    """Maps one name to one builder (plus facts about the entry, e.g. whether a dataset needs
+    a root). Duplicate names raise; unknown names list the valid ones."""
 
     def __init__(self, kind: str):
         self.kind = kind
         self._builders: dict[str, Callable[..., T]] = {}
+        self._info: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def register(self, name: str, **info: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorator(builder: Callable[..., T]) -> Callable[..., T]:
             if name in self._builders:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._builders[name] = builder
+            self._info[name] = info
             return builder
 
         return decorator
@@ -40,6 +43,11 @@ class Registry(Generic[T]):
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}{hint}; valid: {', '.join(sorted(self._builders))}"
             ) from None
+
+    def info(self, name: str) -> dict[str, Any]:
+        """The facts registered with ``name`` (UnknownNameError for an unknown name)."""
+        self.get(name)
+        return self._info[name]
 
     def create(self, name: str, **kwargs) -> T:
         return self.get(name)(**kwargs)

@@ -75,7 +75,7 @@ def load(name_or_dir: str | os.PathLike, results_root: Path | None = None) -> Re
 
 
 def summary_table(results: Results) -> str:
-    """A terminal table: per configuration, trial count, status counts, top-1 mean ± std and
+    """A terminal table: per configuration, trial count, status counts, test top-1 mean ± std and
     mean energy over completed trials; then totals. ``*`` marks fewer completed seeds than
     the study asked for."""
     df = results.trials
@@ -87,8 +87,9 @@ def summary_table(results: Results) -> str:
     cols = results.config_columns()
     wanted = len(results.seeds) if results.seeds else None
     groups = df.groupby(cols, dropna=False, sort=True) if cols else [((), df)]
+    top1 = "metric.test_top1"  # schema v1 files are upgraded to it on load
     header = [c.removeprefix(PARAM_PREFIX) for c in cols] + [
-        "n", *STATUSES, "top1 %", "energy mJ"]
+        "n", *STATUSES, "test top1 %", "energy mJ"]
     body: list[list[str]] = []
     short = False
     for key, group in groups:
@@ -100,8 +101,8 @@ def summary_table(results: Results) -> str:
             mark, short = "*", True
         body.append([*(_fmt_value(v) for v in key), str(len(group)), f"{n_done}{mark}",
                      *(str(int((group["status"] == s).sum())) for s in STATUSES[1:]),
-                     _mean_std(done["metric.top1"]), _fmt_num(done["metric.energy_mj"].mean())])
-    completed = df[df["status"] == "completed"]["metric.top1"].dropna()
+                     _mean_std(done[top1]), _fmt_num(done["metric.energy_mj"].mean())])
+    completed = df[df["status"] == "completed"][top1].dropna()
     best = f"best {completed.max():.2f}" if len(completed) else "-"
     total = ["total"] + [""] * (len(cols) - 1) if cols else ["total"]
     if not cols:

@@ -18,7 +18,9 @@ DEFAULT_RESULTS_ROOT = "results"  # relative to the study file's folder when not
 class Settings(BaseSettings):
     """``BKD_*`` variables (plus the two standard ones bkd-sweep honours)."""
 
-    model_config = SettingsConfigDict(env_prefix="BKD_", extra="ignore", frozen=True)
+    # an empty variable counts as unset (as `os.environ.get(name) or default` did)
+    model_config = SettingsConfigDict(env_prefix="BKD_", extra="ignore", frozen=True,
+                                      env_ignore_empty=True)
 
     results_dir: Path | None = Field(
         None, description="Results root; overrides the study's tracking.results_dir. "
@@ -41,6 +43,14 @@ class Settings(BaseSettings):
 def settings() -> Settings:
     """The environment as it is now."""
     return Settings()
+
+
+def env_var(field: str) -> str:
+    """The environment variable behind a Settings field ('cache_dir' -> 'BKD_CACHE_DIR')."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return (Settings.model_config["env_prefix"] + field).upper()
 
 
 def cache_dir_for(results_root: Path) -> Path:

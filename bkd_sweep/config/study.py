@@ -65,8 +65,18 @@ ParamSpec = Annotated[
 
 
 class Objective(Strict):
-    metric: str = "top1"
+    metric: str = "val_top1"
     mode: Literal["max", "min"] = "max"
+
+    @field_validator("metric")
+    @classmethod
+    def _selection_metric(cls, metric: str) -> str:
+        if metric == "top1":  # studies written before three splits: top-1 that selects = val
+            return "val_top1"
+        if metric.startswith("test_"):
+            raise ValueError(f"{metric}: the test split is measured once and never selects; "
+                             "use val_top1")
+        return metric
 
 
 class NoPrunerConfig(Strict):
@@ -136,8 +146,9 @@ PRUNER_CLASSES: dict[str, type[BaseModel]] = {
                 SuccessiveHalvingPrunerConfig, HyperbandPrunerConfig, ThresholdPrunerConfig)
 }
 
-KNOWN_METRICS = ("top1", "top5", "final_top1", "energy_mj", "sops", "macs", "firing_rate",
-                 "loss", "wall_seconds")
+# objective metrics: what may select (never test_top1: test is measured once, for reporting)
+KNOWN_METRICS = ("val_top1", "final_top1", "energy_mj", "sops", "macs", "firing_rate", "loss",
+                 "wall_seconds")
 
 
 def auto_pruner(search: "SearchConfig", epochs: int) -> "PrunerConfig":

@@ -31,12 +31,12 @@ and every number selected on it is optimistically biased; results must say so.
 ``bundle.split_rule`` says the rule in one line.
 """
 
-from bkd_sweep.data.base import (DataBundle, DataError, build_data, first_samples, list_datasets,
-                                 register_dataset)
+from bkd_sweep.data.base import (DataBundle, DataError, build_data, dataset_needs_root,
+                                 first_samples, list_datasets, register_dataset)
 from bkd_sweep.data.loaders import Loaders, make_loaders, make_mixup
 
 # importing the modules registers their datasets
 from bkd_sweep.data import arrays, cifar, events, imagenet, mnist  # noqa: E402,F401  isort: skip
 
-__all__ = ["DataBundle", "DataError", "Loaders", "build_data", "first_samples", "list_datasets",
-           "make_loaders", "make_mixup", "register_dataset"]
+__all__ = ["DataBundle", "DataError", "Loaders", "build_data", "dataset_needs_root",
+           "first_samples", "list_datasets", "make_loaders", "make_mixup", "register_dataset"]

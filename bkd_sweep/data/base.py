@@ -50,17 +50,25 @@ DatasetBuilder = Callable[..., DataBundle]
 DATASETS: Registry[DataBundle] = Registry("dataset")
 
 
-def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
+def register_dataset(name: str, *, needs_root: bool = True
+                     ) -> Callable[[DatasetBuilder], DatasetBuilder]:
     """Register ``builder(cfg: DataConfig, *, seed: int, frames: int) -> DataBundle``.
 
     ``frames`` is the frame count event datasets integrate into; image datasets ignore it.
     Limits (limit_train / limit_val / limit_test) are applied by ``build_data``.
+    ``needs_root``: the dataset reads a local copy at ``data.root`` (False: it ships with the
+    code or is generated, and ignores the root).
     """
-    return DATASETS.register(name)
+    return DATASETS.register(name, needs_root=needs_root)
 
 
 def list_datasets() -> list[str]:
     return DATASETS.names()
+
+
+def dataset_needs_root(name: str) -> bool:
+    """Whether a dataset reads ``data.root`` (an unknown name is assumed to)."""
+    return DATASETS.info(name)["needs_root"] if name in DATASETS else True
 
 
 def build_data(cfg: DataConfig, *, seed: int, timesteps: int = 4) -> DataBundle:

@@ -2,7 +2,7 @@
 
 All tracking calls happen here, in the driver process, so the stores see one writer:
 on_trial_result -> ``log_epoch``; on_trial_complete / on_trial_error -> ``finish_trial`` with
-the outcome the SweepBook recorded (the searcher or scheduler has already told Optuna).
+the TrialRecord the SweepBook recorded (the searcher or scheduler has already told Optuna).
 """
 
 from __future__ import annotations
@@ -14,26 +14,24 @@ from typing import Any, Protocol, TextIO
 
 from ray.tune import Callback
 
-from bkd_sweep.engine.book import Outcome, SweepBook, trial_id_of
+from bkd_sweep.engine.book import SweepBook
 from bkd_sweep.engine.scheduler import epoch_metrics
+from bkd_sweep.records import EpochMetrics, TrialRecord, trial_id_of
+
+
+class RecordedTrials(Protocol):
+    def trial_ids(self) -> set[str]: ...
 
 
 class Tracker(Protocol):
     """What the engine needs of tracking (bkd_sweep.tracking.StudyTracker)."""
 
+    store: RecordedTrials  # the trials tracking already holds (resume records the others)
+
     def start_sweep(self, *, resume: bool) -> str: ...
-    def log_epoch(self, trial_id: str, params: dict[str, Any], metrics) -> None: ...
-    def finish_trial(self, record) -> None: ...
+    def log_epoch(self, trial_id: str, params: dict[str, Any], metrics: EpochMetrics) -> None: ...
+    def finish_trial(self, record: TrialRecord) -> None: ...
     def finish_sweep(self) -> None: ...
-
-
-def to_record(outcome: Outcome):
-    """The tracking stage's TrialRecord for an outcome."""
-    from bkd_sweep.tracking import TrialRecord
-
-    spec = outcome.spec
-    return TrialRecord(trial_id=spec.trial_id, trial_number=spec.number, params=spec.params,
-                       seed=spec.seed, result=outcome.result, pruned_epoch=outcome.pruned_epoch)
 
 
 def error_reason(trial) -> str:
@@ -77,10 +75,12 @@ class Progress:
         print(text, file=self.stream or sys.stdout, flush=True)
 
 
-def outcome_detail(outcome: Outcome) -> str:
-    result = outcome.result
+def record_detail(record: TrialRecord) -> str:
+    result = record.result
     if result.status == "completed":
-        top1 = f"top1={result.best_top1:.2f}" if result.best_top1 is not None else ""
+        top1 = (f"val_top1={result.val_top1:.2f} test_top1={result.test_top1:.2f}"
+                if result.val_top1 is not None and result.test_top1 is not None else
+                f"val_top1={result.val_top1:.2f}" if result.val_top1 is not None else "")
         energy = f" energy={result.energy_mj:.4g}mJ" if result.energy_mj is not None else ""
         return top1 + energy
     return result.reason or ""
@@ -96,8 +96,8 @@ class SweepCallback(Callback):
         self.finished: list[str] = []  # trial ids recorded this session, in order
 
     def _spec(self, trial):
-        number = self.book.number_for(trial.trial_id)
-        return None if number is None else self.book.spec(number)
+        number = self.book.live.number_for(trial.trial_id)
+        return None if number is None else self.book.live.spec(number)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         spec = self._spec(trial)
@@ -124,22 +124,22 @@ class SweepCallback(Callback):
         self._record(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        number = self.book.number_for(trial.trial_id)
+        number = self.book.live.number_for(trial.trial_id)
         if number is not None:
             self.book.fail(number, error_reason(trial))
         self._record(trial)
 
     def _record(self, trial) -> None:
-        number = self.book.number_for(trial.trial_id)
+        number = self.book.live.number_for(trial.trial_id)
         if number is None:
             return
-        spec = self.book.spec(number)
+        spec = self.book.live.spec(number)
         self.progress.running.discard(spec.trial_id)
-        outcome = self.book.outcome(number)
-        if outcome is None:  # stopped by the driver's shutdown: left for --resume
+        record = self.book.record(number)
+        if record is None:  # stopped by the driver's shutdown: left for --resume
             self.progress.line(spec.trial_id, "interrupted", "left for --resume")
             return
         if self.tracker is not None:
-            self.tracker.finish_trial(to_record(outcome))
+            self.tracker.finish_trial(record)
         self.finished.append(spec.trial_id)
-        self.progress.line(spec.trial_id, outcome.result.status, outcome_detail(outcome))
+        self.progress.line(spec.trial_id, record.result.status, record_detail(record))

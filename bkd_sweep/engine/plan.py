@@ -26,6 +26,7 @@ from typing import Any
 
 from bkd_sweep import space
 from bkd_sweep.config import CategoricalParam, LoadedStudy, StudyError, TrialConfig
+from bkd_sweep.records import trial_id_of
 
 GPU_TFLOPS = 20.0  # effective training throughput of one GPU (mixed precision, real kernels)
 CPU_GFLOPS = 50.0  # effective throughput of one trial's CPU cores
@@ -284,20 +285,11 @@ def _midpoint(spec) -> float | int:
     return int(round(mid)) if spec.is_int else mid
 
 
-def plan(loaded: LoadedStudy, cluster: Cluster | None = None) -> Plan:
-    """The trials of a study, its resources and concurrency, and a device-hour estimate
-    (on this machine, or on ``cluster``)."""
-    study = loaded.study
-    search = study.search
-    n_trials = space.count_trials(search)
-    per_trial = study.resources.per_trial
-    device = "gpu" if per_trial.gpu > 0 else "cpu"
-    throughput = GPU_TFLOPS * 1000 if device == "gpu" else CPU_GFLOPS
-    devices_per_trial = per_trial.workers * (max(per_trial.gpu, 1e-9) if device == "gpu" else 1)
-    configs, exact = _representative_configs(loaded)
-    notes: list[str] = []
-    trials: list[PlannedTrial] = []
-    teacher_costs: dict[str, float] = {}
+def _planned_trials(study, configs: list[tuple[dict, int]], exact: bool, throughput: float,
+                    notes: list[str], teacher_costs: dict[str, float]) -> list[PlannedTrial]:
+    """Each (params, seed) costed; invalid combinations and guesses noted in ``notes``, the
+    one-off teacher trainings collected in ``teacher_costs`` (GFLOPs by teacher)."""
+    trials = []
     for index, (params, seed) in enumerate(configs):
         try:
             config = study.trial_config(params, seed)
@@ -311,8 +303,25 @@ def plan(loaded: LoadedStudy, cluster: Cluster | None = None) -> Plan:
         if cost.teacher_key:
             teacher_costs[cost.teacher_key] = cost.teacher_train_gflop
         hours = (cost.gflop / throughput + TRIAL_OVERHEAD_S) / 3600
-        trials.append(PlannedTrial(f"t{index:04d}" if exact else None, params, seed,
+        trials.append(PlannedTrial(trial_id_of(index) if exact else None, params, seed,
                                    cost.gflop, hours))
+    return trials
+
+
+def plan(loaded: LoadedStudy, cluster: Cluster | None = None) -> Plan:
+    """The trials of a study, its resources and concurrency, and a device-hour estimate
+    (on this machine, or on ``cluster``)."""
+    study = loaded.study
+    search = study.search
+    n_trials = space.count_trials(search)
+    per_trial = study.resources.per_trial
+    device = "gpu" if per_trial.gpu > 0 else "cpu"
+    throughput = GPU_TFLOPS * 1000 if device == "gpu" else CPU_GFLOPS
+    devices_per_trial = per_trial.workers * (max(per_trial.gpu, 1e-9) if device == "gpu" else 1)
+    configs, exact = _representative_configs(loaded)
+    notes: list[str] = []
+    teacher_costs: dict[str, float] = {}
+    trials = _planned_trials(study, configs, exact, throughput, notes, teacher_costs)
     if not trials:
         raise StudyError("no valid trial configuration to plan", field="search")
     per_trial_hours = [t.device_hours for t in trials]

@@ -8,7 +8,8 @@ experiment state is not used for resuming (each session gets a fresh Tuner under
 
 * A trial is one Optuna trial; its id ``t%04d`` is the Optuna number and never changes.
   Its files live in ``trials/<id>/``: ``ckpt/last.pt`` (written by run_trial each epoch),
-  ``epochs.jsonl`` (epochs the driver saw) and ``result.json`` (its outcome).
+  the epoch log ``epochs.jsonl`` (epochs the driver saw) and ``result.json`` (its outcome);
+  see trial_files.py.
 * Finishing a trial is three steps in the driver, always in this order:
   (1) write result.json, (2) tell Optuna (COMPLETE / PRUNED / FAIL), (3) hand the record to
   tracking, which upserts its Parquet rows and MLflow child run by trial id.
@@ -26,7 +27,7 @@ experiment state is not used for resuming (each session gets a fresh Tuner under
 Engines: embedded Ray (``ray.init(address="local")``, this machine's CPUs/GPUs, a capped
 object store), or the cluster at RAY_ADDRESS (e.g. inside a Ray job). On a multi-node
 cluster results/<study>/ must be on storage every node sees: Ray's storage_path and the
-trials' checkpoints live there.
+trials' checkpoints live there. Every check before a sweep lives in bkd_sweep.preflight.
 """
 
 from __future__ import annotations
@@ -41,23 +42,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bkd_sweep import space
-from bkd_sweep.engine.book import EPOCH_METRIC_MODES, JOURNAL_FILE, trial_id_of
+from bkd_sweep.config import LoadedStudy, Study, StudyError, load_study
 from bkd_sweep.engine.plan import trials_fitting
-from bkd_sweep.config import (
-    CategoricalParam,
-    LoadedStudy,
-    Study,
-    StudyError,
-    TrialConfig,
-    load_study,
-)
+from bkd_sweep.preflight import check_runnable
+from bkd_sweep.records import trial_id_of
+from bkd_sweep.settings import cache_dir_for, settings
 
 log = logging.getLogger(__name__)
 
-RESULTS_ENV = "BKD_RESULTS_DIR"  # results root override (set by `submit` for cluster jobs)
-BUNDLED_DATASETS = ("digits", "synthetic")  # need no data.root
 DEFAULT_OBJECT_STORE_MB = 384
-_CHECK_GRID_LIMIT = 5000
 
 
 @dataclass
@@ -99,124 +92,6 @@ class SweepSummary:
 
 
 # --------------------------------------------------------------------------------------
-# Checks before anything starts
-
-
-def results_dir_for(loaded: LoadedStudy) -> Path:
-    """results/<name>, or $BKD_RESULTS_DIR/<name> when set (absolute, for cluster jobs)."""
-    return loaded.results_dir()
-
-
-def _where_used(raw: Any, variable: str, prefix: str = "") -> str | None:
-    """The dotted path of the first value mentioning ${variable}."""
-    if isinstance(raw, dict):
-        for key, value in raw.items():
-            found = _where_used(value, variable, f"{prefix}{key}.")
-            if found:
-                return found
-    elif isinstance(raw, list):
-        for index, value in enumerate(raw):
-            found = _where_used(value, variable, f"{prefix}{index}.")
-            if found:
-                return found
-    elif isinstance(raw, str) and ("${" + variable) in raw:
-        return prefix.rstrip(".")
-    return None
-
-
-def _configs_to_check(study: Study) -> list[TrialConfig]:
-    """Configurations whose paths must exist: every grid trial when the grid is small, else
-    the base config plus one per linked bundle and per listed path-like value."""
-    search = study.search
-    configs = [study.base_config()]
-    points = space.grid(search) if space.is_finite(search) else []
-    if points and len(points) <= _CHECK_GRID_LIMIT:
-        for params in points:
-            try:
-                configs.append(study.trial_config(params, search.seeds[0]))
-            except StudyError:
-                continue
-        return configs
-    for group, bundles in search.linked.items():
-        for label in bundles:
-            configs.append(study.trial_config({f"linked.{group}": label}, search.seeds[0]))
-    for path in ("data.dataset", "data.root", "teacher.checkpoint", "distill.mode"):
-        spec = search.params.get(path)
-        if isinstance(spec, CategoricalParam):
-            for value in spec.values:
-                configs.append(study.trial_config({path: value}, search.seeds[0]))
-    return configs
-
-
-def _writable(path: Path) -> bool:
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            return False
-        probe = probe.parent
-    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
-
-
-def check_runnable(loaded: LoadedStudy, resume: bool = False) -> None:
-    """Refuse (StudyError, one line) before anything starts or is written when the sweep
-    cannot run here: an unset ${VAR}, a missing data root or teacher checkpoint, an
-    unwritable results dir, or an earlier sweep in results/<name>/ without ``resume``."""
-    study = loaded.study
-    if loaded.unresolved:
-        var = loaded.unresolved[0]
-        raise loaded.error(f"environment variable {var} is not set (used as ${{{var}}})",
-                           _where_used(loaded.raw, var))
-    search = study.search
-    space.param_order(search)  # a when-cycle is an error
-    space.count_trials(search)  # a sampled continuous space needs n_trials
-    metric = search.pruned_metric
-    if search.pruner.name != "none" and metric.split(".")[0] not in (*EPOCH_METRIC_MODES,
-                                                                    "loss_terms"):
-        raise loaded.error(f"unknown per-epoch metric {metric!r}; allowed: "
-                           f"{', '.join(EPOCH_METRIC_MODES)}, loss_terms.<term>",
-                           "search.pruned_metric")
-    seen: set[tuple] = set()
-    for config in _configs_to_check(study):
-        data = config.data
-        key = ("data", data.dataset, data.root)
-        if key not in seen:
-            seen.add(key)
-            if data.dataset not in BUNDLED_DATASETS:
-                if not data.root:
-                    raise loaded.error(f"dataset {data.dataset!r} needs data.root (a local "
-                                       "copy; nothing is downloaded)", "data.root")
-                if not Path(data.root).expanduser().exists():
-                    raise loaded.error(f"{data.dataset}: data root {data.root} does not exist",
-                                       "data.root")
-        ckpt = config.teacher.checkpoint
-        key = ("teacher", config.distill.mode != "none", ckpt)
-        if key in seen or config.distill.mode == "none":
-            continue
-        seen.add(key)
-        if ckpt is None:
-            raise loaded.error(f"required when distill.mode is {config.distill.mode!r}: a "
-                               "local weights file or 'train'", "teacher.checkpoint")
-        if ckpt != "train" and not Path(ckpt).expanduser().is_file():
-            raise loaded.error(f"teacher checkpoint not found: {ckpt}", "teacher.checkpoint")
-    results = results_dir_for(loaded)
-    if not _writable(results):
-        raise loaded.error(f"results directory {results} is not writable",
-                           "tracking.results_dir")
-    journal = results / JOURNAL_FILE
-    if not resume and (journal.exists() or (results / "trials.parquet").exists()):
-        raise loaded.error(f"{results} already holds a sweep of {study.name!r}; use --resume "
-                           "to finish it (or remove that directory to start over)")
-    if resume and journal.exists():
-        from bkd_sweep.engine.book import stored_fingerprint, study_fingerprint
-
-        stored = stored_fingerprint(study, results)
-        if stored is not None and stored != study_fingerprint(study):
-            raise loaded.error(f"{results} holds a sweep of a different version of this "
-                               "study (search or base config changed since it started); "
-                               "restore the study file or use a new results directory")
-
-
-# --------------------------------------------------------------------------------------
 # Ray
 
 
@@ -233,8 +108,7 @@ def _init_ray(study: Study) -> bool:
     if ray.is_initialized():
         return False
     quiet = dict(logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
-    address = os.environ.get("RAY_ADDRESS", "")
-    if address and not address.startswith(("http://", "https://")):
+    if not _is_embedded():
         ray.init(address="auto", **quiet)
         return True
     mb = study.resources.object_store_mb or DEFAULT_OBJECT_STORE_MB
@@ -245,7 +119,8 @@ def _init_ray(study: Study) -> bool:
 
 
 def _is_embedded() -> bool:
-    address = os.environ.get("RAY_ADDRESS", "")
+    """No cluster to join: RAY_ADDRESS unset, or a dashboard URL (that is for job submission)."""
+    address = settings().ray_address or ""
     return not address or address.startswith(("http://", "https://"))
 
 
@@ -268,56 +143,47 @@ def _session_name(ray_dir: Path) -> str:
     return f"session-{len(existing) + 1:03d}"
 
 
-def _recorded_ids(tracker, results_dir: Path) -> set[str]:
-    store = getattr(tracker, "store", None)
-    if store is None:
-        from bkd_sweep.tracking import ResultStore
-
-        store = ResultStore(results_dir)
-    return set(store.trial_ids())
-
-
-def _record_missing(book, tracker, results_dir: Path) -> list[str]:
+def _record_missing(book, tracker) -> list[str]:
     """Hand tracking every finished trial it does not hold yet (a driver killed between
     telling Optuna and recording)."""
-    from bkd_sweep.engine.callbacks import to_record
-
     if tracker is None:
         return []
-    recorded = _recorded_ids(tracker, results_dir)
+    recorded = tracker.store.trial_ids()
     added = []
     for number in book.finished_numbers():
         if trial_id_of(number) in recorded:
             continue
-        outcome = book.outcome(number)
-        if outcome is not None:
-            tracker.finish_trial(to_record(outcome))
-            added.append(trial_id_of(number))
+        record = book.record(number)
+        if record is not None:
+            tracker.finish_trial(record)
+            added.append(record.trial_id)
     return added
 
 
 def _best(book) -> list[dict[str, Any]]:
+    from bkd_sweep.engine.book import SEED_ATTR
+
     entries = []
     for trial in book.best():
         values = {o.metric: v for o, v in zip(book.search.objectives, trial.values)}
         entries.append({"trial_id": trial_id_of(trial.number), "values": values,
                         "params": space.from_optuna_params(trial.params, book.search),
-                        "seed": trial.user_attrs.get("seed")})
+                        "seed": trial.user_attrs.get(SEED_ATTR)})
     return entries
 
 
 def run_study(loaded: LoadedStudy, *, resume: bool = False,
-              trainable: Callable | None = None, progress: bool = True,
+              trial_fn: Callable | None = None, progress: bool = True,
               tracker: Any = None) -> SweepSummary:
     """Run (or, with ``resume``, finish) a study's sweep and return its summary.
 
-    ``trainable`` replaces ``bkd_sweep.trial.run_trial`` (same signature) and ``tracker``
+    ``trial_fn`` replaces ``bkd_sweep.trial.run_trial`` (same signature) and ``tracker``
     replaces the StudyTracker built from the study (both for tests and embedding).
     """
     check_runnable(loaded, resume)
     started = time.perf_counter()
     study = loaded.study
-    results_dir = results_dir_for(loaded)
+    results_dir = loaded.results_dir()
     _quiet_tune()
     import ray
 
@@ -339,14 +205,14 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False,
             tracker = StudyTracker(study, results_dir=results_dir, study_file=loaded.path)
         tracker.start_sweep(resume=resumed)
         book.settle_interrupted()
-        recovered = _record_missing(book, tracker, results_dir)
+        recovered = _record_missing(book, tracker)
         book.open()
         remaining = book.remaining()
         callback = SweepCallback(book, tracker, Progress(book, enabled=progress))
         if remaining:
-            _fit(study, book, callback, trainable, results_dir,
+            _fit(study, book, callback, trial_fn, results_dir,
                  concurrency(study, cluster, remaining), remaining)
-        recovered += _record_missing(book, tracker, results_dir)
+        recovered += _record_missing(book, tracker)
         counts = book.counts()
         summary = SweepSummary(study=study.name, results_dir=results_dir, total=book.total,
                                counts=counts, best=_best(book),
@@ -360,7 +226,7 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False,
             ray.shutdown()
 
 
-def _fit(study: Study, book, callback, trainable, results_dir: Path, max_concurrent: int,
+def _fit(study: Study, book, callback, trial_fn, results_dir: Path, max_concurrent: int,
          remaining: int) -> None:
     from ray import tune
 
@@ -370,8 +236,8 @@ def _fit(study: Study, book, callback, trainable, results_dir: Path, max_concurr
 
     per_trial = study.resources.per_trial
     ray_dir = results_dir / "ray"
-    cache = os.environ.get("BKD_CACHE_DIR") or str(results_dir.parent / "cache")
-    setup = WorkerSetup(results_dir=str(results_dir), cache_dir=str(Path(cache).resolve()),
+    setup = WorkerSetup(results_dir=str(results_dir),
+                        cache_dir=str(cache_dir_for(results_dir.parent)),
                         cpu=per_trial.cpu, gpu=per_trial.gpu, workers=per_trial.workers,
                         cwd=os.getcwd(), train_storage=str(ray_dir / "train"))
     if per_trial.workers > 1:
@@ -380,7 +246,7 @@ def _fit(study: Study, book, callback, trainable, results_dir: Path, max_concurr
         resources: dict[str, float] = {"cpu": 0, "memory": 64 * 1024 * 1024}
     else:
         resources = {"cpu": per_trial.cpu, "gpu": per_trial.gpu}
-    function = make_tune_function(setup, trainable)
+    function = make_tune_function(setup, trial_fn)
 
     def trial_name(trial) -> str:
         return str(trial.config.get("trial_id", trial.trial_id))

@@ -18,6 +18,7 @@ from typing import Any
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from bkd_sweep.engine.book import SweepBook
+from bkd_sweep.engine.objectives import pruning_value
 from bkd_sweep.engine.worker import EPOCH_KEY, KIND_KEY
 from bkd_sweep.records import EpochMetrics
 
@@ -41,27 +42,27 @@ class OptunaPruningScheduler(FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         metrics = epoch_metrics(result)
-        number = self.book.number_for(trial.trial_id)
+        number = self.book.live.number_for(trial.trial_id)
         if metrics is None or number is None or self.book.is_finished(number):
             return TrialScheduler.CONTINUE
         self.book.observe_epoch(number, metrics)
         if self.pruner.name == "none":
             return TrialScheduler.CONTINUE
-        value = self.book.pruning_value(metrics)
+        value = pruning_value(self.book.search, metrics)
         # The last epoch is never pruned: its cost is already spent, and completing keeps
         # the trial's result (and its energy measurement) instead of discarding it.
-        last_epoch = metrics.epoch >= self.book.spec(number).config.train.epochs
+        last_epoch = metrics.epoch >= self.book.live.spec(number).config.train.epochs
         if self.book.multi_objective:
             prune = not last_epoch and self._threshold_prunes(value, metrics.epoch)
         else:
-            optuna_trial = self.book.optuna_trial(number)
+            optuna_trial = self.book.live.get(number).trial
             optuna_trial.report(value, metrics.epoch)
             prune = not last_epoch and optuna_trial.should_prune()
         if not prune:
             return TrialScheduler.CONTINUE
         reason = f"pruned by {self.pruner.name} pruner at epoch {metrics.epoch}"
         self.book.prune(number, metrics.epoch, reason)
-        log.info("%s: %s", self.book.spec(number).trial_id, reason)
+        log.info("%s: %s", self.book.live.spec(number).trial_id, reason)
         return TrialScheduler.STOP
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:

@@ -43,7 +43,7 @@ class OptunaSearcher(Searcher):
         spec = self.book.next_trial()
         if spec is None:
             return Searcher.FINISHED
-        self.book.bind(trial_id, spec.number)
+        self.book.live.bind(trial_id, spec.number)
         return spec.ray_config()
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -51,7 +51,7 @@ class OptunaSearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
-        number = self.book.number_for(trial_id)
+        number = self.book.live.number_for(trial_id)
         if number is None or self.book.is_finished(number):
             return  # unknown here, or already told (e.g. pruned by the scheduler)
         if error:
@@ -62,7 +62,7 @@ class OptunaSearcher(Searcher):
             # stopped without a final report and not pruned (the driver is shutting down):
             # leave it RUNNING so --resume runs it again from its checkpoint
             log.info("trial %s stopped without a result; left for --resume",
-                     self.book.spec(number).trial_id)
+                     self.book.live.spec(number).trial_id)
             return
         self.book.complete(number, final)
 

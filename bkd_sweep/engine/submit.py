@@ -21,15 +21,15 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from bkd_sweep.engine.runner import RESULTS_ENV, results_dir_for
 from bkd_sweep.config import StudyError, load_study
+from bkd_sweep.settings import env_var
 
 # Never shipped with the job: outputs, environments, VCS data, weights and data sets.
 EXCLUDES = ["/results/", "/reports/", "/.venv/", "/venv/", "/.git/", "/data/", "/datasets/",
             "/weights/", "/checkpoints/", "/build/", "/dist/", "*.pt", "*.pth", "*.ckpt",
             "mlflow.db", "mlruns/", "mlartifacts/", "__pycache__/", ".pytest_cache/",
             ".hypothesis/", "*.egg-info/", ".ruff_cache/"]
-PASSED_ENV = ("BKD_CACHE_DIR", "MLFLOW_TRACKING_URI")
+PASSED_SETTINGS = ("cache_dir", "mlflow_tracking_uri")  # travel with the job when set here
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -79,16 +79,17 @@ def job_spec(study_path: Path, *, python: str | None = None, resume: bool = Fals
     except ValueError:
         raise StudyError(f"the study must lie inside the project directory {root} "
                          "(the job runs in a copy of it)", file=study_path) from None
-    results_root = results_dir_for(loaded).parent
+    results_root = loaded.results_dir().parent
     excludes = list(EXCLUDES)
     try:
         excludes.append("/" + results_root.relative_to(root).as_posix() + "/")
     except ValueError:
         pass  # results outside the project are not shipped anyway
     variables = set(_VAR.findall(study_file.read_text(encoding="utf-8")))
-    env = {name: os.environ[name] for name in sorted(variables | set(PASSED_ENV))
-           if os.environ.get(name)}
-    env[RESULTS_ENV] = str(results_root)
+    # the study's own ${VARS} and the passed settings travel as this shell has them
+    passed = {env_var(field) for field in PASSED_SETTINGS}
+    env = {name: os.environ[name] for name in sorted(variables | passed) if os.environ.get(name)}
+    env[env_var("results_dir")] = str(results_root)
     command = [python or sys.executable, "-m", "bkd_sweep.cli", "run", relative.as_posix()]
     if resume:
         command.append("--resume")

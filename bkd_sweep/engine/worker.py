@@ -1,5 +1,9 @@
 """The Ray Tune function trainable: runs one trial in a worker process.
 
+"Trainable" here means Ray Tune's word for the function Tune runs per trial; that function
+calls a *trial function* with run_trial's signature (``run_trial`` itself, or a stand-in that
+tests and embedders pass as ``trial_fn``).
+
 Per epoch the trial's ``report`` sends ``{bkd_kind: epoch, bkd_epoch: <EpochMetrics JSON>,
 top1, ...}`` with the epoch's checkpoint directory as a Ray checkpoint; at the end one last
 report ``{bkd_kind: final, bkd_result: <TrialResult JSON>}`` carries the result to the driver
@@ -19,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from bkd_sweep.records import CHECKPOINT_FILE, EpochMetrics, TrialResult
 from bkd_sweep.config import TrialConfig
+from bkd_sweep.engine.trial_files import CHECKPOINT_DIR, TRIALS_DIR
+from bkd_sweep.records import CHECKPOINT_FILE, EpochMetrics, TrialResult
 
 KIND_KEY, EPOCH_KEY, RESULT_KEY = "bkd_kind", "bkd_epoch", "bkd_result"
-
-Trainable = Callable[..., TrialResult]
+TrialFn = Callable[..., TrialResult]  # run_trial's signature
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ def final_payload(result: TrialResult) -> dict[str, Any]:
             "status": result.status, "epochs_run": result.epochs_run}
 
 
-def _default_trainable() -> Trainable:
+def _default_trial_fn() -> TrialFn:
     from bkd_sweep.trial import run_trial
 
     return run_trial
@@ -83,8 +87,8 @@ def _set_threads(cpu: float) -> None:
     torch.set_num_threads(threads)
 
 
-def make_tune_function(setup: WorkerSetup, trainable: Trainable | None) -> Callable[[dict], None]:
-    """The function trainable Tune runs for each trial (``trainable`` None = run_trial)."""
+def make_tune_function(setup: WorkerSetup, trial_fn: TrialFn | None) -> Callable[[dict], None]:
+    """The function trainable Tune runs for each trial (``trial_fn`` None = run_trial)."""
 
     def bkd_trial(config: dict) -> None:
         from ray import tune
@@ -92,16 +96,15 @@ def make_tune_function(setup: WorkerSetup, trainable: Trainable | None) -> Calla
         if os.path.isdir(setup.cwd):
             os.chdir(setup.cwd)
         trial_config = TrialConfig.model_validate(config["trial_config"])
-        trial_dir = Path(setup.results_dir) / "trials" / config["trial_id"]
-        checkpoint_dir = trial_dir / "ckpt"
+        checkpoint_dir = Path(setup.results_dir) / TRIALS_DIR / config["trial_id"] / CHECKPOINT_DIR
         cache_dir = Path(setup.cache_dir)
         if setup.workers > 1:
-            _run_distributed(setup, trainable, trial_config, config["trial_id"], checkpoint_dir,
+            _run_distributed(setup, trial_fn, trial_config, config["trial_id"], checkpoint_dir,
                              cache_dir)
             return
         _set_threads(setup.cpu)
         _restore(tune.get_checkpoint(), checkpoint_dir)
-        fn = trainable or _default_trainable()
+        fn = trial_fn or _default_trial_fn()
 
         def report(metrics: EpochMetrics, ckpt_dir: Path | None) -> None:
             checkpoint = None
@@ -115,7 +118,7 @@ def make_tune_function(setup: WorkerSetup, trainable: Trainable | None) -> Calla
     return bkd_trial
 
 
-def _run_distributed(setup: WorkerSetup, trainable: Trainable | None, trial_config: TrialConfig,
+def _run_distributed(setup: WorkerSetup, trial_fn: TrialFn | None, trial_config: TrialConfig,
                      trial_id: str, checkpoint_dir: Path, cache_dir: Path) -> None:
     """Fit a TorchTrainer of ``setup.workers`` ranks inside this Tune trial."""
     import ray.train
@@ -135,7 +138,7 @@ def _run_distributed(setup: WorkerSetup, trainable: Trainable | None, trial_conf
             _restore(ray.train.get_checkpoint(), checkpoint_dir)
         if dist.is_initialized():
             dist.barrier()
-        fn = trainable or _default_trainable()
+        fn = trial_fn or _default_trial_fn()
 
         def report(metrics: EpochMetrics, ckpt_dir: Path | None) -> None:
             checkpoint = None

@@ -122,7 +122,8 @@ def _pareto(data, spec: ParetoSpec, writer: _ReportWriter):
         done = data.completed
         teacher_x = (mean_of(done, "metric.teacher_energy_mj") if spec.x == "energy_mj"
                      else None)
-        teacher_y = mean_of(done, "metric.teacher_top1") if spec.y == "top1" else None
+        teacher_y = (mean_of(done, data.metric_col("teacher_top1"))
+                     if spec.y == "top1" and "metric.teacher_test_top1" in done else None)
         fig = pareto_figure(front, spec, data, teacher_x, teacher_y)
         writer.figure(fig, "pareto", PARETO_FORMATS,
                       f"{spec.y} vs {spec.x}: configuration means, Pareto front as a step "

@@ -19,7 +19,11 @@ STATUSES = ("completed", "pruned", "failed")
 TRIAL_COLUMNS = ("trial_id", "status", "seed")
 EPOCH_COLUMNS = ("trial_id", "epoch", "metric.top1")
 # metrics shown as percentages: fixed two decimals; everything else gets significant digits
-PERCENT_METRICS = frozenset({"top1", "top5", "final_top1", "final_top5", "teacher_top1"})
+PERCENT_METRICS = frozenset({"top1", "top5", "final_top1", "final_top5", "val_top1", "test_top1",
+                             "test_top5", "teacher_top1", "teacher_val_top1",
+                             "teacher_test_top1"})
+# what a study or an older results file calls top1 is the reported (test) number today
+REPORTED_AS = {"top1": "test_top1", "top5": "test_top5", "teacher_top1": "teacher_test_top1"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,39 @@ class ResultsData:
     def completed(self) -> pd.DataFrame:
         return self.trials[self.trials["status"] == "completed"]
 
+    def selection_note(self) -> str:
+        """How the reported top-1 was selected, said once under every accuracy table."""
+        done = self.completed
+        rules = sorted({r for r in done.get("split_rule", pd.Series(dtype=str)).dropna()})
+        on_test = done.get("selection_on_test", pd.Series(dtype=bool)).fillna(False)
+        if len(done) and bool(on_test.all()):
+            return ("Selected on the test split (the papers' practice: data.val_fraction 0, or "
+                    "results older than three splits): top-1 is optimistically biased. "
+                    + " ".join(rules))
+        select = self.study.train.select
+        return (f"top-1 is test accuracy, measured once on the checkpoint selected on val "
+                f"(train.select: {select}); energy is measured on the same weights. "
+                + " ".join(rules)).strip()
+
+    def teacher_note(self) -> str | None:
+        """The teacher's measured val/test top-1, and a flag when it is no better than the
+        undistilled students it is meant to teach."""
+        done = self.completed
+        test = _mean(done, "metric.teacher_test_top1")
+        if test is None:
+            return None
+        val = _mean(done, "metric.teacher_val_top1")
+        text = f"Teacher {self.study.teacher.arch}: test top-1 {test:.2f}" + (
+            f", val {val:.2f}" if val is not None else "") + "."
+        mode = param_col("distill.mode")
+        if mode in done:
+            students = _mean(done[done[mode] == "none"], "metric.test_top1")
+            if students is not None and test <= students:
+                text += (f" Warning: the teacher is no better than the undistilled (none) "
+                         f"students ({students:.2f}); train a stronger teacher "
+                         "(teacher.train) before reading distillation gains.")
+        return text
+
     def status_counts(self) -> dict[str, int]:
         counts = self.trials["status"].value_counts()
         return {s: int(counts.get(s, 0)) for s in STATUSES}
@@ -53,7 +90,9 @@ class ResultsData:
         return first + sorted(rest, key=sort_key)
 
     def metric_col(self, name: str) -> str:
-        """Resolve a metric name (``top1``) to its trials column (``metric.top1``)."""
+        """Resolve a metric name to its trials column: ``top1`` is the reported top-1, i.e.
+        ``metric.test_top1`` (schema v1 files are upgraded to the same column on load)."""
+        name = REPORTED_AS.get(name, name)
         for col in (f"metric.{name}", name):
             if col in self.trials.columns:
                 return col
@@ -154,3 +193,9 @@ def norm_value(value: Any) -> Any:
     """A hashable, comparable cell value: missing -> None, numpy scalars -> Python scalars."""
     value = _python(value)
     return None if is_missing(value) else value
+
+
+def _mean(df: pd.DataFrame, col: str) -> float | None:
+    if col not in df or df[col].dropna().empty:
+        return None
+    return float(df[col].dropna().astype(float).mean())

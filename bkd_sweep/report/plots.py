@@ -178,7 +178,7 @@ def device_hours_series(data: ResultsData, mode_path: str = "distill.mode"
     best: dict[Any, float] = {}
     modes = [norm_value(v) for v in t[param_col(mode_path)].tolist()]
     for h, status, mode, top1 in zip(hours, t["status"].tolist(), modes,
-                                     t["metric.top1"].tolist()):
+                                     t[data.metric_col("top1")].tolist()):
         top1 = norm_value(top1)
         if status != "completed" or top1 is None:
             continue

@@ -123,8 +123,12 @@ def rank_columns(rows: list[list[Cell]], columns: Sequence[int],
 
 
 def standard_notes(rows: list[list[Cell]], seeds_expected: int | None, pruned: int,
-                   failed: int, extra: Sequence[str] = ()) -> tuple[str, ...]:
+                   failed: int, extra: Sequence[str] = (),
+                   data: ResultsData | None = None) -> tuple[str, ...]:
     notes = ["Mean ± sample std over seeds of completed trials; n = completed seeds."]
+    if data is not None:  # an accuracy table: say how it was selected, and the teacher
+        notes.append(data.selection_note())
+        notes.extend(filter(None, [data.teacher_note()]))
     notes.extend(extra)
     if any(c.marker for r in rows for c in r):
         notes.append(f"{DAGGER} fewer than {seeds_expected} completed seeds.")
@@ -180,8 +184,13 @@ def ablation_table(data: ResultsData, spec: TableSpec, seeds_expected: int | Non
         lambda x: fmt(x, decimals, signed=True), others)
     return Table(name=spec.name, caption=caption, header=header,
                  rows=tuple(tuple(r) for r in rows), align="l" + "r" * (len(header) - 1),
-                 notes=standard_notes(rows, seeds_expected, pruned, failed, extra),
+                 notes=standard_notes(rows, seeds_expected, pruned, failed, extra,
+                                      data if _is_accuracy(spec.metric) else None),
                  comparisons=tuple(shown))
+
+
+def _is_accuracy(metric: str) -> bool:
+    return "top1" in metric or "top5" in metric
 
 
 def _mode_axis(spec: TableSpec, cell_paths: list[str]) -> int | None:
@@ -201,6 +210,14 @@ def _mark(cell: Cell, comparison: Comparison | None, shown: list[Comparison]) ->
         return cell
     shown.append(comparison)
     return replace(cell, significant=comparison.significant)
+
+
+def _has(data: ResultsData, metric: str) -> bool:
+    try:
+        data.metric_col(metric)
+    except ValueError:
+        return False
+    return True
 
 
 def _lookup(cells: dict[tuple, V], key: tuple) -> V | None:
@@ -241,7 +258,8 @@ def main_results_table(data: ResultsData, seeds_expected: int | None) -> Table:
     for group in groups:
         dataset, student, teacher, timesteps = group
         members = data.trials[[k == group for k in group_keys]]
-        acc = mean_of(members, "metric.teacher_top1")  # measured; else the declared accuracy
+        acc = mean_of(members, data.metric_col("teacher_top1")) if _has(data, "teacher_top1") \
+            else None  # measured on test; else the declared accuracy
         acc = acc if acc is not None else mean_of(members, "param.teacher.accuracy")
         teacher_text = f"{teacher} ({fmt(acc, 2)})" if acc is not None else str(teacher)
         b = _lookup(best, (*group, BASELINE_MODE))
@@ -264,7 +282,7 @@ def main_results_table(data: ResultsData, seeds_expected: int | None) -> Table:
     return Table(name="main_results", caption="Main results: top-1 accuracy (%)",
                  header=("dataset", "student", "teacher", "T", "baseline", "BKDSNN", "gain"),
                  rows=tuple(tuple(r) for r in rows), align="llllrrr",
-                 notes=standard_notes(rows, seeds_expected, pruned, failed, extra),
+                 notes=standard_notes(rows, seeds_expected, pruned, failed, extra, data),
                  comparisons=tuple(shown))
 
 
@@ -289,7 +307,7 @@ def energy_table(data: ResultsData, seeds_expected: int | None) -> Table:
     done = data.completed
     configs = _config_rows(data, paths)
     stats = {name: group_stats(done, paths, col) for name, col in (
-        ("top1", "metric.top1"), ("sops", "metric.sops"), ("rate", "metric.firing_rate"),
+        ("top1", data.metric_col("top1")), ("sops", "metric.sops"), ("rate", "metric.firing_rate"),
         ("energy", "metric.energy_mj"), ("teacher", "metric.teacher_energy_mj"))
         if col in done.columns}
     values: list[dict[str, Any]] = []
@@ -320,13 +338,18 @@ def energy_table(data: ResultsData, seeds_expected: int | None) -> Table:
     rank_columns(rows, [k], "max")
     rank_columns(rows, [k + 3], "min")
     pruned, failed = excluded_counts(data.trials)
+    convention = data.study.energy.convention
     extra = ["Energy per sample: E = E_MAC × MACs + E_AC × SOPs; ratio = student energy / "
-             "ANN teacher energy (same code path)."]
+             "ANN teacher energy (same code path).",
+             f"Energy convention: {convention} (" + (
+                 "integer spike sums and event frames count as accumulates, a static image's "
+                 "first layer once, as published SNN energy tables count)" if convention ==
+                 "paper" else "only binary inputs count as spikes; every layer x T") + ")."]
     header = (*(paths or ["configuration"]), "top1 (%)", "SOPs (M)", "firing rate",
               "energy (mJ)", "teacher (mJ)", "ratio to teacher")
     return Table(name="energy", caption="Energy per configuration (per sample)", header=header,
                  rows=tuple(tuple(r) for r in rows), align="l" * k + "rrrrrr",
-                 notes=standard_notes(rows, seeds_expected, pruned, failed, extra))
+                 notes=standard_notes(rows, seeds_expected, pruned, failed, extra, data))
 
 
 def _mean_cell(value: float | None, decimals: int | None = None) -> Cell:

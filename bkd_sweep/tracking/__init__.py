@@ -11,7 +11,7 @@ from bkd_sweep.tracking.schema import (
     SCHEMA_VERSION_KEY,
     trials_schema,
 )
-from bkd_sweep.tracking.store import ResultStore, SchemaVersionError, TrialRecord
+from bkd_sweep.tracking.store import ResultStore, SchemaVersionError
 
 __all__ = [
     "EPOCHS_SCHEMA",
@@ -20,7 +20,6 @@ __all__ = [
     "ResultStore",
     "SchemaVersionError",
     "StudyTracker",
-    "TrialRecord",
     "resolve_tracking_uri",
     "trials_schema",
 ]

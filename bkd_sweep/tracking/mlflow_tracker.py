@@ -10,23 +10,20 @@ warning and the trial's rows are still written (missing epochs are back-filled a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import os
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bkd_sweep.records import EpochMetrics
 from bkd_sweep.config import Study, flatten
-from bkd_sweep.tracking.store import (
-    STUDY_FILE,
-    ResultStore,
-    TrialRecord,
-    write_json_atomic,
-)
+from bkd_sweep.fileio import write_json_atomic
+from bkd_sweep.records import EpochMetrics, TrialRecord, result_metrics
+from bkd_sweep.settings import settings
+from bkd_sweep.tracking.store import STUDY_FILE, ResultStore
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -43,7 +40,7 @@ MAX_TAG_CHARS = 5000  # below MLflow's tag limit; a failure reason may be a long
 
 def resolve_tracking_uri(study: Study, results_dir: Path, explicit: str | None = None) -> str:
     """explicit > study.tracking.mlflow_uri > $MLFLOW_TRACKING_URI > sqlite beside results."""
-    for candidate in (explicit, study.tracking.mlflow_uri, os.environ.get("MLFLOW_TRACKING_URI")):
+    for candidate in (explicit, study.tracking.mlflow_uri, settings().mlflow_tracking_uri):
         if candidate:
             return candidate
     return f"sqlite:///{Path(results_dir).resolve().parent}/mlflow.db"
@@ -184,9 +181,8 @@ class StudyTracker:
         missing = {e: m for e, m in live.items() if e not in history}
         if missing:  # epochs reported live but absent from the result (e.g. a failed trial)
             merged = sorted({**missing, **history}.values(), key=lambda m: m.epoch)
-            record = TrialRecord(record.trial_id, record.trial_number, record.params,
-                                 record.seed, record.result.model_copy(update={"history": merged}),
-                                 record.pruned_epoch)
+            record = dataclasses.replace(
+                record, result=record.result.model_copy(update={"history": merged}))
         try:
             run_id = self._finish_child(record)
         except Exception as exc:  # noqa: BLE001
@@ -365,18 +361,10 @@ def _epoch_metrics(m: EpochMetrics) -> list:
 
 def _final_metrics(record: TrialRecord) -> dict[str, float]:
     r = record.result
-    energy = r.energy
-    values = {
-        "best_top1": r.best_top1, "final_top1": r.final_top1,
-        "best_top5": r.best_top5, "final_top5": r.final_top5,
-        "energy_mj": energy.energy_mj if energy else None,
-        "sops": energy.sops if energy else None,
-        "macs": energy.macs if energy else None,
-        "firing_rate": energy.mean_firing_rate if energy else None,
-        "teacher_top1": r.teacher_top1, "teacher_energy_mj": r.teacher_energy_mj,
-        "epochs_run": r.epochs_run, "wall_seconds": r.wall_seconds,
-        "device_seconds": r.device_seconds,
-    }
+    # the same names as Parquet's metric.<name>; the per-epoch series are top1, top5 (val)
+    values = dict(result_metrics(r))
+    values.update(epochs_run=r.epochs_run, wall_seconds=r.wall_seconds,
+                  device_seconds=r.device_seconds)
     return {k: float(v) for k, v in values.items() if v is not None}
 
 

@@ -1,4 +1,9 @@
-"""The Parquet schema of results/<study>/ (version 1), built explicitly so dtypes never drift.
+"""The Parquet schema of results/<study>/ (version 2), built explicitly so dtypes never drift.
+
+Version 2 (three splits): ``metric.val_top1`` (what selected), ``metric.test_top1`` (measured
+once on the selected weights), ``config_id``, ``split_rule``, ``selection_on_test``. Version 1
+files still load: ``upgrade_v1`` maps their best-on-held-out ``top1`` to ``test_top1`` and
+marks the rows ``selection_on_test`` (their top-1 was selected on the split it reports).
 
 Param column types come from the TrialConfig field annotations, not from values: a leaf that
 is None in every trial (``param.data.root``) is still a string column, ``param.student.timesteps``
@@ -16,13 +21,18 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import BaseModel
 
-SCHEMA_VERSION = 1
+from bkd_sweep.records import RESULT_METRICS
+
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 SCHEMA_VERSION_KEY = b"bkd_sweep.schema_version"
 PARAM_PREFIX = "param."
 
-# trials.parquet: metric.<name> -> meaning (all float64, nullable)
-TRIAL_METRICS = ("top1", "final_top1", "top5", "final_top5", "energy_mj", "sops", "macs",
-                 "firing_rate", "teacher_top1", "teacher_energy_mj")
+# trials.parquet: metric.<name> (all float64, nullable): records.RESULT_METRICS, one home
+TRIAL_METRICS = RESULT_METRICS
+V1_RENAMES = {"metric.top1": "metric.test_top1", "metric.top5": "metric.test_top5",
+              "metric.teacher_top1": "metric.teacher_test_top1"}
+V1_SPLIT_RULE = "schema v1: top-1 is the best epoch on the held-out split (selected on test)"
 LOSS_TERMS = ("task", "logit", "bkd")
 
 _HEAD = [
@@ -42,6 +52,9 @@ _TAIL = [
     pa.field("device_seconds", pa.float64()),
     pa.field("device", pa.string()),
     pa.field("config_hash", pa.string()),
+    pa.field("config_id", pa.string()),  # equal for every seed of one configuration
+    pa.field("selection_on_test", pa.bool_()),
+    pa.field("split_rule", pa.string()),
     pa.field("code_version", pa.string()),
     pa.field("mlflow_run_id", pa.string()),
     pa.field("config_json", pa.string()),
@@ -164,3 +177,15 @@ def file_schema_version(schema: pa.Schema) -> int | None:
     """The schema version recorded in a Parquet file's metadata (None if absent)."""
     raw = (schema.metadata or {}).get(SCHEMA_VERSION_KEY)
     return int(raw) if raw is not None else None
+
+
+def upgrade_v1(table: pa.Table) -> pa.Table:
+    """A version 1 trials table in version 2 terms (see the module docstring)."""
+    names = [V1_RENAMES.get(n, n) for n in table.column_names]
+    table = table.rename_columns(names)
+    n = table.num_rows
+    for name, array in (("selection_on_test", pa.array([True] * n, pa.bool_())),
+                        ("split_rule", pa.array([V1_SPLIT_RULE] * n, pa.string()))):
+        if name not in table.column_names:
+            table = table.append_column(name, array)
+    return table

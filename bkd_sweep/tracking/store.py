@@ -9,12 +9,8 @@ so a reader sees the old file or the new one, never half of one, and a trial fin
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,40 +20,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bkd_sweep.records import EpochMetrics, TrialResult
 from bkd_sweep.config import flatten
+from bkd_sweep.fileio import file_lock, write_parquet_atomic
+from bkd_sweep.records import EpochMetrics, TrialRecord, result_metrics
 from bkd_sweep.tracking.schema import (
     EPOCHS_SCHEMA,
     LOSS_TERMS,
     PARAM_PREFIX,
+    READABLE_VERSIONS,
     SCHEMA_VERSION,
     arrow_type_for_value,
     coerce,
     file_schema_version,
     param_types,
     trials_schema,
+    upgrade_v1,
 )
-
-try:  # POSIX advisory lock: a second writer (e.g. `bkd-sweep train` beside a sweep) waits
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 TRIALS_FILE = "trials.parquet"
 EPOCHS_FILE = "epochs.parquet"
 STUDY_FILE = "study.json"
-
-
-@dataclass
-class TrialRecord:
-    """One finished (completed | pruned | failed) trial, as the engine hands it over."""
-
-    trial_id: str  # "t0007", stable across retries and resumes
-    trial_number: int  # Optuna trial number
-    params: dict[str, Any]  # the searched params, dotted paths -> values
-    seed: int
-    result: TrialResult
-    pruned_epoch: int | None = None
+LOCK_FILE = ".store.lock"  # a second writer (e.g. `bkd-sweep train` beside a sweep) waits
 
 
 class SchemaVersionError(RuntimeError):
@@ -85,7 +68,7 @@ class ResultStore:
         """Replace every earlier row of ``record.trial_id`` with this record's rows."""
         self.results_dir.mkdir(parents=True, exist_ok=True)
         row = trial_row(record, study=self.study_name, mlflow_run_id=mlflow_run_id)
-        with self._lock():
+        with file_lock(self.results_dir / LOCK_FILE):
             old_epochs = _read_checked(self.epochs_path)
             epochs = _replace_rows(old_epochs, record.trial_id,
                                    pa.Table.from_pylist(epoch_rows(record), schema=EPOCHS_SCHEMA),
@@ -100,18 +83,6 @@ class ResultStore:
                                    sort_keys=[("trial_number", "ascending"),
                                               ("trial_id", "ascending")])
             write_parquet_atomic(trials, self.trials_path)
-
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        if fcntl is None:  # pragma: no cover
-            yield
-            return
-        with open(self.results_dir / ".store.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # ---------------------------------------------------------------- reading
 
@@ -130,18 +101,15 @@ class ResultStore:
         trials, epochs = self.read_tables()
         return to_pandas(trials), to_pandas(epochs)
 
-    def completed_trial_ids(self) -> set[str]:
-        """Trial ids stored with status 'completed' (the engine skips these on resume)."""
+    def trial_ids(self, status: str | None = None) -> set[str]:
+        """The stored trial ids: all of them, or those stored with ``status`` (completed |
+        pruned | failed). A resumed sweep records every finished trial missing here."""
         table = _read_checked(self.trials_path, columns=["trial_id", "status"])
         if table is None:
             return set()
-        done = table.filter(pc.equal(table["status"], "completed"))
-        return set(done["trial_id"].to_pylist())
-
-    def trial_ids(self) -> set[str]:
-        """Every stored trial id, whatever its status."""
-        table = _read_checked(self.trials_path, columns=["trial_id"])
-        return set() if table is None else set(table["trial_id"].to_pylist())
+        if status is not None:
+            table = table.filter(pc.equal(table["status"], status))
+        return set(table["trial_id"].to_pylist())
 
 
 # -------------------------------------------------------------------- rows
@@ -160,18 +128,6 @@ def trial_row(record: TrialRecord, *, study: str, mlflow_run_id: str | None = No
     energy = result.energy
     train = config.get("train")
     planned = train.get("epochs") if isinstance(train, dict) else None
-    metrics = {
-        "top1": result.best_top1,
-        "final_top1": result.final_top1,
-        "top5": result.best_top5,
-        "final_top5": result.final_top5,
-        "energy_mj": energy.energy_mj if energy else None,
-        "sops": energy.sops if energy else None,
-        "macs": energy.macs if energy else None,
-        "firing_rate": energy.mean_firing_rate if energy else None,
-        "teacher_top1": result.teacher_top1,
-        "teacher_energy_mj": result.teacher_energy_mj,
-    }
     return {
         "trial_id": record.trial_id,
         "trial_number": int(record.trial_number),
@@ -180,7 +136,7 @@ def trial_row(record: TrialRecord, *, study: str, mlflow_run_id: str | None = No
         "reason": result.reason,
         "seed": int(record.seed),
         **params,
-        **{f"metric.{k}": _float(v) for k, v in metrics.items()},
+        **{f"metric.{k}": _float(v) for k, v in result_metrics(result).items()},
         "epochs_run": int(result.epochs_run),
         "epochs_planned": planned,
         "pruned_epoch": record.pruned_epoch,
@@ -188,6 +144,9 @@ def trial_row(record: TrialRecord, *, study: str, mlflow_run_id: str | None = No
         "device_seconds": float(result.device_seconds),
         "device": result.device,
         "config_hash": result.config_hash,
+        "config_id": result.config_id,
+        "selection_on_test": bool(result.selection_on_test),
+        "split_rule": result.split_rule,
         "code_version": result.code_version,
         "mlflow_run_id": mlflow_run_id,
         "config_json": json.dumps(config),
@@ -225,45 +184,19 @@ def _float(value: Any) -> float | None:
 # -------------------------------------------------------------------- files
 
 
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write to a temp file in the same folder, fsync, then os.replace over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pq.write_table(table, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(data: Any, path: Path) -> None:
-    """The same temp-then-replace write for small JSON files (study.json, sweep.json)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _read_checked(path: Path, columns: list[str] | None = None) -> pa.Table | None:
-    """Read a results file, refusing one written under another schema version."""
+    """Read a results file in today's terms (an older version upgraded), refusing one
+    written under a version this bkd-sweep does not know."""
     if not path.exists():
         return None
     table = pq.read_table(path, columns=columns)
     version = file_schema_version(table.schema)
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise SchemaVersionError(
-            f"{path}: schema version {version}, this bkd-sweep reads version {SCHEMA_VERSION}")
+            f"{path}: schema version {version}, this bkd-sweep reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}")
+    if version == 1 and "status" in table.column_names:
+        table = upgrade_v1(table)
     return table
 
 

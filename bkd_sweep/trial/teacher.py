@@ -24,6 +24,7 @@ from bkd_sweep.models import (Teacher, build_teacher_network, load_weights, rese
                               wrap_teacher)
 from bkd_sweep.config import TrialConfig
 from bkd_sweep.fileio import file_lock, save_torch_atomic, write_json_atomic
+from bkd_sweep.preflight import teacher_checkpoint_missing
 from bkd_sweep.settings import cache_dir_for, settings
 from bkd_sweep.trial.environment import seed_everything
 from bkd_sweep.trial.optim import make_optimizer, make_scheduler
@@ -147,7 +148,9 @@ def prepare_teacher(config: TrialConfig, bundle: DataBundle, *, device: torch.de
             energy = _teacher_energy(teacher, energy_inputs, config, timesteps=1,
                                      event_input=bundle.is_event)
         return TeacherInfo(None, None, None, energy)
-    require_teacher_checkpoint(config)
+    problem = teacher_checkpoint_missing(config.distill.mode, cfg.checkpoint)
+    if problem:
+        raise ValueError(f"teacher.checkpoint: {problem}")
     net = _build(config, bundle)
     if cfg.checkpoint == "train":
         weights, _ = trained_teacher_path(config, bundle, device, cache_dir)
@@ -165,13 +168,6 @@ def prepare_teacher(config: TrialConfig, bundle: DataBundle, *, device: torch.de
                              "the measured values are recorded")
         log.warning(info.warnings[-1])
     return info
-
-
-def require_teacher_checkpoint(config: TrialConfig) -> None:
-    """A distilling trial needs teacher weights: a local file or ``train``."""
-    if config.distill.mode != "none" and config.teacher.checkpoint is None:
-        raise ValueError(f"teacher.checkpoint is required for distill.mode="
-                         f"{config.distill.mode!r}: a local weights file or 'train'")
 
 
 def _teacher_energy(teacher: Teacher, inputs: torch.Tensor, config: TrialConfig,

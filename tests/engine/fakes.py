@@ -14,7 +14,7 @@ from pathlib import Path
 
 import ray.cloudpickle as cloudpickle
 
-from bkd_sweep.records import EnergyReport, EpochMetrics, TrialResult
+from bkd_sweep.records import EnergyReport, EpochMetrics, TrialRecord, TrialResult
 from bkd_sweep.config import TrialConfig
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -115,16 +115,27 @@ def ddp_trial(config: TrialConfig, report=None, *, checkpoint_dir=None, cache_di
                        code_version="test", history=history, device=f"gloo x{world}")
 
 
+class FakeStore:
+    """What the engine reads of StudyTracker.store on resume: the trials already recorded."""
+
+    def __init__(self):
+        self.records: dict[str, TrialRecord] = {}
+
+    def trial_ids(self, status: str | None = None) -> set[str]:
+        return {tid for tid, record in self.records.items()
+                if status is None or record.result.status == status}
+
+
 class FakeTracker:
-    """Records the engine's tracking calls; behaves like StudyTracker's store for resume."""
+    """Records the engine's tracking calls (StudyTracker's interface) in memory."""
 
     def __init__(self):
         self.calls: list[tuple] = []
-        self.records: dict[str, object] = {}
-        self.store = self
+        self.store = FakeStore()
 
-    def trial_ids(self) -> set[str]:
-        return set(self.records)
+    @property
+    def records(self) -> dict[str, TrialRecord]:
+        return self.store.records
 
     def start_sweep(self, *, resume: bool) -> str:
         self.calls.append(("start", resume))
@@ -133,9 +144,9 @@ class FakeTracker:
     def log_epoch(self, trial_id, params, metrics) -> None:
         self.calls.append(("epoch", trial_id, metrics.epoch))
 
-    def finish_trial(self, record) -> None:
+    def finish_trial(self, record: TrialRecord) -> None:
         self.calls.append(("finish", record.trial_id))
-        self.records[record.trial_id] = record
+        self.store.records[record.trial_id] = record
 
     def finish_sweep(self) -> None:
         self.calls.append(("end",))

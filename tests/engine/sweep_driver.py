@@ -1,6 +1,6 @@
 """A sweep driver process for the driver-kill test: ``python sweep_driver.py STUDY [--resume]``.
 
-Runs the study with the fast fake trainable and the real tracking stage.
+Runs the study with the fast fake trial function and the real tracking stage.
 """
 
 from __future__ import annotations
@@ -17,5 +17,5 @@ from bkd_sweep.config import load_study  # noqa: E402
 
 if __name__ == "__main__":
     summary = run_study(load_study(sys.argv[1]), resume="--resume" in sys.argv,
-                        trainable=fakes.curve_trial)
+                        trial_fn=fakes.curve_trial)
     print(summary.render(), flush=True)

@@ -1,4 +1,5 @@
-"""check_runnable refuses with one line, before anything is written."""
+"""check_runnable refuses with one line, before anything is written; each preflight check
+returns its problems (so a cluster node can report them) and check_runnable raises the first."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bkd_sweep.engine import check_runnable
+from bkd_sweep.preflight import check_runnable
 from bkd_sweep.config import StudyError, load_study
 
 
@@ -90,3 +91,26 @@ def test_resume_refuses_a_changed_study_but_not_changed_resources(tmp_path):
     path.write_text(path.read_text().replace("[2, 4]", "[2, 8]"))
     with pytest.raises(StudyError, match="different version of this study"):
         check_runnable(load_study(path), resume=True)
+
+
+def test_each_check_returns_every_problem_and_check_runnable_raises_the_first(tmp_path):
+    from bkd_sweep.preflight import NODE_CHECKS, path_problems
+
+    path = study(tmp_path, f"data: {{dataset: mnist, root: {tmp_path / 'nope'}}}\n"
+                           "teacher: {checkpoint: missing.pth}\n")
+    loaded = load_study(path)
+    problems = path_problems(loaded)
+    assert [p.field for p in problems] == ["data.root", "teacher.checkpoint"]
+    assert "does not exist" in str(problems[0]) and "not found" in str(problems[1])
+    node_problems = [str(p) for check in NODE_CHECKS for p in check(loaded)]
+    assert node_problems == [str(p) for p in problems]  # variables set, results writable
+    refused(path, "data root .* does not exist")
+
+
+def test_datasets_declare_whether_they_need_a_root():
+    from bkd_sweep.data import dataset_needs_root, list_datasets
+
+    assert not dataset_needs_root("digits") and not dataset_needs_root("synthetic")
+    assert all(dataset_needs_root(name) for name in list_datasets()
+               if name not in ("digits", "synthetic"))
+    assert dataset_needs_root("not_registered")  # unknown: assume it reads a root

@@ -22,7 +22,7 @@ tracking: {{results_dir: {results}}}
 @pytest.mark.slow
 def test_two_worker_trial_runs_under_torch_distributed(ray_session, tmp_path, fake_tracker):
     loaded = load_study_text(STUDY.format(results=tmp_path))
-    summary = run_study(loaded, trainable=fakes.ddp_trial, tracker=fake_tracker, progress=False)
+    summary = run_study(loaded, trial_fn=fakes.ddp_trial, tracker=fake_tracker, progress=False)
     assert summary.counts["completed"] == 1, summary.render()
     record = fake_tracker.records["t0000"]
     # world 2, ranks 0 + 1 all-reduced: 2 * 10 + 1

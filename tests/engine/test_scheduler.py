@@ -46,7 +46,7 @@ def epoch(n: int, top1: float, val_loss: float = 1.0) -> dict:
 
 def completed(book: SweepBook, number: int, top1s: list[float], energy: float = 0.5,
               status: str = "completed") -> dict:
-    spec = book.spec(number)
+    spec = book.live.spec(number)
     history = [EpochMetrics(epoch=i + 1, top1=v, top5=v, val_loss=1.0, loss=1.0, lr=0.1,
                             wall_seconds=2.0) for i, v in enumerate(top1s)]
     result = TrialResult(
@@ -87,13 +87,13 @@ def test_median_pruning_stops_and_records_pruned_never_complete(tmp_path):
     # Tune then completes the stopped trial with its last (epoch) result: still PRUNED
     searcher.on_trial_complete("ray-b", result={**epoch(2, 10.0), "done": True})
     assert book.optuna.trials[1].state == TrialState.PRUNED
-    outcome = book.outcome(1)
-    assert outcome.result.status == "pruned"
-    assert outcome.result.reason == "pruned by median pruner at epoch 2"
-    assert outcome.pruned_epoch == 2 and outcome.result.epochs_run == 2
-    assert outcome.result.best_top1 == 50.0 and outcome.result.final_top1 == 10.0
-    assert outcome.result.wall_seconds == 4.0
-    assert outcome.result.config_hash == book.spec(1).config.config_hash()
+    record = book.record(1)
+    assert record.result.status == "pruned"
+    assert record.result.reason == "pruned by median pruner at epoch 2"
+    assert record.pruned_epoch == 2 and record.result.epochs_run == 2
+    assert record.result.best_top1 == 50.0 and record.result.final_top1 == 10.0
+    assert record.result.wall_seconds == 4.0
+    assert record.result.config_hash == book.live.spec(1).config.config_hash()
     saved = json.loads((tmp_path / "glue/trials/t0001/result.json").read_text())
     assert saved["result"]["status"] == "pruned" and saved["pruned_epoch"] == 2
     # a late result after the stop changes nothing
@@ -107,15 +107,15 @@ def test_failures_are_fail_and_unfinished_trials_stay_running(tmp_path):
     searcher.on_trial_complete("ray-a", error=True)
     assert book.optuna.trials[0].state == TrialState.FAIL
     book.fail(0, "ValueError: bad data")  # the callback's better reason
-    assert book.outcome(0).result.reason == "ValueError: bad data"
+    assert book.record(0).result.reason == "ValueError: bad data"
     searcher.on_trial_complete("ray-b", result={**completed(book, 1, [5.0], status="failed"),
                                                 "done": True})
     assert book.optuna.trials[1].state == TrialState.FAIL
-    assert book.outcome(1).result.reason == "non-finite loss"
+    assert book.record(1).result.reason == "non-finite loss"
     scheduler.on_trial_result(None, c, epoch(1, 30.0))
     searcher.on_trial_complete("ray-c", result={**epoch(1, 30.0), "done": True})
     assert book.optuna.trials[2].state == TrialState.RUNNING  # no result: left for resume
-    assert book.outcome(2) is None
+    assert book.record(2) is None
 
 
 def test_multi_objective_completes_with_values_in_order_and_threshold_prunes(tmp_path):
@@ -129,7 +129,7 @@ def test_multi_objective_completes_with_values_in_order_and_threshold_prunes(tmp
     assert scheduler.on_trial_result(None, b, epoch(1, 5.0)) == TrialScheduler.CONTINUE  # warmup
     assert scheduler.on_trial_result(None, b, epoch(2, 5.0)) == TrialScheduler.STOP
     assert book.optuna.trials[1].state == TrialState.PRUNED
-    assert book.outcome(1).result.reason == "pruned by threshold pruner at epoch 2"
+    assert book.record(1).result.reason == "pruned by threshold pruner at epoch 2"
     c = start(searcher, "ray-c")
     assert scheduler.on_trial_result(None, c, epoch(2, 31.0)) == TrialScheduler.CONTINUE
     assert [t.number for t in book.best()] == [0]
@@ -165,7 +165,7 @@ def test_result_written_but_not_told_is_settled_on_resume(tmp_path):
     start(searcher, "ray-a")
     payload = completed(book, 0, [60.0, 65.0])
     # simulate a kill between writing result.json and telling Optuna
-    book._write_result(0, TrialResult.model_validate_json(payload["bkd_result"]), None)
+    book.files.write_result(0, TrialResult.model_validate_json(payload["bkd_result"]), None)
     book2 = SweepBook(book.study, book.results_dir)
     assert book2.settle_interrupted() == [0]
     assert book2.optuna.trials[0].state == TrialState.COMPLETE
@@ -196,7 +196,7 @@ search:
 @pytest.mark.parametrize("metric,expected", [("top1", 75.0), ("final_top1", 70.0),
                                              ("energy_mj", 0.25), ("loss", 1.0)])
 def test_objective_values(tmp_path, metric, expected):
-    from bkd_sweep.engine.book import objective_value
+    from bkd_sweep.engine.objectives import objective_value
 
     book, searcher, _ = make(tmp_path, pruner="{name: none}")
     start(searcher, "ray-a")
@@ -205,9 +205,7 @@ def test_objective_values(tmp_path, metric, expected):
     assert objective_value(result, metric) == expected
 
 
-def test_finished_but_unrecorded_trials_are_recorded_once_on_resume(tmp_path):
-    from fakes import FakeTracker
-
+def test_finished_but_unrecorded_trials_are_recorded_once_on_resume(tmp_path, fake_tracker):
     from bkd_sweep.engine.runner import _record_missing
 
     book, searcher, scheduler = make(tmp_path)
@@ -218,14 +216,14 @@ def test_finished_but_unrecorded_trials_are_recorded_once_on_resume(tmp_path):
     searcher.on_trial_complete("ray-a", result=completed(book, 0, [70.0, 80.0]))
     assert scheduler.on_trial_result(None, b, epoch(1, 75.0)) == TrialScheduler.CONTINUE
     assert scheduler.on_trial_result(None, b, epoch(2, 10.0)) == TrialScheduler.STOP
-    tracker = FakeTracker()  # the driver died before tracking saw either trial
+    tracker = fake_tracker  # the driver died before tracking saw either trial
     book2 = SweepBook(book.study, book.results_dir)
-    assert _record_missing(book2, tracker, book.results_dir) == ["t0000", "t0001"]
+    assert _record_missing(book2, tracker) == ["t0000", "t0001"]
     assert tracker.records["t0000"].result.best_top1 == 80.0
     pruned = tracker.records["t0001"]
     assert pruned.result.status == "pruned" and pruned.pruned_epoch == 2
-    assert [m.epoch for m in pruned.result.history] == [1, 2]  # from epochs.jsonl
-    assert _record_missing(book2, tracker, book.results_dir) == []  # exactly once
+    assert [m.epoch for m in pruned.result.history] == [1, 2]  # from the epoch log
+    assert _record_missing(book2, tracker) == []  # exactly once
 
 
 def test_the_last_epoch_is_never_pruned(tmp_path):

@@ -82,6 +82,16 @@ def test_job_spec_ships_project_with_absolute_results(monkeypatch, tmp_path):
     assert set(EXCLUDES) <= set(env["excludes"]) and "/data/" in env["excludes"]
 
 
+def test_job_spec_passes_the_cache_and_tracking_settings_that_are_set(monkeypatch, tmp_path):
+    monkeypatch.setenv("BKD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    monkeypatch.setenv("BKD_CKPT", "")  # empty counts as unset
+    _, env = job_spec(STUDY, python="/opt/py")
+    assert env["env_vars"]["BKD_CACHE_DIR"] == str(tmp_path / "cache")
+    assert env["env_vars"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert "BKD_CKPT" not in env["env_vars"]
+
+
 @pytest.mark.slow
 def test_submit_runs_the_cli_as_a_ray_job_and_writes_results(tmp_path, monkeypatch):
     results = tmp_path / "results"

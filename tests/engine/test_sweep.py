@@ -1,4 +1,4 @@
-"""End-to-end sweeps on a real (shared) Ray instance with fast injected trainables."""
+"""End-to-end sweeps on a real (shared) Ray instance with fast injected trial functions."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ tracking: {{results_dir: {results}}}
 
 def test_median_pruner_prunes_worse_trials_early(ray_session, tmp_path, fake_tracker):
     loaded = load_study_text(PRUNING.format(results=tmp_path))
-    summary = run_study(loaded, trainable=fakes.curve_trial, tracker=fake_tracker,
+    summary = run_study(loaded, trial_fn=fakes.curve_trial, tracker=fake_tracker,
                         progress=False)
     # curves: plateau bkd 75, mixed 80, none 60, logit 70, x (1 - exp(-epoch/2)); sequential.
     # epoch 2 (first prunable): none 37.9 and logit 44.2 < median(47.4, 50.6) of completed
@@ -73,7 +73,7 @@ tracking: {{results_dir: {results}}}
 def test_crashed_trial_retries_from_checkpoint_and_failure_is_recorded(ray_session, tmp_path,
                                                                        fake_tracker):
     loaded = load_study_text(CRASHES.format(results=tmp_path))
-    summary = run_study(loaded, trainable=fakes.crash_or_fail, tracker=fake_tracker,
+    summary = run_study(loaded, trial_fn=fakes.crash_or_fail, tracker=fake_tracker,
                         progress=False)
     assert summary.counts["completed"] == 1 and summary.counts["failed"] == 1
     trials = tmp_path / "crashes/trials"

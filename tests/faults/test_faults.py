@@ -39,7 +39,7 @@ tracking: {{results_dir: {results}}}
 @pytest.mark.slow
 def test_sigkilled_worker_resumes_and_nan_fails_one_trial_exactly_once(ray_session, tmp_path):
     loaded = load_study_text(STUDY.format(results=tmp_path / "results"), tmp_path / "f.yaml")
-    summary = run_study(loaded, trainable=faulty.sigkill_once_mid_epoch, progress=False)
+    summary = run_study(loaded, trial_fn=faulty.sigkill_once_mid_epoch, progress=False)
     assert summary.counts["completed"] == 2 and summary.counts["failed"] == 1, summary.render()
 
     results = load(tmp_path / "results" / "faults")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bkd_sweep.references import check_references
+from bkd_sweep.preflight import check_references
 from bkd_sweep.config import StudyError, load_study_text
 
 CASES = [

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from bkd_sweep.records import EnergyReport, EpochMetrics, TrialResult
 from bkd_sweep.config import Study
-from bkd_sweep.tracking import TrialRecord
+from bkd_sweep.records import EnergyReport, EpochMetrics, TrialRecord, TrialResult
 
 MODES = ("none", "bkd")
 SEEDS = (0, 1)

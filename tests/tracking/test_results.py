@@ -12,7 +12,7 @@ import pytest
 
 from bkd_sweep.results import load, summary_table
 from bkd_sweep.tracking import ResultStore
-from bkd_sweep.tracking.store import write_json_atomic
+from bkd_sweep.fileio import write_json_atomic
 
 
 def _stored(study, results_dir, records):

@@ -18,7 +18,7 @@ from bkd_sweep.tracking import (
     SchemaVersionError,
     trials_schema,
 )
-from bkd_sweep.tracking import store as store_module
+from bkd_sweep import fileio
 from bkd_sweep.tracking.schema import arrow_type_for_annotation, param_types
 
 P = {"distill.mode": "bkd", "student.timesteps": 4}
@@ -47,7 +47,7 @@ def test_upsert_is_exactly_once_under_retries_and_resumes(study, results_dir, ma
     assert list(mine["metric.top1"]) == pytest.approx(
         [epoch_top1(3, e) + 1.0 for e in (1, 2, 3)])
     assert len(epochs) == 6 and not epochs.duplicated(["trial_id", "epoch"]).any()
-    assert store.completed_trial_ids() == {"t0001", "t0003"}
+    assert store.trial_ids(status="completed") == {"t0001", "t0003"}
 
 
 def test_row_values_match_the_record(study, results_dir, make_record, epoch_top1):
@@ -68,7 +68,7 @@ def test_row_values_match_the_record(study, results_dir, make_record, epoch_top1
     assert json.loads(row["config_json"]) == rec.result.config
     assert json.loads(row["firing_rates_json"]) == {"lif1": 0.1, "lif2": 0.14}
     assert row["config_hash"] == rec.result.config_hash
-    assert store.completed_trial_ids() == set()
+    assert store.trial_ids(status="completed") == set()
     # the bkd term is present, the logit term is null (mode bkd has none)
     assert epochs["loss.bkd"].tolist() == pytest.approx([0.5, 0.25])
     assert epochs["loss.logit"].isna().all()
@@ -129,7 +129,7 @@ def test_crash_between_temp_write_and_replace_leaves_old_file(study, results_dir
             raise OSError("simulated crash before rename")
         real_replace(src, dst)
 
-    monkeypatch.setattr(store_module.os, "replace", crash_on_trials)
+    monkeypatch.setattr(fileio.os, "replace", crash_on_trials)
     with pytest.raises(OSError, match="simulated crash"):
         store.upsert(records[2])
     monkeypatch.undo()
@@ -168,4 +168,4 @@ def test_empty_store_reads_empty_frames_with_columns(tmp_path: Path):
     trials, epochs = ResultStore(tmp_path / "nothing").read()
     assert trials.empty and "metric.top1" in trials.columns
     assert epochs.empty and "loss.bkd" in epochs.columns
-    assert ResultStore(tmp_path / "nothing").completed_trial_ids() == set()
+    assert ResultStore(tmp_path / "nothing").trial_ids(status="completed") == set()

@@ -1,0 +1,79 @@
+"""The Optuna study of a sweep: its journal file, and the fingerprint that ties it to a study.
+
+The journal (``results/<study>/optuna.journal``) is the sweep's source of truth; a resumed
+sweep must be the same study, so the journal keeps a fingerprint of what defines the trials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from bkd_sweep import space
+from bkd_sweep.config import Study
+
+JOURNAL_FILE = "optuna.journal"
+STUDY_HASH_ATTR = "bkd_study_hash"
+# Where a sweep may differ between sessions without changing what its trials are.
+_MACHINE_FIELDS = {"data": ("root", "num_workers"), "teacher": ("checkpoint",),
+                   "train": ("device", "threads")}
+_MACHINE_PATHS = ("data.root", "teacher.checkpoint", "data.num_workers")
+
+
+def study_fingerprint(study: Study) -> str:
+    """Hash of what defines a sweep's trials (search + base config), not of where or how it
+    runs (paths, resources, tracking, report): a resumed sweep must match it."""
+    tree = study.model_dump(mode="json", exclude={"resources", "tracking", "report",
+                                                   "description", "search"})
+    # params one by one: dumping the union of param kinds through Study warns in pydantic
+    tree["search"] = {**study.search.model_dump(mode="json", exclude={"params"}),
+                      "params": {path: spec.model_dump(mode="json")
+                                 for path, spec in study.search.params.items()}}
+    for section, keys in _MACHINE_FIELDS.items():
+        for key in keys:
+            tree[section].pop(key, None)
+    for bundles in tree["search"]["linked"].values():
+        for overrides in bundles.values():
+            for path in _MACHINE_PATHS:
+                overrides.pop(path, None)
+    blob = json.dumps(tree, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def journal_storage(results_dir: Path) -> JournalStorage:
+    """The multi-process-safe Optuna journal under results/<study>/."""
+    path = Path(results_dir) / JOURNAL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return JournalStorage(JournalFileBackend(str(path)))
+
+
+def stored_fingerprint(study: Study, results_dir: Path) -> str | None:
+    """The fingerprint a sweep in ``results_dir`` was started with (None: no sweep there)."""
+    if not (Path(results_dir) / JOURNAL_FILE).exists():
+        return None
+    storage = journal_storage(results_dir)
+    names = optuna.get_all_study_names(storage)
+    if study.name not in names:
+        return "?" if names else None
+    return optuna.load_study(study_name=study.name, storage=storage).user_attrs.get(
+        STUDY_HASH_ATTR)
+
+
+def open_study(study: Study, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Create the sweep's Optuna study in ``storage``, or load it when it exists."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return optuna.create_study(
+            study_name=study.name, storage=storage,
+            directions=space.study_directions(study.search),
+            sampler=space.make_sampler(study.search),
+            pruner=space.make_pruner(study.search.pruner), load_if_exists=True)

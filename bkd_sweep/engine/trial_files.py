@@ -1,0 +1,65 @@
+"""A sweep's per-trial files under ``results/<study>/trials/<id>/``.
+
+* ``epochs.jsonl``, the epoch log: one EpochMetrics JSON line per epoch the driver saw, so a
+  resumed driver still has the epochs of a trial it must record as pruned or failed;
+* ``result.json``: the trial's outcome, written (atomically) *before* Optuna is told, so a
+  driver killed in between finishes the bookkeeping on ``--resume`` without rerunning it.
+
+(``ckpt/`` beside them is the trial's own checkpoint folder, written by run_trial.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bkd_sweep.fileio import write_json_atomic
+from bkd_sweep.records import EpochMetrics, TrialResult, trial_id_of
+
+TRIALS_DIR = "trials"
+RESULT_FILE = "result.json"
+EPOCH_LOG_FILE = "epochs.jsonl"  # JSON lines, not to be confused with epochs.parquet
+CHECKPOINT_DIR = "ckpt"
+
+
+class TrialFiles:
+    """The per-trial files of one sweep (results/<study>)."""
+
+    def __init__(self, results_dir: Path):
+        self.results_dir = Path(results_dir)
+
+    def trial_dir(self, number: int) -> Path:
+        return self.results_dir / TRIALS_DIR / trial_id_of(number)
+
+    def append_epoch(self, number: int, metrics: EpochMetrics) -> None:
+        """Add one epoch to the trial's epoch log."""
+        path = self.trial_dir(number) / EPOCH_LOG_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(metrics.model_dump_json() + "\n")
+
+    def read_epochs(self, number: int) -> dict[int, EpochMetrics]:
+        """The epoch log by epoch (the last line of an epoch wins; a line cut by a kill is
+        skipped)."""
+        path = self.trial_dir(number) / EPOCH_LOG_FILE
+        history: dict[int, EpochMetrics] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    metrics = EpochMetrics.model_validate_json(line)
+                except ValueError:
+                    continue
+                history[metrics.epoch] = metrics
+        return history
+
+    def write_result(self, number: int, result: TrialResult, pruned_epoch: int | None) -> None:
+        payload = {"result": result.model_dump(mode="json"), "pruned_epoch": pruned_epoch}
+        write_json_atomic(payload, self.trial_dir(number) / RESULT_FILE, indent=None)
+
+    def read_result(self, number: int) -> tuple[TrialResult, int | None] | None:
+        """(result, pruned epoch) from result.json, or None when the trial has none."""
+        path = self.trial_dir(number) / RESULT_FILE
+        if not path.exists():
+            return None
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        return TrialResult.model_validate(payload["result"]), payload.get("pruned_epoch")
