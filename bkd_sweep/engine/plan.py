@@ -54,15 +54,18 @@ DEFAULT_COST = (1.0, 32)  # an architecture missing from the table (noted in the
 _TRANSFORMER = re.compile(r"^(spikformer|spikingformer)_(\d+)_(\d+)(_dvs)?$")
 
 # (train images, val images, native image side); None val = split by data.val_fraction.
+# name -> (labelled training images, official test images or None, native side); without a
+# test split, test is carved first (DEFAULT_TEST_FRACTION), then val from the rest
 DATASET_SIZES: dict[str, tuple[int, int | None, int]] = {
     "digits": (1797, None, 8),
-    "synthetic": (320, 160, 32),  # 32 / 16 per class x 10 classes
+    "synthetic": (480, None, 32),  # 48 per class x 10 classes
     "mnist": (60000, 10000, 28), "fashion_mnist": (60000, 10000, 28),
     "cifar10": (50000, 10000, 32), "cifar100": (50000, 10000, 32),
     "imagenet": (1281167, 50000, 224),
     "cifar10_dvs": (10000, None, 128),
 }
 DEFAULT_DATASET = (50000, 10000, 32)
+DEFAULT_TEST_FRACTION = {"cifar10_dvs": 0.1}  # else 0.2 (see bkd_sweep.data)
 
 
 def transformer_gflops(depth: int, dim: int, image_size: int) -> float:
@@ -90,20 +93,24 @@ def arch_gflops(arch: str, image_size: int) -> tuple[float, str | None]:
     return cost * (image_size / ref) ** 2, note
 
 
-def dataset_sizes(config: TrialConfig) -> tuple[int, int, int, str | None]:
-    """(train images per epoch, val images, image side, note) honouring limits and caps."""
+def dataset_sizes(config: TrialConfig) -> tuple[int, int, int, int, str | None]:
+    """(train images per epoch, val images per epoch, test images (once), image side, note)
+    honouring the three-split rule, limits and caps."""
     data = config.data
-    total_train, val, native = DATASET_SIZES.get(data.dataset, DEFAULT_DATASET)
+    total, test, native = DATASET_SIZES.get(data.dataset, DEFAULT_DATASET)
     note = None if data.dataset in DATASET_SIZES else (
         f"{data.dataset}: size unknown; assumed {DEFAULT_DATASET[0]} train images")
-    if val is None:
-        val = round(total_train * data.val_fraction)
-        total_train -= val
-    train = min(total_train, data.limit_train or total_train)
+    if test is None:
+        test = round(total * (data.test_fraction or DEFAULT_TEST_FRACTION.get(data.dataset, 0.2)))
+        total -= test
+    val = round(total * data.val_fraction) if data.val_fraction else test
+    total -= val if data.val_fraction else 0
+    train = min(total, data.limit_train or total)
     if config.train.max_batches_per_epoch:
         train = min(train, config.train.max_batches_per_epoch * data.batch_size)
     val = min(val, data.limit_val or val)
-    return train, val, data.image_size or native, note
+    test = min(test, data.limit_test or test)
+    return train, val, test, data.image_size or native, note
 
 
 @dataclass
@@ -115,7 +122,7 @@ class TrialCost:
 
 
 def trial_cost(config: TrialConfig) -> TrialCost:
-    n_train, n_val, size, data_note = dataset_sizes(config)
+    n_train, n_val, n_test, size, data_note = dataset_sizes(config)
     notes = [data_note] if data_note else []
     f_s, note = arch_gflops(config.student.arch, size)
     notes += [note] if note else []
@@ -131,7 +138,8 @@ def trial_cost(config: TrialConfig) -> TrialCost:
         if config.teacher.checkpoint == "train":
             key = f"{config.teacher.arch}@{config.data.dataset}"
             teacher_train = config.teacher.train.epochs * (3 * n_train + n_val) * f_t * t_t
-    return TrialCost(per_epoch * config.train.epochs, teacher_train, key, notes)
+    return TrialCost(per_epoch * config.train.epochs + n_test * f_s * t_s, teacher_train, key,
+                     notes)
 
 
 @dataclass
@@ -200,7 +208,8 @@ class Plan:
         return max(1, min(self.n_trials, self.max_concurrent or max(self.fits_here, 1)))
 
 
-METHOD = ("FLOPs = epochs x (n_train x (3 x F_s x T_s + F_t x T_t) + n_val x F_s x T_s), "
+METHOD = ("FLOPs = epochs x (n_train x (3 x F_s x T_s + F_t x T_t) + n_val x F_s x T_s) "
+          "+ n_test x F_s x T_s (test once), "
           "F from a coarse per-architecture table scaled by (size/ref)^2, plus one-off teacher "
           f"training; device-hours = FLOPs / assumed throughput + {TRIAL_OVERHEAD_S:g} s per "
           "trial; pruning ignored (upper bound)")

@@ -60,13 +60,11 @@ def curve_trial(config: TrialConfig, report=None, *, checkpoint_dir=None, cache_
     energy = EnergyReport(energy_mj=0.1 * config.student.timesteps, sops=1e6, macs=1e5,
                           mean_firing_rate=0.1, timesteps=config.student.timesteps,
                           e_mac_pj=4.6, e_ac_pj=0.9, first_layer_once=False)
-    top1s = [h.top1 for h in history]
-    return TrialResult(status="completed", best_top1=max(top1s), final_top1=top1s[-1],
-                       best_top5=max(h.top5 for h in history), final_top5=history[-1].top5,
-                       energy=energy, epochs_run=len(history),
-                       wall_seconds=sum(h.wall_seconds for h in history),
-                       config=config.model_dump(mode="json"), config_hash=config.config_hash(),
-                       code_version="test", history=history)
+    selected = max(history, key=lambda h: h.top1)
+    return TrialResult.from_history(
+        "completed", history, config=config.model_dump(mode="json"),
+        config_hash=config.config_hash(), wall_seconds=sum(h.wall_seconds for h in history),
+        devices=1, device="cpu", energy=energy, test_top1=selected.top1 - 1.0)
 
 
 def crash_or_fail(config: TrialConfig, report=None, *, checkpoint_dir=None, cache_dir=None):
@@ -109,10 +107,10 @@ def ddp_trial(config: TrialConfig, report=None, *, checkpoint_dir=None, cache_di
             ckpt.write_text(json.dumps({"epoch": epoch, "world": world}))
         dist.barrier()
         report(metrics, checkpoint_dir)
-    return TrialResult(status="completed", best_top1=history[-1].top1,
-                       final_top1=history[-1].top1, epochs_run=len(history),
-                       config=config.model_dump(mode="json"), config_hash=config.config_hash(),
-                       code_version="test", history=history, device=f"gloo x{world}")
+    return TrialResult.from_history(
+        "completed", history, config=config.model_dump(mode="json"),
+        config_hash=config.config_hash(), wall_seconds=0.0, devices=world,
+        device=f"gloo x{world}", test_top1=history[-1].top1)
 
 
 class FakeStore:

@@ -18,14 +18,18 @@ def test_imagenet_like_plan_counts_and_estimate(monkeypatch):
     monkeypatch.delenv("BKD_DATA", raising=False)  # plan works with unset variables
     p = plan(load_study(HERE / "studies/imagenet_like.yaml"))
     assert p.n_trials == 12 and len(p.trials) == 12 and p.device == "gpu"
-    first = p.trials[0]  # sew_resnet18, distill none: 320 x (1281167 x 3 + 50000) x 3.6 x 4
-    expected = 320 * (1281167 * 3 + 50000) * 3.6 * 4
+    # sew_resnet18, distill none: val is 10% of train (128117 images), test (the official
+    # 50000) once: 320 x (1153050 x 3 + 128117) x 3.6 x 4 + 50000 x 3.6 x 4
+    n_val = round(1281167 * 0.1)
+    n_train = 1281167 - n_val
+    expected = 320 * (n_train * 3 + n_val) * 3.6 * 4 + 50000 * 3.6 * 4
+    first = p.trials[0]
     assert first.params == {"linked.backbone": "sew_resnet18", "distill.mode": "none"}
     assert first.gflop == pytest.approx(expected)
     assert first.device_hours == pytest.approx(
         (expected / (GPU_TFLOPS * 1000) + TRIAL_OVERHEAD_S) / 3600)
     logit = p.trials[1]  # + the ResNet-18 teacher's forward on every training image
-    assert logit.gflop == pytest.approx(expected + 320 * 1281167 * 3.6)
+    assert logit.gflop == pytest.approx(expected + 320 * n_train * 3.6)
     assert p.device_hours == pytest.approx(sum(t.device_hours for t in p.trials))
     assert p.wall_hours == pytest.approx(p.device_hours / (2 * 4))  # 2 trials x 4 GPUs
     text = p.render()
@@ -44,8 +48,9 @@ distill: {mode: none}
 """)
     p = plan(loaded)
     f = 0.011 * (8 / 32) ** 2
-    n_val = round(1797 * 0.2)
-    expected = 2 * (200 * 3 * f * 4 + n_val * f * 4)
+    n_test = round(1797 * 0.2)  # digits has no test split: 20% first, then val from the rest
+    n_val = round((1797 - n_test) * 0.1)
+    expected = 2 * (200 * 3 * f * 4 + n_val * f * 4) + n_test * f * 4
     assert p.n_trials == 1 and p.device == "cpu"
     assert p.trials[0].gflop == pytest.approx(expected)
     assert p.device_hours == pytest.approx((expected / CPU_GFLOPS + TRIAL_OVERHEAD_S) / 3600)

@@ -39,5 +39,5 @@ def test_real_trials_complete_with_multi_objective_values(ray_session, tmp_path)
     for frozen in book.optuna.trials:  # COMPLETE with [top1, energy_mj] as tracked
         assert frozen.state == TrialState.COMPLETE
         row = trials[trials.trial_id == f"t{frozen.number:04d}"].iloc[0]
-        assert frozen.values == pytest.approx([row["metric.top1"], row["metric.energy_mj"]])
+        assert frozen.values == pytest.approx([row["metric.val_top1"], row["metric.energy_mj"]])
         assert (tmp_path / f"results/real_tiny/trials/t{frozen.number:04d}/ckpt/last.pt").exists()

@@ -49,13 +49,12 @@ def completed(book: SweepBook, number: int, top1s: list[float], energy: float = 
     spec = book.live.spec(number)
     history = [EpochMetrics(epoch=i + 1, top1=v, top5=v, val_loss=1.0, loss=1.0, lr=0.1,
                             wall_seconds=2.0) for i, v in enumerate(top1s)]
-    result = TrialResult(
-        status=status, reason="non-finite loss" if status == "failed" else None,
-        best_top1=max(top1s), final_top1=top1s[-1], epochs_run=len(top1s),
+    result = TrialResult.from_history(
+        status, history, reason="non-finite loss" if status == "failed" else None,
         energy=EnergyReport(energy_mj=energy, sops=1.0, macs=1.0, mean_firing_rate=0.1,
                             timesteps=4, e_mac_pj=4.6, e_ac_pj=0.9, first_layer_once=False),
         config=spec.config.model_dump(mode="json"), config_hash=spec.config.config_hash(),
-        code_version="test", history=history)
+        wall_seconds=2.0 * len(top1s), devices=1, device="cpu")
     return final_payload(result)
 
 
@@ -193,7 +192,7 @@ search:
     assert len(book.optuna.trials) == 5  # no stray sibling beyond the budget
 
 
-@pytest.mark.parametrize("metric,expected", [("top1", 75.0), ("final_top1", 70.0),
+@pytest.mark.parametrize("metric,expected", [("val_top1", 75.0), ("final_top1", 70.0),
                                              ("energy_mj", 0.25), ("loss", 1.0)])
 def test_objective_values(tmp_path, metric, expected):
     from bkd_sweep.engine.objectives import objective_value

@@ -1,4 +1,4 @@
-"""Hand-made results folders written per the Parquet contract (schema_version 1) with pyarrow,
+"""Hand-made results folders written per the Parquet contract (schema version 2) with pyarrow,
 using the tracking stage's own Arrow schema (types and version metadata).
 
 ``fixture_results_dir``: 24 trials with known values (see TOP1 / ENERGY below), one pruned and one
@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bkd_sweep.config import Study
-from bkd_sweep.tracking.schema import EPOCHS_SCHEMA, coerce, trials_schema
+from bkd_sweep.tracking.schema import SCHEMA_VERSION, EPOCHS_SCHEMA, coerce, trials_schema
 
 PRUNED, FAILED = "pruned", "failed"
 # (mode, arch) -> top1 per seed 0, 1, 2; PRUNED / FAILED mark the excluded trials
@@ -38,8 +38,10 @@ ENERGY: dict[tuple[str, str], list[float]] = {
     ("bkd", "snn_b"): [0.10] * 3, ("mixed", "snn_b"): [0.09, 0.10, 0.11],
 }
 TEACHER_TOP1, TEACHER_ENERGY = 90.0, 0.5
-METRICS = ("top1", "final_top1", "top5", "final_top5", "energy_mj", "sops", "macs",
-           "firing_rate", "teacher_top1", "teacher_energy_mj")
+METRICS = ("val_top1", "test_top1", "test_top5", "selected_epoch", "final_top1", "energy_mj",
+           "sops", "macs", "firing_rate", "teacher_val_top1", "teacher_test_top1",
+           "teacher_energy_mj")
+SPLIT_RULE = "test: 20% of each class; val: 10% of each class of the rest; seed 0"
 
 
 def fixture_study(**report: Any) -> Study:
@@ -79,13 +81,14 @@ def write_results(results_dir: Path, study: Study, trials: list[dict[str, Any]],
             "epochs_run": t.get("epochs_run", 3), "epochs_planned": 3,
             "pruned_epoch": t.get("pruned_epoch"), "wall_seconds": t.get("wall_seconds", 120.0),
             "device_seconds": t.get("device_seconds", 100.0), "device": "cpu",
-            "config_hash": cfg.config_hash(), "code_version": "test",
+            "config_hash": cfg.config_hash(), "config_id": cfg.config_id(),
+            "selection_on_test": False, "split_rule": SPLIT_RULE, "code_version": "test",
             "mlflow_run_id": None, "config_json": cfg.model_dump_json(),
             "firing_rates_json": json.dumps({"lif1": 0.1}),
-            "finished_at": t["finished_at"], "schema_version": 1})
+            "finished_at": t["finished_at"], "schema_version": SCHEMA_VERSION})
         rows.append(row)
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), results_dir / "trials.parquet")
-    ep_rows = [{**{f.name: None for f in EPOCHS_SCHEMA}, **e, "schema_version": 1}
+    ep_rows = [{**{f.name: None for f in EPOCHS_SCHEMA}, **e, "schema_version": SCHEMA_VERSION}
                for e in epochs]
     pq.write_table(pa.Table.from_pylist(ep_rows, schema=EPOCHS_SCHEMA),
                    results_dir / "epochs.parquet")
@@ -95,12 +98,14 @@ def write_results(results_dir: Path, study: Study, trials: list[dict[str, Any]],
 
 
 def _metrics(top1: float | None, energy: float | None) -> dict[str, Any]:
-    return {"top1": top1, "final_top1": None if top1 is None else top1 - 0.5,
-            "top5": None if top1 is None else min(100.0, top1 + 15.0),
-            "final_top5": None, "energy_mj": energy,
+    return {"test_top1": top1, "val_top1": None if top1 is None else top1 + 0.25,
+            "final_top1": None if top1 is None else top1 - 0.5,
+            "test_top5": None if top1 is None else min(100.0, top1 + 15.0),
+            "selected_epoch": 3, "energy_mj": energy,
             "sops": None if energy is None else energy * 1e9 / 0.9,
             "macs": None if energy is None else 1e6, "firing_rate": 0.15,
-            "teacher_top1": TEACHER_TOP1, "teacher_energy_mj": TEACHER_ENERGY}
+            "teacher_val_top1": TEACHER_TOP1 + 0.5, "teacher_test_top1": TEACHER_TOP1,
+            "teacher_energy_mj": TEACHER_ENERGY}
 
 
 def fixture_trials() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

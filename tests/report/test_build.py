@@ -144,7 +144,7 @@ def test_thousand_trials(tmp_path) -> None:
     keys = ["param.distill.mode", "param.student.arch"]
     others = ["param.student.timesteps", "param.distill.blur_ratio"]
     # each ablation cell = the best (T, blur) configuration of that cell, mean ± std (n)
-    per_cfg = done.groupby(keys + others)["metric.top1"].agg(["mean", "std", "count"])
+    per_cfg = done.groupby(keys + others)["metric.test_top1"].agg(["mean", "std", "count"])
     best = per_cfg.reset_index().sort_values("mean").groupby(keys).tail(1)
     table = out.tables["ablation"]
     assert len(best) == 20
@@ -160,7 +160,7 @@ def test_thousand_trials(tmp_path) -> None:
     # Pareto: configuration means; no front point dominated, every other point dominated
     pts = out.pareto.points
     assert len(pts) == configs
-    xy = list(zip(pts["metric.energy_mj"], pts["metric.top1"]))
+    xy = list(zip(pts["metric.energy_mj"], pts["metric.test_top1"]))
     front = set(out.pareto.front)
 
     def dominates(a, b):

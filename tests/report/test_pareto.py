@@ -108,12 +108,12 @@ def test_points_are_seed_means_per_configuration(fixture_results) -> None:
     row = points[(points["param.distill.mode"] == "mixed")
                  & (points["param.student.arch"] == "snn_a")].iloc[0]
     assert row["metric.energy_mj"] == pytest.approx(0.05)
-    assert row["metric.top1"] == pytest.approx(230 / 3)
+    assert row["metric.test_top1"] == pytest.approx(230 / 3)
     assert row["n"] == 3
     bkd_a = points[(points["param.distill.mode"] == "bkd")
                    & (points["param.student.arch"] == "snn_a")].iloc[0]
-    assert bkd_a["n"] == 2 and bkd_a["metric.top1"] == pytest.approx(74.5)  # pruned left out
-    front = pareto_front(points, "metric.energy_mj", "metric.top1")
+    assert bkd_a["n"] == 2 and bkd_a["metric.test_top1"] == pytest.approx(74.5)  # pruned left out
+    front = pareto_front(points, "metric.energy_mj", "metric.test_top1")
     # mixed/snn_a (0.05 mJ, 76.67 %) dominates every other configuration
     assert [tuple(points.iloc[i][["param.distill.mode", "param.student.arch"]])
             for i in front.front] == [("mixed", "snn_a")]

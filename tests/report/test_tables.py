@@ -144,7 +144,7 @@ def test_rank_ties_and_formatting() -> None:
 
 def test_main_results_teacher_falls_back_to_declared_accuracy(data) -> None:
     trials = data.trials.copy()
-    trials["metric.teacher_top1"] = float("nan")
+    trials["metric.teacher_test_top1"] = float("nan")
     trials["param.teacher.accuracy"] = 82.22
     t = main_results_table(ResultsData(data.study, trials, data.epochs), seeds_expected=3)
     assert {r[2].text for r in t.rows} == {"cnn_small (82.22)"}

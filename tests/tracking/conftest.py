@@ -46,18 +46,13 @@ def make_record(study: Study, trial_number: int, params: dict[str, Any], seed: i
                           mean_firing_rate=0.12, timesteps=config.student.timesteps,
                           e_mac_pj=4.6, e_ac_pj=0.9, first_layer_once=False,
                           firing_rates={"lif1": 0.1, "lif2": 0.14})
-    result = TrialResult(
-        status=status,
-        reason=None if status == "completed" else f"{status} by test",
-        best_top1=max(tops) if tops else None,
-        final_top1=tops[-1] if tops else None,
-        best_top5=max(m.top5 for m in history) if history else None,
-        final_top5=history[-1].top5 if history else None,
+    result = TrialResult.from_history(
+        status, history, reason=None if status == "completed" else f"{status} by test",
         energy=report if energy else None,
-        epochs_run=len(history), wall_seconds=1.5 * len(history), device_seconds=1.5,
-        device="cpu", config=config.model_dump(mode="json"),
-        config_hash=config.config_hash(), code_version="test-0",
-        history=history)
+        test_top1=max(tops) - 0.5 if tops and status == "completed" else None,
+        wall_seconds=1.5 * len(history), devices=1, device="cpu",
+        config=config.model_dump(mode="json"), config_hash=config.config_hash())
+    result = result.model_copy(update={"device_seconds": 1.5})
     return TrialRecord(trial_id=f"t{trial_number:04d}", trial_number=trial_number,
                        params=dict(params), seed=seed, result=result,
                        pruned_epoch=pruned_epoch)

@@ -83,7 +83,8 @@ def test_sweep_makes_one_parent_and_a_nested_child_per_trial(
         assert params["train.epochs"] == "3" and params["data.root"] == "None"
         assert len(params) == len(study.base_config().flat())
         metrics = child.data.metrics
-        assert metrics["best_top1"] == pytest.approx(rec.result.best_top1)
+        assert metrics["val_top1"] == pytest.approx(rec.result.val_top1)
+        assert metrics["test_top1"] == pytest.approx(rec.result.test_top1)
         assert metrics["final_top1"] == pytest.approx(rec.result.final_top1)
         assert metrics["energy_mj"] == pytest.approx(rec.result.energy_mj)
         assert metrics["sops"] == 1e6 and metrics["firing_rate"] == pytest.approx(0.12)
@@ -135,8 +136,8 @@ def test_resume_and_retry_reuse_parent_and_children(tmp_path, mlflow_db, make_st
     run0 = children["t0000"]
     steps = [m.step for m in client.get_metric_history(run0.info.run_id, "top1")]
     assert sorted(steps) == [1, 2, 3]
-    assert len(client.get_metric_history(run0.info.run_id, "best_top1")) == 1
-    assert len(client.get_metric_history(children["t0001"].info.run_id, "best_top1")) == 1
+    assert len(client.get_metric_history(run0.info.run_id, "val_top1")) == 1
+    assert len(client.get_metric_history(children["t0001"].info.run_id, "val_top1")) == 1
     assert run0.data.tags["status"] == "completed" and "reason" not in run0.data.tags
     assert run0.info.status == "FINISHED"
     trials, epochs = ResultStore(results_dir).read()

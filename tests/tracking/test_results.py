@@ -37,8 +37,8 @@ def test_load_round_trip_by_name_and_by_directory(study, results_dir, grid_recor
         assert len(res.epochs) == 3 * len(records)
         assert res.study == json.loads((results_dir / "study.json").read_text())
         assert res.seeds == [0, 1]
-    top1 = by_dir.trials.set_index("trial_id")["metric.top1"].to_dict()
-    assert top1 == {r.trial_id: pytest.approx(r.result.best_top1) for r in records}
+    top1 = by_dir.trials.set_index("trial_id")["metric.test_top1"].to_dict()
+    assert top1 == {r.trial_id: pytest.approx(r.result.test_top1) for r in records}
     assert by_dir.config_columns() == ["param.distill.mode", "param.student.timesteps"]
 
 
@@ -66,7 +66,7 @@ def test_summary_table_aggregates_seeds_per_configuration(study, results_dir, ma
     header = lines[1].split()
     assert header[:4] == ["distill.mode", "student.timesteps", "n", "completed"]
     rows = {tuple(line.split()[:2]): line for line in lines[3:-3]}
-    bkd_top1 = [records[0].result.best_top1, records[1].result.best_top1]
+    bkd_top1 = [records[0].result.test_top1, records[1].result.test_top1]
     mean, std = statistics.mean(bkd_top1), statistics.stdev(bkd_top1)
     assert f"{mean:.2f} ± {std:.2f}" in rows[("bkd", "4")]
     assert rows[("bkd", "4")].split()[2:6] == ["2", "2", "0", "0"]
@@ -78,7 +78,7 @@ def test_summary_table_aggregates_seeds_per_configuration(study, results_dir, ma
     assert rows[("none", "4")].split()[-2:] == ["-", "-"]
     total = lines[-2].split()
     assert total[:5] == ["total", "5", "3", "1", "1"]
-    assert total[5:7] == ["best", f"{max(r.result.best_top1 for r in records[:3]):.2f}"]
+    assert total[5:7] == ["best", f"{max(r.result.test_top1 for r in records[:3]):.2f}"]
     assert lines[-1].startswith("* fewer completed seeds than the study's 2")
 
 

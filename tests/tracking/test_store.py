@@ -40,7 +40,7 @@ def test_upsert_is_exactly_once_under_retries_and_resumes(study, results_dir, ma
     assert list(trials["trial_id"]) == ["t0001", "t0003"]  # sorted by trial number
     row = trials.set_index("trial_id").loc["t0003"]
     assert row["status"] == "completed"
-    assert row["metric.top1"] == pytest.approx(epoch_top1(3, 3) + 1.0)
+    assert row["metric.val_top1"] == pytest.approx(epoch_top1(3, 3) + 1.0)
     assert row["epochs_run"] == 3 and row["mlflow_run_id"] == "run-a"
     mine = epochs[epochs["trial_id"] == "t0003"]
     assert list(mine["epoch"]) == [1, 2, 3]  # replaced, not 2 + 3 + 3 rows
@@ -61,7 +61,7 @@ def test_row_values_match_the_record(study, results_dir, make_record, epoch_top1
     assert (row["status"], row["reason"], row["pruned_epoch"]) == ("pruned", "pruned by test", 2)
     assert row["param.distill.mode"] == "bkd" and row["param.student.timesteps"] == 4
     assert row["param.seed"] == 1 and row["param.train.epochs"] == 3
-    assert row["metric.top1"] == pytest.approx(epoch_top1(7, 2))
+    assert row["metric.val_top1"] == pytest.approx(epoch_top1(7, 2))
     assert row["metric.energy_mj"] == pytest.approx(0.08)
     assert row["metric.firing_rate"] == pytest.approx(0.12)
     assert row["epochs_planned"] == 3 and row["epochs_run"] == 2
@@ -166,6 +166,6 @@ def test_unknown_param_leaf_is_kept_with_a_value_type(study, results_dir, make_r
 
 def test_empty_store_reads_empty_frames_with_columns(tmp_path: Path):
     trials, epochs = ResultStore(tmp_path / "nothing").read()
-    assert trials.empty and "metric.top1" in trials.columns
+    assert trials.empty and "metric.test_top1" in trials.columns
     assert epochs.empty and "loss.bkd" in epochs.columns
     assert ResultStore(tmp_path / "nothing").trial_ids(status="completed") == set()
