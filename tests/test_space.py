@@ -173,7 +173,7 @@ search:
     assert space.from_optuna_params(space.to_optuna_params(params, s), s) == params
 
 
-def test_sampler_table():
+def test_sampler_table(monkeypatch):
     s = search("""
 search:
   sampler: tpe
@@ -183,9 +183,18 @@ search:
     distill.mode: [none, bkd]
     distill.blur_ratio: {values: [0.1, 0.2], when: {distill.mode: [bkd]}}
 """)
+    tpe_class, made = optuna.samplers.TPESampler, {}
+
+    class RecordingTPESampler(tpe_class):  # records the public constructor arguments
+        def __init__(self, **kwargs):
+            made.update(kwargs)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(optuna.samplers, "TPESampler", RecordingTPESampler)
     tpe = space.make_sampler(s)
-    assert isinstance(tpe, optuna.samplers.TPESampler)
-    assert tpe._multivariate and tpe._group  # conditionals -> group=True
+    assert isinstance(tpe, tpe_class)
+    # conditionals -> group=True
+    assert made == {"seed": 7, "multivariate": True, "group": True, "constant_liar": True}
     assert isinstance(space.make_sampler(s, "random"), optuna.samplers.RandomSampler)
     assert isinstance(space.make_sampler(s, "nsga2"), optuna.samplers.NSGAIISampler)
     with pytest.raises(UnknownNameError, match="valid: grid, nsga2, random, tpe"):
@@ -193,19 +202,51 @@ search:
     assert space.list_samplers() == ["grid", "nsga2", "random", "tpe"]
 
 
+def prune_decisions(pruner: optuna.pruners.BasePruner, finished: list[float], probe: float,
+                    epochs: int) -> list[bool]:
+    """The pruner's decision at each epoch for a trial reporting ``probe`` every epoch, after
+    one trial per ``finished`` value reported it every epoch and completed (maximize)."""
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for value in finished:
+        trial = study.ask()
+        for epoch in range(1, epochs + 1):
+            trial.report(value, epoch)
+            trial.should_prune()  # successive halving records rungs here
+        study.tell(trial, value)
+    trial = study.ask()
+    decisions = []
+    for epoch in range(1, epochs + 1):
+        trial.report(probe, epoch)
+        decisions.append(trial.should_prune())
+    return decisions
+
+
 def test_pruner_table_with_strict_arguments():
-    median = space.make_pruner({"name": "median", "warmup_epochs": 3, "startup_trials": 2,
-                                "interval_epochs": 2})
+    median_args = {"name": "median", "warmup_epochs": 3, "startup_trials": 2,
+                   "interval_epochs": 2}
+    median = space.make_pruner(median_args)
     assert isinstance(median, optuna.pruners.MedianPruner)
-    # warmup_epochs 3: epochs 1..3 never pruned -> Optuna n_warmup_steps 4
-    assert (median._n_warmup_steps, median._n_startup_trials, median._interval_steps) == (4, 2, 2)
+    # startup_trials 2: with one finished trial nothing is pruned
+    assert prune_decisions(median, [90.0], 10.0, epochs=6) == [False] * 6
+    # warmup_epochs 3: epochs 1..3 never pruned (Optuna n_warmup_steps 4); interval_epochs 2:
+    # then every second epoch is judged (4, 6), not 5
+    assert prune_decisions(space.make_pruner(median_args), [90.0, 90.0], 10.0, epochs=6) == [
+        False, False, False, True, False, True]
     assert isinstance(space.make_pruner({"name": "none"}), optuna.pruners.NopPruner)
-    sh = space.make_pruner({"name": "successive_halving", "reduction_factor": 3})
-    assert isinstance(sh, optuna.pruners.SuccessiveHalvingPruner) and sh._reduction_factor == 3
+    sh_args = {"name": "successive_halving", "reduction_factor": 3, "min_resource": 1}
+    assert isinstance(space.make_pruner(sh_args), optuna.pruners.SuccessiveHalvingPruner)
+    # reduction_factor 3: of six trials at the first rung the best 6 // 3 = 2 go on, so the
+    # second best continues and the third is stopped (factor 2 would keep 3, factor 4 keep 1)
+    ranks = [10.0, 20.0, 30.0, 40.0, 50.0]
+    assert prune_decisions(space.make_pruner(sh_args), ranks, 45.0, epochs=1) == [False]
+    assert prune_decisions(space.make_pruner(sh_args), ranks, 35.0, epochs=1) == [True]
     hb = space.make_pruner({"name": "hyperband", "min_resource": 2, "max_resource": 27})
     assert isinstance(hb, optuna.pruners.HyperbandPruner)
-    thr = space.make_pruner({"name": "threshold", "lower": 20.0})
-    assert isinstance(thr, optuna.pruners.ThresholdPruner) and thr._lower == 20.0
+    thr_args = {"name": "threshold", "lower": 20.0}
+    assert isinstance(space.make_pruner(thr_args), optuna.pruners.ThresholdPruner)
+    # lower 20.0: a value below it is pruned from the first epoch, 20.0 itself is not
+    assert prune_decisions(space.make_pruner(thr_args), [], 19.9, epochs=1) == [True]
+    assert prune_decisions(space.make_pruner(thr_args), [], 20.0, epochs=1) == [False]
     pct = space.make_pruner({"name": "percentile", "percentile": 40.0})
     assert isinstance(pct, optuna.pruners.PercentilePruner)
     with pytest.raises(UnknownNameError, match="did you mean 'median'"):
