@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bkd_sweep.config import Study, flatten
+from bkd_sweep.redact import redact_value
 from bkd_sweep.fileio import write_json_atomic
 from bkd_sweep.records import EpochMetrics, TrialRecord, result_metrics
 from bkd_sweep.settings import settings
@@ -46,8 +47,10 @@ def resolve_tracking_uri(study: Study, results_dir: Path, explicit: str | None =
     return f"sqlite:///{Path(results_dir).resolve().parent}/mlflow.db"
 
 
-def param_value(value: Any) -> str:
-    """MLflow param text: scalars as str(), containers as JSON, cut to MLflow's 6000 chars."""
+def param_value(value: Any, name: str = "") -> str:
+    """MLflow param text: credentials hidden (bkd_sweep.redact), scalars as str(), containers
+    as JSON, cut to MLflow's 6000 chars."""
+    value = redact_value(value, name)
     text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
     return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
 
@@ -105,7 +108,8 @@ class StudyTracker:
         from mlflow.exceptions import MlflowException
 
         self.results_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.study.model_dump(mode="json"), self.results_dir / STUDY_FILE)
+        write_json_atomic(redact_value(self.study.model_dump(mode="json")),
+                          self.results_dir / STUDY_FILE)
         experiment_id = self.experiment_id
         info = self._read_sweep_info()
         parent = None
@@ -126,7 +130,8 @@ class StudyTracker:
         if parent is None:
             parent = self._create_parent()
             info = {"parent_run_id": parent, "experiment_id": experiment_id,
-                    "tracking_uri": self._uri, "study": self.study.name, "started_at": now,
+                    "tracking_uri": redact_value(self._uri), "study": self.study.name,
+                    "started_at": now,
                     "resumed_at": []}
         else:
             info.setdefault("resumed_at", []).append(now)
@@ -165,7 +170,7 @@ class StudyTracker:
             run_id, created = self._child(trial_id, params)
             if metrics.epoch in self._logged[trial_id]:
                 return
-            new_params = [Param(k, param_value(v)) for k, v in params.items()] if created else []
+            new_params = [Param(k, param_value(v, k)) for k, v in params.items()] if created else []
             self._log_batches(run_id, metrics=_epoch_metrics(metrics), params=new_params)
             self._logged[trial_id].add(metrics.epoch)
         except Exception as exc:  # noqa: BLE001 - MLflow is a view; the trial goes on
@@ -212,7 +217,7 @@ class StudyTracker:
         run = self.client.get_run(run_id)
         leaves = {**record.params, **flatten(result.config or {})}
         leaves.setdefault("seed", record.seed)
-        params = [Param(k, param_value(v)) for k, v in leaves.items()
+        params = [Param(k, param_value(v, k)) for k, v in leaves.items()
                   if k not in run.data.params]  # a logged param cannot change value
         finals = _final_metrics(record)
         stamp = _now_ms()
@@ -283,7 +288,7 @@ class StudyTracker:
             "search.pruner": search.pruner.name,
             "search.n_trials": search.n_trials,
         }
-        self._log_batches(run.info.run_id, params=[Param(k, param_value(v))
+        self._log_batches(run.info.run_id, params=[Param(k, param_value(v, k))
                                                    for k, v in params.items()])
         return run.info.run_id
 

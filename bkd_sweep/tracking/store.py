@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bkd_sweep.config import flatten
+from bkd_sweep.redact import redact_params, redact_value
 from bkd_sweep.fileio import file_lock, write_parquet_atomic
 from bkd_sweep.records import EpochMetrics, TrialRecord, result_metrics
 from bkd_sweep.tracking.schema import (
@@ -120,7 +121,7 @@ def trial_row(record: TrialRecord, *, study: str, mlflow_run_id: str | None = No
     """The trials.parquet row of one record, values coerced to the schema's types."""
     result = record.result
     config = result.config or {}
-    leaves = {**record.params, **flatten(config)}
+    leaves = redact_params({**record.params, **flatten(config)})
     leaves.setdefault("seed", record.seed)
     types = param_types()
     params = {PARAM_PREFIX + path: coerce(value, types.get(path) or arrow_type_for_value(value))
@@ -149,7 +150,7 @@ def trial_row(record: TrialRecord, *, study: str, mlflow_run_id: str | None = No
         "split_rule": result.split_rule,
         "code_version": result.code_version,
         "mlflow_run_id": mlflow_run_id,
-        "config_json": json.dumps(config),
+        "config_json": json.dumps(redact_value(config)),
         "firing_rates_json": json.dumps(energy.firing_rates if energy else {}, sort_keys=True),
         "finished_at": finished_at or datetime.now(UTC),
         "schema_version": SCHEMA_VERSION,
