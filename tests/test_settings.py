@@ -8,22 +8,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bkd_sweep.settings import Settings, cache_dir_for, settings
+from bkd_sweep.settings import Settings, cache_dir_for, env_var, settings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TABLE_HEADING = "## Environment variables"
-
-
-def env_name(field: str) -> str:
-    """The variable a Settings field is read from: its alias, else BKD_<FIELD>."""
-    alias = Settings.model_fields[field].validation_alias
-    if alias is not None:
-        (name,) = alias.choices  # one spelling per variable
-        return name
-    return f"{Settings.model_config['env_prefix']}{field}".upper()
-
-
-ENV_NAMES = {env_name(field): field for field in Settings.model_fields}
+ENV_NAMES = {env_var(field): field for field in Settings.model_fields}
 
 
 def readme_table() -> dict[str, list[str]]:
@@ -58,9 +47,10 @@ def test_readme_table_lists_exactly_the_settings_fields() -> None:
     assert set(readme_table()) == set(ENV_NAMES)
 
 
-def test_env_names_are_the_documented_ones() -> None:
-    assert set(ENV_NAMES) == {"BKD_RESULTS_DIR", "BKD_CACHE_DIR", "BKD_DATA", "BKD_CKPT",
-                              "MLFLOW_TRACKING_URI", "RAY_ADDRESS"}
+def test_env_var_names_each_field_by_its_variable() -> None:
+    assert ENV_NAMES == {"BKD_RESULTS_DIR": "results_dir", "BKD_CACHE_DIR": "cache_dir",
+                         "BKD_DATA": "data", "BKD_CKPT": "ckpt",
+                         "MLFLOW_TRACKING_URI": "mlflow_tracking_uri", "RAY_ADDRESS": "ray_address"}
 
 
 def test_unset_environment_gives_no_values(clean_env) -> None:
