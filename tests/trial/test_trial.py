@@ -178,6 +178,7 @@ def test_cli_train_writes_the_result_json(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "blur_ratio" in bad.stderr
 
 
+@pytest.mark.slow
 def test_val_selects_and_test_is_measured_once_on_the_selected_weights(cache_dir):
     """With val = test (val_fraction 0) the one test pass must reproduce the selected
     epoch's val top-1 exactly: same weights, same images."""
@@ -193,6 +194,7 @@ def test_val_selects_and_test_is_measured_once_on_the_selected_weights(cache_dir
         assert result.selection_on_test is True
 
 
+@pytest.mark.slow
 def test_result_names_its_splits_and_the_teachers_accuracy(cache_dir):
     result = run_trial(make_config(distill__mode="mixed"), cache_dir=cache_dir)
     assert result.selection_on_test is False and "test: 20% of each class" in result.split_rule
