@@ -27,8 +27,11 @@ quickstart: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The unit tier: no Ray, no server, no browser, nothing that takes minutes (< 90 s on 2 cores).
+FAST_TIER := not slow and not ray and not server and not browser and not cluster
+
 test-fast: install
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "$(FAST_TIER)" $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/run.py

@@ -1,16 +1,24 @@
-"""Fixtures shared across test folders: one Ray instance for the whole session (ray.init
-costs seconds and ~1 GB, so the engine and fault-injection tests share it)."""
+"""Fixtures shared across test folders.
+
+Helpers reach tests only as fixtures: a folder's own helpers in its conftest.py, helpers that
+several folders use here. Only conftest files import helper modules, by package path
+(``tests.<folder>.<module>``; pyproject's ``pythonpath`` puts the root on sys.path)."""
 
 from __future__ import annotations
 
 import logging
 import os
+from types import ModuleType
 
 import pytest
+
+from tests.data import dataset_files as dataset_files_module
 
 
 @pytest.fixture(scope="session")
 def ray_session():
+    """One Ray instance for the whole session (ray.init costs seconds and ~1 GB, so the engine
+    and fault-injection tests share it). Tests using it must be marked ``ray``."""
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -21,3 +29,18 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def dataset_files() -> ModuleType:
+    """Writers of tiny datasets in their real on-disk formats (tests/data/dataset_files.py),
+    used by the data and trial tests: ``dataset_files.write_cifar10(root)``."""
+    return dataset_files_module
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts Ray must say so: `make test-fast` deselects by marker."""
+    unmarked = [item.nodeid for item in items
+                if "ray_session" in getattr(item, "fixturenames", ())
+                and item.get_closest_marker("ray") is None]
+    if unmarked:
+        raise pytest.UsageError("tests use the ray_session fixture without the `ray` marker: "
+                                + ", ".join(unmarked))

@@ -12,6 +12,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a fresh interpreter imports the training stack
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_gpu_bench_without_cuda_exits_cleanly():
     before = (ROOT / "bench" / "RESULTS.md").read_text(encoding="utf-8")

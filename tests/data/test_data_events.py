@@ -12,7 +12,6 @@ import torch
 from bkd_sweep.data import DataError, build_data, make_loaders, make_mixup
 from bkd_sweep.data.events import integrate_by_count
 from bkd_sweep.config import AugmentConfig, DataConfig
-from tests.data.fixtures import write_cifar10_dvs, write_event_file
 
 # (x, y, p) of 8 events; into 2 frames: events 0-3 -> frame 0, events 4-7 -> frame 1
 EIGHT = [(0, 0, 1), (1, 0, 0), (0, 0, 1), (2, 3, 1), (5, 5, 0), (5, 5, 0), (0, 0, 1),
@@ -60,11 +59,12 @@ def test_integrate_matches_spikingjelly_split_by_number():
     np.testing.assert_array_equal(got, want)
 
 
-def test_dvs_sample_through_build_data(tmp_path: Path):
-    write_cifar10_dvs(tmp_path, n_per_class=3, classes=("cat", "airplane"), n_events=40)
+def test_dvs_sample_through_build_data(tmp_path: Path, dataset_files):
+    dataset_files.write_cifar10_dvs(tmp_path, n_per_class=3, classes=("cat", "airplane"),
+                                    n_events=40)
     x, y, p = zip(*EIGHT)
-    target = write_event_file(tmp_path / "events_np" / "cat" / "3.npz", t=range(8), x=x, y=y,
-                              p=p)
+    target = dataset_files.write_event_file(tmp_path / "events_np" / "cat" / "3.npz",
+                                            t=range(8), x=x, y=y, p=p)
     cfg = DataConfig(dataset="cifar10_dvs", root=str(tmp_path), frames=2,
                      val_fraction=0.25)
     bundle = build_data(cfg, seed=0, timesteps=4)
@@ -81,8 +81,8 @@ def test_dvs_sample_through_build_data(tmp_path: Path):
     torch.testing.assert_close(frames, torch.from_numpy(hand_frames_of_eight()))
 
 
-def test_dvs_frames_downsampling_and_split(tmp_path: Path):
-    write_cifar10_dvs(tmp_path, n_per_class=10, classes=("a", "b", "c"), n_events=64)
+def test_dvs_frames_downsampling_and_split(tmp_path: Path, dataset_files):
+    dataset_files.write_cifar10_dvs(tmp_path, n_per_class=10, classes=("a", "b", "c"), n_events=64)
     cfg = DataConfig(dataset="cifar10_dvs", root=str(tmp_path), image_size=32)
     bundle = build_data(cfg, seed=0, timesteps=4)
     # default 9:1 test split per class, then val_fraction 0.1 of the 9: round(0.9) = 1
@@ -106,8 +106,8 @@ def test_dvs_frames_downsampling_and_split(tmp_path: Path):
     assert float(direct.val[0][0].sum()) == 64
 
 
-def test_dvs_loader_augment_and_mixup(tmp_path: Path):
-    write_cifar10_dvs(tmp_path, n_per_class=4, classes=("a", "b"), n_events=32)
+def test_dvs_loader_augment_and_mixup(tmp_path: Path, dataset_files):
+    dataset_files.write_cifar10_dvs(tmp_path, n_per_class=4, classes=("a", "b"), n_events=32)
     cfg = DataConfig(dataset="cifar10_dvs", root=str(tmp_path), image_size=16, batch_size=3,
                      augment={"crop_flip": True, "random_erasing": 0.5, "mixup": 0.5})
     bundle = build_data(cfg, seed=0, timesteps=2)
@@ -128,21 +128,21 @@ def test_dvs_loader_augment_and_mixup(tmp_path: Path):
     assert next(iter(loaders.test))[0].shape == (2, 2, 2, 16, 16)
 
 
-def test_dvs_errors_name_the_path(tmp_path: Path):
+def test_dvs_errors_name_the_path(tmp_path: Path, dataset_files):
     with pytest.raises(DataError, match=f"expected events_np/<class>/<n>.npz .* under {tmp_path}"):
         build_data(DataConfig(dataset="cifar10_dvs", root=str(tmp_path)), seed=0)
-    write_cifar10_dvs(tmp_path, n_per_class=2, classes=("a", "b"), n_events=8)
+    dataset_files.write_cifar10_dvs(tmp_path, n_per_class=2, classes=("a", "b"), n_events=8)
     bad = tmp_path / "events_np" / "a" / "0.npz"
     np.savez(bad, t=np.arange(3), x=np.arange(3), y=np.arange(3))
     with pytest.raises(DataError, match=f"{bad} lacks arrays p"):
         build_data(DataConfig(dataset="cifar10_dvs", root=str(tmp_path)), seed=0)
-    write_event_file(bad, t=[0], x=[128], y=[0], p=[1])
+    dataset_files.write_event_file(bad, t=[0], x=[128], y=[0], p=[1])
     with pytest.raises(DataError, match=f"{bad}: x outside 0..127"):
         build_data(DataConfig(dataset="cifar10_dvs", root=str(tmp_path)), seed=0)
     bad.write_bytes(b"garbage")
     with pytest.raises(DataError, match=f"{bad} is not a readable .npz"):
         build_data(DataConfig(dataset="cifar10_dvs", root=str(tmp_path)), seed=0)
-    write_event_file(bad, t=[0], x=[1], y=[2], p=[0])
+    dataset_files.write_event_file(bad, t=[0], x=[1], y=[2], p=[0])
     with pytest.raises(DataError, match="cifar10_dvs: augment.randaugment needs images"):
         build_data(DataConfig(dataset="cifar10_dvs", root=str(tmp_path / "events_np"),
                               augment=AugmentConfig(randaugment="rand-m9")), seed=0)

@@ -1,4 +1,4 @@
-"""Each on-disk format, written for real by tests/data/fixtures.py, loaded via build_data."""
+"""Each on-disk format, written for real by tests/data/dataset_files.py, loaded via build_data."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ import torch
 from bkd_sweep.data import DataError, build_data, list_datasets, make_loaders
 from bkd_sweep.data.transforms import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD
 from bkd_sweep.config import DataConfig
-from tests.data.fixtures import (cifar_images, mnist_images, write_cifar10, write_cifar100,
-                                 write_image_folder, write_mnist)
 
 
 def labels_of(dataset) -> list[int]:
@@ -109,20 +107,22 @@ def test_synthetic_is_deterministic_and_learnable():
 
 
 @pytest.mark.parametrize("gz", [False, True])
-def test_mnist_idx_files_plain_and_gz(tmp_path: Path, gz: bool):
-    write_mnist(tmp_path, n_train=20, n_test=10, gz=gz)
+def test_mnist_idx_files_plain_and_gz(tmp_path: Path, gz: bool, dataset_files):
+    dataset_files.write_mnist(tmp_path, n_train=20, n_test=10, gz=gz)
     bundle = build_data(DataConfig(dataset="mnist", root=str(tmp_path)), seed=0)
     # 2 train images per class: one held out as val (the at-least-one rule), one trains
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (10, 10, 10)
     assert bundle.num_classes == 10 and not bundle.selection_on_test
     assert labels_of(bundle.test) == [i % 10 for i in range(10)]
     x, _ = bundle.test[3]
-    want = (torch.from_numpy(mnist_images(10, 1)[3]).float() / 255 - MNIST_MEAN[0]) / MNIST_STD[0]
+    pixels = torch.from_numpy(dataset_files.mnist_images(10, 1)[3]).float() / 255
+    want = (pixels - MNIST_MEAN[0]) / MNIST_STD[0]
     assert x.shape == (1, 28, 28) and torch.allclose(x[0], want, atol=1e-5)
 
 
-def test_fashion_mnist_root_pointing_at_raw_folder(tmp_path: Path):
-    raw = write_mnist(tmp_path, n_train=20, n_test=10, fashion=True)  # 2 a class: 1 to val
+def test_fashion_mnist_root_pointing_at_raw_folder(tmp_path: Path, dataset_files):
+    # 2 a class: 1 to val
+    raw = dataset_files.write_mnist(tmp_path, n_train=20, n_test=10, fashion=True)
     bundle = build_data(DataConfig(dataset="fashion_mnist", root=str(raw), image_size=14),
                         seed=0)
     assert bundle.train[0][0].shape == (1, 14, 14) and bundle.image_size == 14
@@ -131,8 +131,8 @@ def test_fashion_mnist_root_pointing_at_raw_folder(tmp_path: Path):
         build_data(DataConfig(dataset="mnist", root=str(tmp_path)), seed=0)
 
 
-def test_mnist_malformed_and_missing_files(tmp_path: Path):
-    raw = write_mnist(tmp_path)
+def test_mnist_malformed_and_missing_files(tmp_path: Path, dataset_files):
+    raw = dataset_files.write_mnist(tmp_path)
     (raw / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(DataError, match=f"t10k-labels-idx1-ubyte \\(or .gz\\) under {raw}"):
         build_data(DataConfig(dataset="mnist", root=str(tmp_path)), seed=0)
@@ -149,8 +149,8 @@ def test_mnist_malformed_and_missing_files(tmp_path: Path):
         build_data(DataConfig(dataset="mnist", root=str(tmp_path / "nowhere")), seed=0)
 
 
-def test_mnist_randaugment_runs_on_grayscale(tmp_path: Path):
-    write_mnist(tmp_path)
+def test_mnist_randaugment_runs_on_grayscale(tmp_path: Path, dataset_files):
+    dataset_files.write_mnist(tmp_path)
     cfg = DataConfig(dataset="mnist", root=str(tmp_path),
                      augment={"randaugment": "rand-m9-n3-mstd0.5", "crop_flip": True})
     bundle = build_data(cfg, seed=0)
@@ -161,8 +161,8 @@ def test_mnist_randaugment_runs_on_grayscale(tmp_path: Path):
 
 
 @pytest.mark.parametrize("point_at_folder", [False, True])
-def test_cifar10_pickles(tmp_path: Path, point_at_folder: bool):
-    write_cifar10(tmp_path, n_train=20, n_test=10)
+def test_cifar10_pickles(tmp_path: Path, point_at_folder: bool, dataset_files):
+    dataset_files.write_cifar10(tmp_path, n_train=20, n_test=10)
     root = tmp_path / "cifar-10-batches-py" if point_at_folder else tmp_path
     cfg = DataConfig(dataset="cifar10", root=str(root), batch_size=8)
     bundle = build_data(cfg, seed=0)
@@ -172,7 +172,7 @@ def test_cifar10_pickles(tmp_path: Path, point_at_folder: bool):
     assert Counter(labels_of(bundle.train)) == {c: 1 for c in range(10)}
     assert Counter(labels_of(bundle.val)) == {c: 1 for c in range(10)}
     x, y = bundle.test[7]
-    raw = torch.from_numpy(cifar_images(10, 1)[7]).view(3, 32, 32).float() / 255
+    raw = torch.from_numpy(dataset_files.cifar_images(10, 1)[7]).view(3, 32, 32).float() / 255
     want = (raw - torch.tensor(CIFAR10_MEAN).view(3, 1, 1)) / torch.tensor(CIFAR10_STD).view(3, 1, 1)
     assert y == 7 and torch.allclose(x, want, atol=1e-5)
     loaders = make_loaders(bundle, cfg, seed=0)
@@ -182,8 +182,8 @@ def test_cifar10_pickles(tmp_path: Path, point_at_folder: bool):
     assert [len(b[1]) for b in loaders.test] == [10]
 
 
-def test_cifar10_augmented_and_resized(tmp_path: Path):
-    write_cifar10(tmp_path, n_train=20, n_test=5)  # 2 a class: 1 to val
+def test_cifar10_augmented_and_resized(tmp_path: Path, dataset_files):
+    dataset_files.write_cifar10(tmp_path, n_train=20, n_test=5)  # 2 a class: 1 to val
     cfg = DataConfig(dataset="cifar10", root=str(tmp_path), image_size=24,
                      augment={"crop_flip": True, "randaugment": "rand-m9-mstd0.5-inc1",
                               "random_erasing": 0.5})
@@ -192,7 +192,7 @@ def test_cifar10_augmented_and_resized(tmp_path: Path):
     assert bundle.train[0][0].shape == (3, 24, 24) and bundle.val[0][0].shape == (3, 24, 24)
 
 
-def test_randaugment_posterize_survives_zero_bits():
+def test_randaugment_posterize_survives_zero_bits(dataset_files):
     from PIL import Image
 
     from bkd_sweep.data.transforms import make_randaugment
@@ -200,14 +200,15 @@ def test_randaugment_posterize_survives_zero_bits():
     ra = make_randaugment("rand-m9-mstd0.5-inc1", 32, CIFAR10_MEAN)
     (op,) = [op for op in ra.ops if op.name == "PosterizeIncreasing"]
     op.magnitude, op.magnitude_std, op.prob = 10, 0, 1.0  # timm asks for 0 bits here
-    img = Image.fromarray(cifar_images(1)[0].reshape(3, 32, 32).transpose(1, 2, 0))
+    img = Image.fromarray(dataset_files.cifar_images(1)[0].reshape(3, 32, 32).transpose(1, 2, 0))
     assert not np.asarray(op(img)).any()
     op.magnitude = 5  # 2 bits kept: every value a multiple of 64
     assert set(np.unique(np.asarray(op(img))) % 64) == {0}
 
 
-def test_cifar100_fine_labels(tmp_path: Path):
-    write_cifar100(tmp_path, n_train=200, n_test=10)  # two per fine class: one held out
+def test_cifar100_fine_labels(tmp_path: Path, dataset_files):
+    # two per fine class: one held out
+    dataset_files.write_cifar100(tmp_path, n_train=200, n_test=10)
     bundle = build_data(DataConfig(dataset="cifar100", root=str(tmp_path)), seed=0)
     assert bundle.num_classes == 100 and bundle.class_names[5] == "fine_5"
     assert sorted(labels_of(bundle.train)) == list(range(100))
@@ -216,8 +217,8 @@ def test_cifar100_fine_labels(tmp_path: Path):
     assert bundle.val[0][0].shape == (3, 32, 32)
 
 
-def test_cifar_missing_and_malformed(tmp_path: Path):
-    base = write_cifar10(tmp_path) / "cifar-10-batches-py"
+def test_cifar_missing_and_malformed(tmp_path: Path, dataset_files):
+    base = dataset_files.write_cifar10(tmp_path) / "cifar-10-batches-py"
     (base / "test_batch").unlink()
     msg = ("cifar10: expected data_batch_1..data_batch_5 and test_batch (python pickle "
            f"version) under {base} (missing test_batch)")
@@ -232,10 +233,10 @@ def test_cifar_missing_and_malformed(tmp_path: Path):
         build_data(DataConfig(dataset="cifar100", root=str(tmp_path / "empty")), seed=0)
 
 
-def test_cifar_pickle_cannot_run_code(tmp_path: Path):
+def test_cifar_pickle_cannot_run_code(tmp_path: Path, dataset_files):
     import pickle
 
-    base = write_cifar10(tmp_path) / "cifar-10-batches-py"
+    base = dataset_files.write_cifar10(tmp_path) / "cifar-10-batches-py"
 
     class Evil:
         def __reduce__(self):
@@ -250,9 +251,10 @@ def test_cifar_pickle_cannot_run_code(tmp_path: Path):
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
-def test_image_folder(tmp_path: Path, fmt: str):
+def test_image_folder(tmp_path: Path, fmt: str, dataset_files):
     classes = ("n02", "n01", "n03")
-    write_image_folder(tmp_path, classes, n_train=3, n_val=2, fmt=fmt, val_classes=("n03",))
+    dataset_files.write_image_folder(tmp_path, classes, n_train=3, n_val=2, fmt=fmt,
+                                     val_classes=("n03",))
     cfg = DataConfig(dataset="imagenet", root=str(tmp_path), image_size=16, batch_size=4,
                      augment={"randaugment": "rand-m9-mstd0.5", "random_erasing": 0.25})
     bundle = build_data(cfg, seed=0)
@@ -267,8 +269,8 @@ def test_image_folder(tmp_path: Path, fmt: str):
     assert xb.shape == (4, 3, 16, 16)
 
 
-def test_image_folder_errors(tmp_path: Path):
-    write_image_folder(tmp_path, ("a", "b"), n_train=1, n_val=1)
+def test_image_folder_errors(tmp_path: Path, dataset_files):
+    dataset_files.write_image_folder(tmp_path, ("a", "b"), n_train=1, n_val=1)
     (tmp_path / "val" / "zzz").mkdir()
     with pytest.raises(DataError, match="class folders missing from train: zzz"):
         build_data(DataConfig(dataset="imagenet", root=str(tmp_path)), seed=0)
@@ -282,7 +284,7 @@ def test_image_folder_errors(tmp_path: Path):
         build_data(DataConfig(dataset="imagenet", root=str(tmp_path / "x")), seed=0)
 
 
-def test_num_classes_mismatch_is_an_error(tmp_path: Path):
-    write_cifar10(tmp_path, n_train=10, n_test=5)
+def test_num_classes_mismatch_is_an_error(tmp_path: Path, dataset_files):
+    dataset_files.write_cifar10(tmp_path, n_train=10, n_test=5)
     with pytest.raises(DataError, match="num_classes is 5 but the data has 10"):
         build_data(DataConfig(dataset="cifar10", root=str(tmp_path), num_classes=5), seed=0)

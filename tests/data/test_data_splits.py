@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 import pytest
@@ -14,7 +15,6 @@ from torch.utils.data import Subset
 
 from bkd_sweep.data import DataError, build_data, make_loaders
 from bkd_sweep.config import DataConfig
-from tests.data.fixtures import write_cifar10, write_cifar10_dvs, write_image_folder, write_mnist
 
 NO_DROP = 4096  # a batch bigger than any train split here: every train loader yields all samples
 
@@ -23,33 +23,36 @@ NO_DROP = 4096  # a batch bigger than any train split here: every train loader y
 class Format:
     """One dataset format written for real: its config and the split sizes worked out by hand."""
 
-    write: Callable[[Path], dict]  # writes the files, returns DataConfig fields
+    # write(dataset_files, root) writes the files and returns the DataConfig fields
+    write: Callable[[ModuleType, Path], dict]
     sizes: tuple[int, int, int]  # (train, val, test) at the config's fractions
     carved_test: bool  # test carved from the pool (no official test split)
 
 
 FORMATS = {
     # 20 train images per class: val round(0.1 x 20) = 2; official test batch of 30
-    "cifar10": Format(lambda root: {"dataset": "cifar10",
-                                    "root": str(write_cifar10(root, n_train=200, n_test=30))},
+    "cifar10": Format(lambda files, root: {
+        "dataset": "cifar10", "root": str(files.write_cifar10(root, n_train=200, n_test=30))},
                       (180, 20, 30), False),
     # 10 per class: val round(0.3 x 10) = 3; official t10k of 20
-    "mnist": Format(lambda root: {"dataset": "mnist", "val_fraction": 0.3, "root": str(
-        write_mnist(root, n_train=100, n_test=20, gz=True).parents[1])}, (70, 30, 20), False),
+    "mnist": Format(lambda files, root: {"dataset": "mnist", "val_fraction": 0.3, "root": str(
+        files.write_mnist(root, n_train=100, n_test=20, gz=True).parents[1])},
+                    (70, 30, 20), False),
     # 3 classes x 10 images: val round(0.2 x 10) = 2; test = the val folder, 2 per class
-    "imagenet": Format(lambda root: {"dataset": "imagenet", "image_size": 8, "val_fraction": 0.2,
-                                     "root": str(write_image_folder(root, ("a", "b", "c"),
-                                                                    n_train=10, n_val=2,
-                                                                    size=12))},
+    "imagenet": Format(lambda files, root: {
+        "dataset": "imagenet", "image_size": 8, "val_fraction": 0.2,
+        "root": str(files.write_image_folder(root, ("a", "b", "c"), n_train=10, n_val=2,
+                                             size=12))},
                        (24, 6, 6), False),
     # 3 classes x 10 files: test round(0.1 x 10) = 1 (the 9:1 default), val round(0.9) = 1
-    "cifar10_dvs": Format(lambda root: {"dataset": "cifar10_dvs", "image_size": 16, "root": str(
-        write_cifar10_dvs(root, n_per_class=10, classes=("a", "b", "c"), n_events=32))},
+    "cifar10_dvs": Format(lambda files, root: {
+        "dataset": "cifar10_dvs", "image_size": 16, "root": str(files.write_cifar10_dvs(
+            root, n_per_class=10, classes=("a", "b", "c"), n_events=32))},
                           (24, 3, 3), True),
     # per-class counts in test_data_formats.DIGITS_*: 359 test, then 143 val of the 1,438 left
-    "digits": Format(lambda root: {"dataset": "digits"}, (1295, 143, 359), True),
+    "digits": Format(lambda files, root: {"dataset": "digits"}, (1295, 143, 359), True),
     # 3 classes x 48: test round(9.6) = 10, val round(0.1 x 38) = 4, train 34
-    "synthetic": Format(lambda root: {"dataset": "synthetic", "num_classes": 3,
+    "synthetic": Format(lambda files, root: {"dataset": "synthetic", "num_classes": 3,
                                       "image_size": 8}, (102, 12, 30), True),
 }
 
@@ -67,9 +70,9 @@ def sample_ids(dataset) -> list:
 
 
 @pytest.fixture(params=sorted(FORMATS))
-def fmt(request, tmp_path: Path) -> tuple[Format, dict]:
+def fmt(request, tmp_path: Path, dataset_files: ModuleType) -> tuple[Format, dict]:
     spec = FORMATS[request.param]
-    return spec, spec.write(tmp_path)
+    return spec, spec.write(dataset_files, tmp_path)
 
 
 def test_splits_are_disjoint_and_sized_per_class(fmt):
@@ -148,11 +151,12 @@ def test_changing_val_fraction_never_moves_a_test_sample():
     assert (len(small.val), len(large.val)) == (70, 434)
 
 
-def test_test_fraction_overrides_the_default_and_is_refused_where_test_is_official(tmp_path):
+def test_test_fraction_overrides_the_default_and_is_refused_where_test_is_official(
+        tmp_path, dataset_files):
     bundle = build_data(DataConfig(test_fraction=0.5), seed=0)
     # half of 178, 182, 177, 183, 181, 182, 181, 179, 174, 180, x.5 rounding half to even
     assert len(bundle.test) == 89 + 91 + 88 + 92 + 90 + 91 + 90 + 90 + 87 + 90
-    write_cifar10(tmp_path, n_train=20, n_test=10)
+    dataset_files.write_cifar10(tmp_path, n_train=20, n_test=10)
     with pytest.raises(DataError, match="cifar10: data.test_fraction is set but cifar10 has an "
                                         "official test split"):
         build_data(DataConfig(dataset="cifar10", root=str(tmp_path), test_fraction=0.2), seed=0)
@@ -183,8 +187,9 @@ def test_a_test_fraction_must_leave_both_sides_non_empty(fraction: float):
         DataConfig(test_fraction=fraction)
 
 
-def test_a_class_too_small_to_give_a_val_sample_is_a_data_error(tmp_path: Path):
-    write_cifar10(tmp_path, n_train=10, n_test=10)  # one image per class
+def test_a_class_too_small_to_give_a_val_sample_is_a_data_error(tmp_path: Path,
+                                                               dataset_files):
+    dataset_files.write_cifar10(tmp_path, n_train=10, n_test=10)  # one image per class
     with pytest.raises(DataError, match="cifar10: empty split \\(train 10, val 0, test 10 "
                                         "samples\\); a class needs two samples"):
         build_data(DataConfig(dataset="cifar10", root=str(tmp_path)), seed=0)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # the fakes module (pickled by value)
+from tests.engine import fakes as fakes_module
 
-from fakes import FakeTracker  # noqa: E402
+
+@pytest.fixture(scope="session")
+def fakes() -> ModuleType:
+    """Fast stand-ins for run_trial (tests/engine/fakes.py): ``fakes.curve_trial`` ..."""
+    return fakes_module
 
 
 @pytest.fixture
-def fake_tracker():
-    return FakeTracker()
+def fake_tracker() -> fakes_module.FakeTracker:
+    return fakes_module.FakeTracker()

@@ -1,4 +1,5 @@
-"""A sweep driver process for the driver-kill test: ``python sweep_driver.py STUDY [--resume]``.
+"""A sweep driver process for the driver-kill test: ``python sweep_driver.py STUDY [--resume]``
+with the repository root on PYTHONPATH (test_resume.py sets it).
 
 Runs the study with the fast fake trial function and the real tracking stage.
 """
@@ -6,14 +7,10 @@ Runs the study with the fast fake trial function and the real tracking stage.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import fakes  # noqa: E402
-
-from bkd_sweep.engine import run_study  # noqa: E402
-from bkd_sweep.config import load_study  # noqa: E402
+from bkd_sweep.config import load_study
+from bkd_sweep.engine import run_study
+from tests.engine import fakes
 
 if __name__ == "__main__":
     summary = run_study(load_study(sys.argv[1]), resume="--resume" in sys.argv,

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-import fakes
 from bkd_sweep.engine import run_study
 from bkd_sweep.config import load_study_text
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a real (shared) Ray instance
 
 STUDY = """
 name: ddp
@@ -19,8 +20,8 @@ tracking: {{results_dir: {results}}}
 """
 
 
-@pytest.mark.slow
-def test_two_worker_trial_runs_under_torch_distributed(ray_session, tmp_path, fake_tracker):
+def test_two_worker_trial_runs_under_torch_distributed(ray_session, tmp_path, fakes,
+                                                       fake_tracker):
     loaded = load_study_text(STUDY.format(results=tmp_path))
     summary = run_study(loaded, trial_fn=fakes.ddp_trial, tracker=fake_tracker, progress=False)
     assert summary.counts["completed"] == 1, summary.render()

@@ -95,6 +95,7 @@ def test_unknown_architecture_gets_default_with_note_and_fit_counts():
     assert trials_fitting(TrialResources(cpu=1, gpu=1), 8, 0) == 0
 
 
+@pytest.mark.slow  # a fresh interpreter plans the ImageNet study
 def test_plan_for_a_cluster_fills_its_gpus():
     """`plan --cluster 8x8`: 4-worker trials on 8-GPU nodes, two a node, 16 at once."""
     import subprocess

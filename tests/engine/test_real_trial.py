@@ -9,6 +9,8 @@ from bkd_sweep.engine import run_study
 from bkd_sweep.engine.book import SweepBook
 from bkd_sweep.config import load_study_text
 
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a real (shared) Ray instance
+
 STUDY = """
 name: real_tiny
 data: {{dataset: digits, batch_size: 64, limit_train: 200, limit_val: 100}}

@@ -15,7 +15,10 @@ from optuna.trial import TrialState
 from bkd_sweep.engine.book import SweepBook
 from bkd_sweep.config import load_study
 
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # the driver process starts its own Ray
+
 HERE = Path(__file__).parent
+ROOT = HERE.parents[1]  # on the driver's PYTHONPATH: it imports tests.engine.fakes
 STUDY = """
 name: killme
 distill: {{mode: none}}
@@ -30,13 +33,13 @@ tracking: {{results_dir: {results}}}
 
 
 def _driver(study: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "BKD_FAKE_EPOCH_SECONDS": "0.5", "RAY_ADDRESS": ""}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "BKD_FAKE_EPOCH_SECONDS": "0.5", "RAY_ADDRESS": "", "PYTHONPATH": path}
     return subprocess.Popen([sys.executable, str(HERE / "sweep_driver.py"), str(study), *extra],
                             env=env, cwd=study.parent, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-@pytest.mark.slow
 def test_sigkill_mid_sweep_then_resume_runs_each_trial_exactly_once(tmp_path):
     study = tmp_path / "killme.yaml"
     study.write_text(STUDY.format(results=tmp_path / "results"))

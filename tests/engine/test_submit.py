@@ -93,6 +93,8 @@ def test_job_spec_passes_the_cache_and_tracking_settings_that_are_set(monkeypatc
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.server  # a `ray start --head` with its dashboard (Jobs API)
 def test_submit_runs_the_cli_as_a_ray_job_and_writes_results(tmp_path, monkeypatch):
     results = tmp_path / "results"
     monkeypatch.setenv("BKD_RESULTS_DIR", str(results))

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 from optuna.trial import TrialState
 
-import fakes
 from bkd_sweep.engine import run_study
 from bkd_sweep.engine.book import SweepBook
 from bkd_sweep.config import load_study_text
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a real (shared) Ray instance
 
 PRUNING = """
 name: pruning
@@ -26,7 +27,7 @@ tracking: {{results_dir: {results}}}
 """
 
 
-def test_median_pruner_prunes_worse_trials_early(ray_session, tmp_path, fake_tracker):
+def test_median_pruner_prunes_worse_trials_early(ray_session, tmp_path, fakes, fake_tracker):
     loaded = load_study_text(PRUNING.format(results=tmp_path))
     summary = run_study(loaded, trial_fn=fakes.curve_trial, tracker=fake_tracker,
                         progress=False)
@@ -71,7 +72,7 @@ tracking: {{results_dir: {results}}}
 
 
 def test_crashed_trial_retries_from_checkpoint_and_failure_is_recorded(ray_session, tmp_path,
-                                                                       fake_tracker):
+                                                                       fakes, fake_tracker):
     loaded = load_study_text(CRASHES.format(results=tmp_path))
     summary = run_study(loaded, trial_fn=fakes.crash_or_fail, tracker=fake_tracker,
                         progress=False)

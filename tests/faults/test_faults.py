@@ -4,19 +4,15 @@ others finish; no finished trial is lost and none is recorded twice."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from optuna.trial import TrialState
 
-sys.path.insert(0, str(Path(__file__).parent))
+from bkd_sweep.config import load_study_text
+from bkd_sweep.engine import run_study
+from bkd_sweep.engine.book import SweepBook
+from bkd_sweep.results import load
 
-import faulty  # noqa: E402
-from bkd_sweep.engine import run_study  # noqa: E402
-from bkd_sweep.engine.book import SweepBook  # noqa: E402
-from bkd_sweep.results import load  # noqa: E402
-from bkd_sweep.config import load_study_text  # noqa: E402
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a real (shared) Ray instance
 
 STUDY = """
 name: faults
@@ -36,8 +32,8 @@ tracking: {{results_dir: {results}}}
 """
 
 
-@pytest.mark.slow
-def test_sigkilled_worker_resumes_and_nan_fails_one_trial_exactly_once(ray_session, tmp_path):
+def test_sigkilled_worker_resumes_and_nan_fails_one_trial_exactly_once(ray_session, tmp_path,
+                                                                       faulty):
     loaded = load_study_text(STUDY.format(results=tmp_path / "results"), tmp_path / "f.yaml")
     summary = run_study(loaded, trial_fn=faulty.sigkill_once_mid_epoch, progress=False)
     assert summary.counts["completed"] == 2 and summary.counts["failed"] == 1, summary.render()

@@ -15,6 +15,10 @@ from bkd_sweep.models.students.spikformer import num_downsamples
 from bkd_sweep.registry import UnknownNameError
 
 T, B, K = 2, 2, 5
+# The widest nets take seconds each; the unit tier covers their builders through the smaller
+# members of the same family.
+WIDEST = ("spikformer_8_768", "spikingformer_8_768", "spikformer_8_512", "spikingformer_8_512",
+          "sew_resnet50", "sew_resnet50_cifar")
 
 
 def _setup(arch: str) -> tuple[int, int]:
@@ -25,7 +29,8 @@ def _setup(arch: str) -> tuple[int, int]:
     return (2, 32) if arch.endswith("_dvs") else (3, 8)
 
 
-@pytest.mark.parametrize("arch", list_students())
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in WIDEST else a
+                                  for a in list_students()])
 def test_student_contract(arch: str) -> None:
     torch.manual_seed(0)
     channels, size = _setup(arch)

@@ -7,7 +7,8 @@ import pytest
 from bkd_sweep.report import build_report
 from bkd_sweep.report.browser_check import check_in_browser, find_chromium
 
-pytestmark = pytest.mark.skipif(find_chromium() is None, reason="chromium not installed")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(find_chromium() is None, reason="chromium not installed")]
 
 
 def test_index_renders_in_headless_chromium(fixture_results, tmp_path) -> None:

@@ -13,7 +13,6 @@ import time
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from report_fixtures import make_large_results
 
 from bkd_sweep.report import build_report
 from bkd_sweep.report.render import render
@@ -31,9 +30,7 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    from report_fixtures import fixture_results_dir
-
+def built(tmp_path_factory, fixture_results_dir):
     root = tmp_path_factory.mktemp("built")
     results = fixture_results_dir(root / "results" / "fixture")
     return results, build_report(results, root / "reports" / "fixture")
@@ -68,6 +65,7 @@ def test_index_html_is_self_contained(built) -> None:
     assert "CUDA out of memory" in page  # the failed trial's reason
 
 
+@pytest.mark.slow  # builds the report twice more
 def test_markdown_and_latex_are_byte_identical_across_runs(built, tmp_path) -> None:
     results, first = built
     second = build_report(results, tmp_path / "again")
@@ -117,6 +115,7 @@ def test_latex_compiles(built, tmp_path) -> None:
     assert (tmp_path / "doc.pdf").exists()
 
 
+@pytest.mark.slow  # a fresh interpreter imports the report stack
 def test_no_torch_ray_or_mlflow_imported(fixture_results, tmp_path) -> None:
     code = textwrap.dedent(f"""
         import sys
@@ -134,7 +133,8 @@ def test_no_torch_ray_or_mlflow_imported(fixture_results, tmp_path) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_thousand_trials(tmp_path) -> None:
+@pytest.mark.slow
+def test_thousand_trials(tmp_path, make_large_results) -> None:
     results = make_large_results(tmp_path / "results" / "large", n_trials=1000)
     start = time.perf_counter()
     out = build_report(results, tmp_path / "reports" / "large")

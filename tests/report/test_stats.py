@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_fixtures import two_mode_results_dir
 
 from bkd_sweep.report.data import load_results_dir
 from bkd_sweep.report.render import render
@@ -99,13 +98,17 @@ def test_comparison_values_and_seed_count_rules() -> None:
     assert none.p == pytest.approx(1.0) and not none.significant and none.diff == 0
 
 
-def _table(tmp_path: Path, mixed: list[float], none: list[float], spec: TableSpec = SPEC):
-    data = load_results_dir(two_mode_results_dir(tmp_path / "r", mixed, none))
-    return ablation_table(data, spec, seeds_expected=None)
+@pytest.fixture
+def two_mode_table(two_mode_results_dir):
+    """``two_mode_table(root, mixed, none, spec)``: the ablation table of two modes' seeds."""
+    def table(root: Path, mixed: list[float], none: list[float], spec: TableSpec = SPEC):
+        data = load_results_dir(two_mode_results_dir(root / "r", mixed, none))
+        return ablation_table(data, spec, seeds_expected=None)
+    return table
 
 
-def test_table_marks_a_clear_effect(tmp_path: Path) -> None:
-    table = _table(tmp_path, CLEAR_MIXED, CLEAR_NONE)
+def test_table_marks_a_clear_effect(tmp_path: Path, two_mode_table) -> None:
+    table = two_mode_table(tmp_path, CLEAR_MIXED, CLEAR_NONE)
     assert table.cell("mixed", "top1").significant
     assert not table.cell("none", "top1").significant
     (c,) = table.comparisons
@@ -121,8 +124,8 @@ def test_table_marks_a_clear_effect(tmp_path: Path) -> None:
                for n in table.notes)
 
 
-def test_table_without_an_effect_has_no_mark(tmp_path: Path) -> None:
-    table = _table(tmp_path, [90.2, 89.9, 90.2], CLEAR_NONE)
+def test_table_without_an_effect_has_no_mark(tmp_path: Path, two_mode_table) -> None:
+    table = two_mode_table(tmp_path, [90.2, 89.9, 90.2], CLEAR_NONE)
     assert not any(c.significant for r in table.rows for c in r)
     assert table.comparisons[0].p > 0.5
     for fmt, mark in (("md", r"<sup>\*</sup>"), ("tex", "$^{*}$"), ("html", 'class="sig"')):
@@ -130,29 +133,29 @@ def test_table_without_an_effect_has_no_mark(tmp_path: Path) -> None:
     assert any(n.startswith("Significance") for n in table.notes)  # the test is still said
 
 
-def test_table_says_when_seeds_are_too_few(tmp_path: Path) -> None:
-    two = _table(tmp_path, [98.0, 98.2], [90.0, 90.3])
+def test_table_says_when_seeds_are_too_few(tmp_path: Path, two_mode_table) -> None:
+    two = two_mode_table(tmp_path, [98.0, 98.2], [90.0, 90.3])
     assert two.comparisons[0].p < 0.05 and not two.cell("mixed", "top1").significant
     assert ("n too small for a significance claim (under 3 seeds on a side; not marked): "
             "mixed (n = 2 vs 2).") in two.notes
-    one = _table(tmp_path / "one", [98.0], CLEAR_NONE)
+    one = two_mode_table(tmp_path / "one", [98.0], CLEAR_NONE)
     assert "No test possible: mixed (n = 1 vs 3)." in one.notes
     assert not any("Difference to" in n for n in one.notes)
 
 
-def test_baseline_is_configurable_per_table(tmp_path: Path) -> None:
-    flipped = _table(tmp_path, CLEAR_MIXED, CLEAR_NONE,
-                     SPEC.model_copy(update={"baseline": "mixed"}))
+def test_baseline_is_configurable_per_table(tmp_path: Path, two_mode_table) -> None:
+    flipped = two_mode_table(tmp_path, CLEAR_MIXED, CLEAR_NONE,
+                             SPEC.model_copy(update={"baseline": "mixed"}))
     assert flipped.cell("none", "top1").significant
     assert not flipped.cell("mixed", "top1").significant
     assert flipped.comparisons[0].diff == pytest.approx(-7.966667, abs=1e-5)
-    off = _table(tmp_path / "off", CLEAR_MIXED, CLEAR_NONE,
-                 SPEC.model_copy(update={"baseline": None}))
+    off = two_mode_table(tmp_path / "off", CLEAR_MIXED, CLEAR_NONE,
+                         SPEC.model_copy(update={"baseline": None}))
     assert off.comparisons == () and not any("Significance" in n for n in off.notes)
     assert not any(c.significant for r in off.rows for c in r)
     with pytest.raises(ValueError, match="baseline 'nnoe' is not a distill.mode"):
-        _table(tmp_path / "typo", CLEAR_MIXED, CLEAR_NONE,
-               SPEC.model_copy(update={"baseline": "nnoe"}))
+        two_mode_table(tmp_path / "typo", CLEAR_MIXED, CLEAR_NONE,
+                       SPEC.model_copy(update={"baseline": "nnoe"}))
 
 
 def test_fixture_tables_mark_exactly_the_significant_cells(fixture_results: Path) -> None:

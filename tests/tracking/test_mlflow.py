@@ -28,6 +28,7 @@ def _run_trial(tracker: StudyTracker, record, epochs=None) -> None:
     tracker.finish_trial(record)
 
 
+@pytest.mark.slow
 def test_sweep_makes_one_parent_and_a_nested_child_per_trial(
         tmp_path, mlflow_db, make_study, grid_records, epoch_top1):
     study = make_study("sweep_basic", description="tracking test")

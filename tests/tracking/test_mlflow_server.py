@@ -19,6 +19,8 @@ import pytest
 
 from bkd_sweep.tracking import StudyTracker
 
+pytestmark = [pytest.mark.server, pytest.mark.slow]  # starts `mlflow server`
+
 START_TIMEOUT_S = 60
 
 

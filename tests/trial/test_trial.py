@@ -40,7 +40,8 @@ EXPECTED_TERMS = {"none": {"task"}, "logit": {"task", "logit"}, "bkd": {"task", 
                   "mixed": {"task", "logit", "bkd"}}
 
 
-@pytest.mark.parametrize("mode", ["none", "logit", "bkd", "mixed"])
+@pytest.mark.parametrize("mode", ["none", *(pytest.param(m, marks=pytest.mark.slow)
+                                            for m in ("logit", "bkd", "mixed"))])
 def test_each_mode_completes_with_every_result_field(mode, cache_dir):
     reports = []
     result = run_trial(make_config(distill__mode=mode), lambda m, d: reports.append(m),
@@ -62,6 +63,7 @@ def test_each_mode_completes_with_every_result_field(mode, cache_dir):
         assert result.teacher_test_top1 > 80 and result.teacher_val_top1 > 80
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_on_cpu(cache_dir):
     config = make_config(distill__mode="mixed")
     a = run_trial(config, cache_dir=cache_dir)
@@ -76,6 +78,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_killed_trial_resumes_where_it_was_with_the_same_result(tmp_path, cache_dir):
     config = make_config(distill__mode="bkd", train__epochs=3)
     straight = run_trial(config, cache_dir=cache_dir)
@@ -109,6 +112,7 @@ def test_non_finite_loss_ends_the_trial_as_failed_with_the_reason(cache_dir):
     assert result.epochs_run == 0 and result.energy is None
 
 
+@pytest.mark.slow
 def test_loss_imbalance_is_warned(cache_dir):
     result = run_trial(make_config(distill__mode="bkd", distill__beta=2e-2, train__epochs=1),
                        cache_dir=cache_dir)
@@ -127,6 +131,7 @@ def _train_teacher_in_process(args):
     return trained, str(weights)
 
 
+@pytest.mark.slow
 def test_a_study_of_n_trials_trains_its_teacher_once(tmp_path):
     ctx = mp.get_context("spawn")
     with ctx.Pool(3) as pool:
@@ -136,10 +141,8 @@ def test_a_study_of_n_trials_trains_its_teacher_once(tmp_path):
     assert len(list((tmp_path / "teachers").glob("*.pt"))) == 1
 
 
-def test_event_data_with_an_snn_teacher_at_larger_t(tmp_path, cache_dir):
-    from tests.data.fixtures import write_cifar10_dvs
-
-    root = write_cifar10_dvs(tmp_path / "dvs", n_per_class=3, n_events=256)
+def test_event_data_with_an_snn_teacher_at_larger_t(tmp_path, cache_dir, dataset_files):
+    root = dataset_files.write_cifar10_dvs(tmp_path / "dvs", n_per_class=3, n_events=256)
     config = make_config(**{"data.dataset": "cifar10_dvs", "data.root": str(root),
                             "data.image_size": 16, "data.limit_train": None,
                             "data.limit_val": None, "data.batch_size": 8,
@@ -151,6 +154,7 @@ def test_event_data_with_an_snn_teacher_at_larger_t(tmp_path, cache_dir):
     assert result.energy.timesteps == 2 and result.teacher_energy_mj is not None
 
 
+@pytest.mark.slow
 def test_cli_train_writes_the_result_json(tmp_path):
     study = tmp_path / "s.yaml"
     study.write_text((ROOT / "studies" / "quickstart.yaml").read_text())
@@ -174,6 +178,7 @@ def test_cli_train_writes_the_result_json(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "blur_ratio" in bad.stderr
 
 
+@pytest.mark.slow
 def test_val_selects_and_test_is_measured_once_on_the_selected_weights(cache_dir):
     """With val = test (val_fraction 0) the one test pass must reproduce the selected
     epoch's val top-1 exactly: same weights, same images."""
@@ -189,6 +194,7 @@ def test_val_selects_and_test_is_measured_once_on_the_selected_weights(cache_dir
         assert result.selection_on_test is True
 
 
+@pytest.mark.slow
 def test_result_names_its_splits_and_the_teachers_accuracy(cache_dir):
     result = run_trial(make_config(distill__mode="mixed"), cache_dir=cache_dir)
     assert result.selection_on_test is False and "test: 20% of each class" in result.split_rule

@@ -54,7 +54,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str, cache_dir: str) -> N
         dist.destroy_process_group()
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # two processes train one trial together
 def test_ddp_syncs_student_align_and_restoration_block(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), str(tmp_path / "cache")), nprocs=2,
              join=True)
