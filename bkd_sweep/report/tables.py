@@ -12,8 +12,8 @@ from typing import Any, Literal, Sequence, TypeVar, get_args
 
 from bkd_sweep.report.aggregate import (Stat, best_per_cell, excluded_counts, group_stats,
                                         keys_of, mean_of)
-from bkd_sweep.report.data import (PERCENT_METRICS, ResultsData, format_value, param_col,
-                                   sort_key)
+from bkd_sweep.report.data import (PERCENT_METRICS, REPORTED_AS, ResultsData, format_value,
+                                   param_col, sort_key)
 from bkd_sweep.report.pareto import ParetoFront
 from bkd_sweep.config import CategoricalParam, DistillConfig, ParetoSpec, TableSpec
 from bkd_sweep.report.stats import (MODE_PATH, Comparison, compare, compare_cells,
@@ -176,7 +176,8 @@ def ablation_table(data: ResultsData, spec: TableSpec, seeds_expected: int | Non
     header = (spec.rows, *([format_value(c) for c in col_values] if spec.cols else
                            [spec.metric]))
     pruned, failed = excluded_counts(data.trials)
-    caption = (f"{spec.metric} ({'higher' if spec.mode == 'max' else 'lower'} is better) by "
+    label = f"test {spec.metric}" if spec.metric in REPORTED_AS else spec.metric
+    caption = (f"{label} ({'higher' if spec.mode == 'max' else 'lower'} is better) by "
                f"{spec.rows}" + (f" (rows) and {spec.cols} (columns)" if spec.cols else ""))
     within = "in the same row" if axis == 1 else "in the same column"
     extra = _others_note(others, spec.metric) + significance_notes(
@@ -279,7 +280,7 @@ def main_results_table(data: ResultsData, seeds_expected: int | None) -> Table:
     extra += _others_note(others, metric) + significance_notes(
         shown, BASELINE_MODE, "in the same row", MAIN_KEYS,
         lambda x: fmt(x, 2, signed=True), others)
-    return Table(name="main_results", caption="Main results: top-1 accuracy (%)",
+    return Table(name="main_results", caption="Main results: test top-1 accuracy (%)",
                  header=("dataset", "student", "teacher", "T", "baseline", "BKDSNN", "gain"),
                  rows=tuple(tuple(r) for r in rows), align="llllrrr",
                  notes=standard_notes(rows, seeds_expected, pruned, failed, extra, data),
