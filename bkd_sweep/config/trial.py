@@ -6,9 +6,9 @@ names a field in the study, in Optuna, in MLflow and in Parquet.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bkd_sweep.config.base import Seed, Strict, config_id_of, flatten, stable_hash
 
@@ -110,7 +110,18 @@ class TeacherConfig(Strict):
     feature: str = "pre_logits"  # "pre_logits" (vector) or a named module whose output is a map
     timesteps: int | None = Field(None, ge=1, le=256)  # set for an SNN teacher (arch from the students)
     accuracy: float | None = Field(None, ge=0, le=100)  # known top-1 of the checkpoint, if any
+    # the input normalization the teacher's weights expect (per channel); None: timm's
+    # pretrained config for a timm model loaded from a file, else the data's own
+    mean: list[float] | None = Field(None, min_length=1, max_length=4)
+    std: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1, max_length=4)
     train: TeacherTrainConfig = Field(default_factory=TeacherTrainConfig)
+
+    @model_validator(mode="after")
+    def _mean_with_std(self) -> "TeacherConfig":
+        if (self.mean is None) != (self.std is None) or (
+                self.mean is not None and len(self.mean) != len(self.std or [])):
+            raise ValueError("teacher.mean and teacher.std go together, one value per channel")
+        return self
 
 
 class TrainConfig(ScheduleConfig):

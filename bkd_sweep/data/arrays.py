@@ -66,7 +66,8 @@ def build_digits(cfg: DataConfig, *, seed: int, frames: int) -> DataBundle:
         **split_datasets(tensor_pool(images, labels), split, train_tf=train_tf,
                          eval_tf=eval_tf),
         num_classes=10, in_channels=1, image_size=cfg.image_size or 8, is_event=False,
-        frames=None, name="digits", class_names=tuple(str(d) for d in range(10)))
+        frames=None, name="digits", class_names=tuple(str(d) for d in range(10)),
+        mean=mean, std=std)
 
 
 SYNTHETIC_PER_CLASS = 48  # 10 test, 4 val, 34 train per class at the default fractions
@@ -107,4 +108,5 @@ def build_synthetic(cfg: DataConfig, *, seed: int, frames: int) -> DataBundle:
         **split_datasets(tensor_pool(images, labels.numpy()), split, train_tf=train_tf,
                          eval_tf=eval_tf),
         num_classes=num_classes, in_channels=3, image_size=size, is_event=False, frames=None,
-        name="synthetic", class_names=tuple(f"class_{i}" for i in range(num_classes)))
+        name="synthetic", class_names=tuple(f"class_{i}" for i in range(num_classes)),
+        mean=(0.0,) * 3, std=(1.0,) * 3)

@@ -44,6 +44,9 @@ class DataBundle:
     class_names: tuple[str, ...] = ()
     selection_on_test: bool = False
     split_rule: str = ""  # one line saying how the splits were made, for captions and logs
+    # the normalization the inputs carry (per channel); None: raw values (event counts)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
 
 DatasetBuilder = Callable[..., DataBundle]

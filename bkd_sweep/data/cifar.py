@@ -101,7 +101,8 @@ def _build(cfg: DataConfig, *, seed: int, name: str, folder: str, train_files: l
         **split_datasets(tensor_pool(torch.from_numpy(train_x), train_y), split,
                          train_tf=train_tf, eval_tf=eval_tf, official_test=test),
         num_classes=num_classes, in_channels=3, image_size=cfg.image_size or 32,
-        is_event=False, frames=None, name=name, class_names=class_names)
+        is_event=False, frames=None, name=name, class_names=class_names,
+        mean=tuple(mean), std=tuple(std))
 
 
 @register_dataset("cifar10")

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from bkd_sweep.data.base import DataBundle, DataError, register_dataset, require_root
 from bkd_sweep.data.splits import carve_splits, split_datasets
-from bkd_sweep.data.transforms import folder_transforms
+from bkd_sweep.data.transforms import IMAGENET_MEAN, IMAGENET_STD, folder_transforms
 from bkd_sweep.config import DataConfig
 
 
@@ -85,4 +85,4 @@ def build_imagenet(cfg: DataConfig, *, seed: int, frames: int) -> DataBundle:
         **split_datasets(lambda idx, tf: FolderDataset([samples[i] for i in idx], tf), split,
                          train_tf=train_tf, eval_tf=eval_tf, official_test=test),
         num_classes=len(classes), in_channels=3, image_size=size, is_event=False, frames=None,
-        name=name, class_names=tuple(classes))
+        name=name, class_names=tuple(classes), mean=IMAGENET_MEAN, std=IMAGENET_STD)

@@ -94,7 +94,8 @@ def _build(cfg: DataConfig, *, seed: int, name: str, folder: str, mean, std, cla
     return DataBundle(**split_datasets(tensor_pool(train_images, train_labels), split,
                                        train_tf=train_tf, eval_tf=eval_tf, official_test=test),
                       num_classes=10, in_channels=1, image_size=cfg.image_size or side,
-                      is_event=False, frames=None, name=name, class_names=classes)
+                      is_event=False, frames=None, name=name, class_names=classes,
+                      mean=tuple(mean), std=tuple(std))
 
 
 @register_dataset("mnist")

@@ -280,6 +280,7 @@ class FrozenTeacher(Teacher):
         self.in_channels = _first_conv_in_channels(net)
         self._capture: _Capture | None = None
         self._use_timm_head = False
+        self.renormalize: tuple[torch.Tensor, torch.Tensor] | None = None  # (scale, shift)
         if cfg.feature != "pre_logits":
             modules = dict(net.named_modules())
             if cfg.feature not in modules:
@@ -338,7 +339,21 @@ class FrozenTeacher(Teacher):
             x = x.reshape(*lead, *x.shape[-3:])
         if self.in_channels is not None and x.shape[-3] == 1 and self.in_channels > 1:
             x = x.expand(*x.shape[:-3], self.in_channels, *x.shape[-2:])
+        if self.renormalize is not None:
+            scale, shift = self.renormalize
+            x = x * scale.to(x) + shift.to(x)
         return x
+
+    def set_input_normalization(self, data_mean: tuple[float, ...], data_std: tuple[float, ...],
+                                mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        """Feed the network inputs normalized its own way: the batch the student sees carries
+        the data's (mean, std); x_teacher = (x * data_std + data_mean - mean) / std, per
+        channel (a one-channel statistic serves every channel)."""
+        channels = max(len(data_mean), len(mean))
+        d_mean, d_std, t_mean, t_std = (torch.tensor(v if len(v) == channels else v * channels,
+                                                     dtype=torch.float32).view(-1, 1, 1)
+                                        for v in (data_mean, data_std, mean, std))
+        self.renormalize = (d_std / t_std, (d_mean - t_mean) / t_std)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> TeacherOutput:  # type: ignore[override]

@@ -158,6 +158,9 @@ def prepare_teacher(config: TrialConfig, bundle: DataBundle, *, device: torch.de
         weights = Path(cfg.checkpoint)
     load_weights(net, weights)
     teacher = wrap_teacher(net, cfg, image_size=bundle.image_size).to(device)
+    expected = teacher_normalization(config, net)
+    if expected is not None and bundle.mean is not None and bundle.std is not None:
+        teacher.set_input_normalization(bundle.mean, bundle.std, *expected)
     val_top1, test_top1 = _measured_accuracy(teacher, config, bundle, device, cache_dir, weights)
     energy = _teacher_energy(teacher, energy_inputs.to(device), config,
                              timesteps=cfg.timesteps or 1, event_input=bundle.is_event)
@@ -168,6 +171,22 @@ def prepare_teacher(config: TrialConfig, bundle: DataBundle, *, device: torch.de
                              "the measured values are recorded")
         log.warning(info.warnings[-1])
     return info
+
+
+def teacher_normalization(config: TrialConfig,
+                          net: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The (mean, std) a teacher's weights expect, when it is not the data's own: given in
+    the study, or timm's pretrained config for a timm model loaded from a file. A teacher
+    trained here (``checkpoint: train``) saw the data's normalization: None."""
+    cfg = config.teacher
+    if cfg.mean is not None and cfg.std is not None:
+        return tuple(cfg.mean), tuple(cfg.std)
+    if cfg.checkpoint in (None, "train") or cfg.timesteps is not None:
+        return None
+    pretrained = getattr(net, "pretrained_cfg", None) or {}
+    if pretrained.get("mean") and pretrained.get("std"):
+        return tuple(pretrained["mean"]), tuple(pretrained["std"])
+    return None
 
 
 def _teacher_energy(teacher: Teacher, inputs: torch.Tensor, config: TrialConfig,
