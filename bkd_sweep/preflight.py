@@ -273,7 +273,8 @@ NODE_CHECKS: tuple[Check, ...] = (variable_problems, path_problems, results_dir_
 def sweep_state_problems(loaded: LoadedStudy, resume: bool = False) -> list[StudyError]:
     """An earlier sweep without ``resume``, or, with it, one of a different study version.
     (The engine's journal is read here, so this imports the engine lazily.)"""
-    from bkd_sweep.engine.journal import JOURNAL_FILE, stored_fingerprint, study_fingerprint
+    from bkd_sweep.engine.journal import (JOURNAL_FILE, stored_fingerprint, stored_world_size,
+                                          study_fingerprint, world_size_change)
     from bkd_sweep.tracking.store import TRIALS_FILE
 
     study = loaded.study
@@ -283,6 +284,9 @@ def sweep_state_problems(loaded: LoadedStudy, resume: bool = False) -> list[Stud
         return [loaded.error(f"{results} already holds a sweep of {study.name!r}; use --resume "
                              "to finish it (or remove that directory to start over)")]
     if resume and journal.exists():
+        changed = world_size_change(study, stored_world_size(study, results))
+        if changed:
+            return [loaded.error(changed, "resources.per_trial.workers")]
         stored = stored_fingerprint(study, results)
         if stored is not None and stored != study_fingerprint(study):
             return [loaded.error(f"{results} holds a sweep of a different version of this "

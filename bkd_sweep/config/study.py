@@ -231,7 +231,7 @@ class TrialResources(Strict):
 class ResourcesConfig(Strict):
     per_trial: TrialResources = Field(default_factory=TrialResources)
     max_concurrent: int | None = Field(None, ge=1, le=100_000)
-    max_failures: int = Field(1, ge=0, le=1000)  # retries of a crashed trial (from its checkpoint)
+    max_failures: int = Field(2, ge=0, le=1000)  # retries of a crashed trial (from its checkpoint)
     object_store_mb: int | None = Field(None, ge=64)
 
 

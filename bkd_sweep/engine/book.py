@@ -22,7 +22,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bkd_sweep import space
 from bkd_sweep.config import Study, StudyError
-from bkd_sweep.engine.journal import (STUDY_HASH_ATTR, journal_storage, open_study,
+from bkd_sweep.engine.journal import (STUDY_HASH_ATTR, WORLD_SIZE_ATTR, world_size_change,
+                                      journal_storage, open_study,
                                       study_fingerprint)
 from bkd_sweep.engine.live_trials import LiveTrials, TrialSpec
 from bkd_sweep.engine.objectives import objective_values
@@ -65,7 +66,12 @@ class SweepBook:
         stored = self.optuna.user_attrs.get(STUDY_HASH_ATTR)
         if stored is None and not self._frozen():
             self.optuna.set_user_attr(STUDY_HASH_ATTR, fingerprint)
-        elif stored != fingerprint:
+            self.optuna.set_user_attr(WORLD_SIZE_ATTR, self.study.resources.per_trial.workers)
+            return
+        changed = world_size_change(self.study, self.optuna.user_attrs.get(WORLD_SIZE_ATTR))
+        if changed:
+            raise StudyError(changed, field="resources.per_trial.workers")
+        if stored != fingerprint:
             raise StudyError(f"{self.results_dir} holds a sweep of a different version of "
                              f"study {self.study.name!r} (search or base config changed); "
                              "restore the study file or use a new results directory")

@@ -20,6 +20,7 @@ from bkd_sweep.config import Study
 
 JOURNAL_FILE = "optuna.journal"
 STUDY_HASH_ATTR = "bkd_study_hash"
+WORLD_SIZE_ATTR = "bkd_world_size"  # data-parallel workers per trial: part of the recipe
 # Where a sweep may differ between sessions without changing what its trials are.
 _MACHINE_FIELDS = {"data": ("root", "num_workers"), "teacher": ("checkpoint",),
                    "train": ("device", "threads")}
@@ -57,14 +58,35 @@ def journal_storage(results_dir: Path) -> JournalStorage:
 
 def stored_fingerprint(study: Study, results_dir: Path) -> str | None:
     """The fingerprint a sweep in ``results_dir`` was started with (None: no sweep there)."""
+    attrs = _stored_attrs(study, results_dir)
+    return attrs if attrs in (None, "?") else attrs.get(STUDY_HASH_ATTR)
+
+
+def stored_world_size(study: Study, results_dir: Path) -> int | None:
+    """The workers per trial a sweep in ``results_dir`` was started with (None: unknown)."""
+    attrs = _stored_attrs(study, results_dir)
+    return None if attrs in (None, "?") else attrs.get(WORLD_SIZE_ATTR)
+
+
+def world_size_change(study: Study, stored: int | None) -> str | None:
+    """Why a resume with other workers per trial is refused (None: same, or not recorded).
+    The per-worker batch and the steps per epoch, hence the LR schedule, depend on it."""
+    workers = study.resources.per_trial.workers
+    if stored is None or stored == workers:
+        return None
+    return (f"workers is {workers} but the sweep started with {stored}: the per-worker batch "
+            "and the LR schedule would change mid-study; resume with workers: "
+            f"{stored} (or use a new results directory)")
+
+
+def _stored_attrs(study: Study, results_dir: Path):
     if not (Path(results_dir) / JOURNAL_FILE).exists():
         return None
     storage = journal_storage(results_dir)
     names = optuna.get_all_study_names(storage)
     if study.name not in names:
         return "?" if names else None
-    return optuna.load_study(study_name=study.name, storage=storage).user_attrs.get(
-        STUDY_HASH_ATTR)
+    return optuna.load_study(study_name=study.name, storage=storage).user_attrs
 
 
 def open_study(study: Study, storage: optuna.storages.BaseStorage) -> optuna.Study:
