@@ -27,6 +27,7 @@ from bkd_sweep.engine.journal import (STUDY_HASH_ATTR, WORLD_SIZE_ATTR, world_si
                                       study_fingerprint)
 from bkd_sweep.engine.live_trials import LiveTrials, TrialSpec
 from bkd_sweep.engine.objectives import objective_values
+from bkd_sweep.engine.seed_units import SeedUnits
 from bkd_sweep.engine.trial_files import TrialFiles
 from bkd_sweep.records import EpochMetrics, TrialRecord, TrialResult, TrialStatus, trial_id_of
 
@@ -57,6 +58,7 @@ class SweepBook:
         self.optuna = open_study(study, self.storage)
         self.files = TrialFiles(self.results_dir)
         self.live = LiveTrials()
+        self.units = SeedUnits(self)  # seeds of one configuration are one unit
         self._reruns: list[int] = []
         self._check_fingerprint()
 
@@ -186,7 +188,8 @@ class SweepBook:
             log.warning("%s: no finite value for objective %s; Optuna records it as FAIL",
                         trial_id_of(number), ", ".join(missing))
             return self._finish(number, result, TrialState.FAIL)
-        return self._finish(number, result, TrialState.COMPLETE, values)
+        return self._finish(number, result, TrialState.COMPLETE,
+                            self.units.told_values(number, values))
 
     def prune(self, number: int, epoch: int, reason: str) -> TrialResult:
         """Record a scheduler-stopped trial: a pruned TrialResult from the epochs seen."""
@@ -283,9 +286,10 @@ class SweepBook:
         return counts
 
     def best(self) -> list[FrozenTrial]:
-        """The best trial (single objective) or the Pareto set (multi-objective)."""
+        """The best configuration by seed mean (single objective; see seed_units) or the
+        Pareto set of told (seed-mean) values (multi-objective)."""
         if not any(t.state == TrialState.COMPLETE for t in self._frozen()):
             return []
         if self.multi_objective:
             return list(self.optuna.best_trials)
-        return [self.optuna.best_trial]
+        return self.units.best()

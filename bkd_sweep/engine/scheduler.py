@@ -48,7 +48,8 @@ class OptunaPruningScheduler(FIFOScheduler):
         self.book.observe_epoch(number, metrics)
         if self.pruner.name == "none":
             return TrialScheduler.CONTINUE
-        value = pruning_value(self.book.search, metrics)
+        value = (self.book.units.pruning_value(number, metrics) if not self.book.multi_objective
+                 else pruning_value(self.book.search, metrics))  # threshold: each seed alone
         # The last epoch is never pruned: its cost is already spent, and completing keeps
         # the trial's result (and its energy measurement) instead of discarding it.
         last_epoch = metrics.epoch >= self.book.live.spec(number).config.train.epochs

@@ -243,3 +243,68 @@ def test_the_last_epoch_is_never_pruned(tmp_path):
     c = start(searcher, "ray-c")
     assert scheduler.on_trial_result(None, c, epoch(1, 41.0)) == TrialScheduler.CONTINUE
     assert scheduler.on_trial_result(None, c, epoch(2, 5.0)) == TrialScheduler.STOP
+
+# --------------------------------------------------------------------------------------
+# Seeds of one configuration are one unit: Optuna is told seed means, pruning compares seed
+# means at equal epochs, and "best" is the best mean, not the luckiest seed. Synthetic
+# objective: seed noise (+-5) larger than the gap between configurations (1 point).
+# Configuration A: seeds 95, 85, 85 (mean 88.33, luckiest seed 95); B: 91, 91, 91 (mean 91).
+
+UNITS_STUDY = """
+name: units
+distill: {mode: none}
+train: {epochs: 2}
+search:
+  sampler: grid
+  seeds: [0, 1, 2]
+  params:
+    distill.blur_ratio: [0.0, 0.2]
+  pruner: %s
+"""
+A, B = [95.0, 85.0, 85.0], [91.0, 91.0, 91.0]
+
+
+def make_units(tmp_path, pruner="{name: none}"):
+    loaded = load_study_text(UNITS_STUDY % pruner)
+    book = SweepBook(loaded.study, tmp_path / "units")
+    book.open()
+    return book, OptunaSearcher(book), OptunaPruningScheduler(book)
+
+
+def run_all(book, searcher) -> None:
+    for number, value in enumerate(A + B):
+        ray_id = f"ray-{number}"
+        trial = start(searcher, ray_id)
+        assert trial.config["trial_id"] == f"t{number:04d}"
+        searcher.on_trial_complete(ray_id, result={**completed(book, number, [value]),
+                                                   "done": True})
+
+
+def test_optuna_is_told_seed_means_and_best_is_the_best_mean(tmp_path):
+    book, searcher, _ = make_units(tmp_path)
+    run_all(book, searcher)
+    told = [t.value for t in book.optuna.trials]
+    assert told == pytest.approx([95.0, 90.0, 265 / 3, 91.0, 91.0, 91.0])
+    assert all(t.state == TrialState.COMPLETE for t in book.optuna.trials)
+    best = book.best()
+    assert [t.number for t in best] == [5] and best[0].value == pytest.approx(91.0)
+    assert best[0].params == book.optuna.trials[3].params  # configuration B
+    # what single seeds would have picked: the luckiest seed, of the worse configuration
+    own = [book.record(n).result.val_top1 for n in range(6)]
+    assert own.index(max(own)) == 0 and sum(A) / 3 < sum(B) / 3
+    # tracking keeps each seed's own numbers, the told mean is Optuna's alone
+    assert [book.record(n).result.val_top1 for n in range(3)] == A
+
+
+def test_pruning_compares_seed_means_at_equal_epochs(tmp_path):
+    book, searcher, scheduler = make_units(tmp_path, "{name: median, startup_trials: 0}")
+    first = start(searcher, "ray-0")
+    scheduler.on_trial_result(None, first, epoch(1, 80.0))
+    second = start(searcher, "ray-1")
+    scheduler.on_trial_result(None, second, epoch(1, 60.0))
+    # the second seed reports the mean of the configuration's seeds at epoch 1
+    assert book.optuna.trials[1].intermediate_values == {1: pytest.approx(70.0)}
+    assert book.optuna.trials[0].intermediate_values == {1: 80.0}
+    saved = json.loads((tmp_path / "units/trials/t0001/epochs.jsonl").read_text()
+                       .splitlines()[0])
+    assert saved["top1"] == 60.0  # the seed's own curve is what is recorded
