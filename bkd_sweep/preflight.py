@@ -270,6 +270,21 @@ NODE_CHECKS: tuple[Check, ...] = (variable_problems, path_problems, results_dir_
 # An earlier sweep in the results directory (the driver only)
 
 
+def _has_trials(study, results) -> bool:
+    """Whether the journal holds any trial: a start that failed before its first trial
+    leaves a journal without trials, which must not block the next start."""
+    from bkd_sweep.engine.journal import JOURNAL_FILE, journal_storage
+
+    if not (results / JOURNAL_FILE).exists():
+        return False
+    import optuna
+
+    storage = journal_storage(results)
+    return any(trial.state != optuna.trial.TrialState.WAITING  # queued, never started
+               for name in optuna.get_all_study_names(storage)
+               for trial in optuna.load_study(study_name=name, storage=storage).trials)
+
+
 def sweep_state_problems(loaded: LoadedStudy, resume: bool = False) -> list[StudyError]:
     """An earlier sweep without ``resume``, or, with it, one of a different study version.
     (The engine's journal is read here, so this imports the engine lazily.)"""
@@ -280,7 +295,7 @@ def sweep_state_problems(loaded: LoadedStudy, resume: bool = False) -> list[Stud
     study = loaded.study
     results = loaded.results_dir()
     journal = results / JOURNAL_FILE
-    if not resume and (journal.exists() or (results / TRIALS_FILE).exists()):
+    if not resume and (_has_trials(study, results) or (results / TRIALS_FILE).exists()):
         return [loaded.error(f"{results} already holds a sweep of {study.name!r}; use --resume "
                              "to finish it (or remove that directory to start over)")]
     if resume and journal.exists():

@@ -66,7 +66,11 @@ class SweepBook:
         """A new sweep stores the study's fingerprint; an old one must match it."""
         fingerprint = study_fingerprint(self.study)
         stored = self.optuna.user_attrs.get(STUDY_HASH_ATTR)
-        if stored is None and not self._frozen():
+        if not any(t.state != TrialState.WAITING for t in self._frozen()):
+            # nothing ran yet (a start that failed early): start afresh, queue included
+            if self._frozen():
+                optuna.delete_study(study_name=self.study.name, storage=self.storage)
+                self.optuna = open_study(self.study, self.storage)
             self.optuna.set_user_attr(STUDY_HASH_ATTR, fingerprint)
             self.optuna.set_user_attr(WORLD_SIZE_ATTR, self.study.resources.per_trial.workers)
             return

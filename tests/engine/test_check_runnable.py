@@ -61,10 +61,16 @@ def test_unwritable_results_dir(tmp_path):
 
 
 def test_existing_sweep_needs_resume(tmp_path):
+    from bkd_sweep.engine.book import SweepBook
+
     path = study(tmp_path, "distill: {mode: none}\n")
     results = tmp_path / "results" / "chk"
     results.mkdir(parents=True)
     (results / "optuna.journal").write_text("")
+    check_runnable(load_study(path))  # a journal without trials blocks nothing
+    book = SweepBook(load_study(path).study, results)
+    book.open()
+    book.next_trial()  # one trial started
     with pytest.raises(StudyError, match="already holds a sweep.*use --resume"):
         check_runnable(load_study(path))
     check_runnable(load_study(path), resume=True)

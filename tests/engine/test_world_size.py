@@ -26,7 +26,9 @@ def write(tmp_path, workers: int):
 
 def test_resume_with_other_workers_is_refused_naming_the_field(tmp_path):
     started = write(tmp_path, 2)
-    SweepBook(started.study, started.results_dir()).open()  # the sweep records its world size
+    book = SweepBook(started.study, started.results_dir())  # records its world size
+    book.open()
+    book.next_trial()  # a trial started: this is a sweep to resume
     same = write(tmp_path, 2)
     check_runnable(same, resume=True)  # same workers: resumable
     SweepBook(same.study, same.results_dir()).open()
@@ -39,3 +41,15 @@ def test_resume_with_other_workers_is_refused_naming_the_field(tmp_path):
                     "change mid-study; resume with workers: 2 (or use a new results directory)")
     with pytest.raises(StudyError, match="workers is 4 but the sweep started with 2"):
         SweepBook(other.study, other.results_dir()).open()
+
+
+def test_a_start_that_failed_before_any_trial_does_not_block_the_next(tmp_path):
+    """The driver made its journal, then died before the first trial (e.g. a lost working
+    directory): the next plain start, even with another study version, goes ahead."""
+    first = write(tmp_path, 2)
+    SweepBook(first.study, first.results_dir()).open()  # journal + fingerprint, no trial
+    again = write(tmp_path, 4)
+    check_runnable(again, resume=False)
+    book = SweepBook(again.study, again.results_dir())
+    book.open()
+    assert book.remaining() == 2
