@@ -34,6 +34,7 @@ from bkd_sweep.records import EpochMetrics, TrialRecord, TrialResult, TrialStatu
 log = logging.getLogger(__name__)
 
 SEED_ATTR = "seed"
+PROMOTE_ATTR = "promote_seeds"  # a sampled configuration's other seeds wait for its first
 PRUNED_EPOCH_ATTR = "pruned_epoch"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _STATE_NAMES = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned",
@@ -120,10 +121,13 @@ class SweepBook:
         trial = self.optuna.ask()
         params = space.suggest(trial, self.search)
         seed = trial.user_attrs.get(SEED_ATTR)
-        if seed is None:  # sampled (not enqueued): first seed now, the others queued next
+        if seed is None:  # sampled (not enqueued): first seed now, the others after it
             seed = self.search.seeds[0]
             trial.set_user_attr(SEED_ATTR, seed)
-            self._enqueue_other_seeds(params, created=len(frozen) + 1)
+            if self.search.pruner.name == "none" or len(self.search.seeds) == 1:
+                self._enqueue_other_seeds(params, created=len(frozen) + 1)
+            else:  # seed promotion: only a configuration its first seed survives gets more
+                trial.set_user_attr(PROMOTE_ATTR, True)
         return self._start(trial.number, trial, params, int(seed), rerun=False)
 
     def _enqueue_other_seeds(self, params: dict[str, Any], created: int) -> None:
@@ -192,8 +196,21 @@ class SweepBook:
             log.warning("%s: no finite value for objective %s; Optuna records it as FAIL",
                         trial_id_of(number), ", ".join(missing))
             return self._finish(number, result, TrialState.FAIL)
-        return self._finish(number, result, TrialState.COMPLETE,
-                            self.units.told_values(number, values))
+        state = self._finish(number, result, TrialState.COMPLETE,
+                             self.units.told_values(number, values))
+        self._promote(number)
+        return state
+
+    def _promote(self, number: int) -> None:
+        """The first seed of a sampled configuration completed (it survived every pruning
+        rung): queue the configuration's other seeds now, within the budget."""
+        frozen = self._frozen()
+        if not frozen[number].user_attrs.get(PROMOTE_ATTR) or self.units.siblings(number):
+            return  # not a promoted first seed, or its seeds are already queued
+        started = sum(1 for t in frozen if t.state != TrialState.WAITING)
+        queued = len(frozen) - started
+        params, _ = self._params_and_seed(frozen[number])
+        self._enqueue_other_seeds(params, created=started + queued)
 
     def prune(self, number: int, epoch: int, reason: str) -> TrialResult:
         """Record a scheduler-stopped trial: a pruned TrialResult from the epochs seen."""

@@ -180,6 +180,7 @@ search:
   n_trials: 5
   params:
     distill.blur_ratio: {low: 0.0, high: 0.9}
+  pruner: {name: none}    # without pruning, a configuration's seeds are queued at once
 """)
     book = SweepBook(loaded.study, tmp_path / "seeds")
     book.open()
@@ -308,3 +309,40 @@ def test_pruning_compares_seed_means_at_equal_epochs(tmp_path):
     saved = json.loads((tmp_path / "units/trials/t0001/epochs.jsonl").read_text()
                        .splitlines()[0])
     assert saved["top1"] == 60.0  # the seed's own curve is what is recorded
+
+
+PROMOTION_STUDY = """
+name: promo
+distill: {mode: none}
+train: {epochs: 3}
+search:
+  sampler: random
+  n_trials: 4
+  seeds: [0, 1]
+  params:
+    distill.blur_ratio: {low: 0.0, high: 0.5}
+  pruner: {name: median, startup_trials: 1}
+"""
+
+
+def test_seed_promotion_runs_more_seeds_only_for_surviving_configurations(tmp_path):
+    book = SweepBook(load_study_text(PROMOTION_STUDY).study, tmp_path / "promo")
+    book.open()
+    searcher, scheduler = OptunaSearcher(book), OptunaPruningScheduler(book)
+    first = start(searcher, "ray-0")
+    assert len(book.optuna.trials) == 1  # no sibling queued before the first seed survives
+    for n in (1, 2, 3):
+        scheduler.on_trial_result(None, first, epoch(n, 50.0 + 10 * n))
+    searcher.on_trial_complete("ray-0", result={**completed(book, 0, [60.0, 70.0, 80.0]),
+                                                "done": True})
+    sibling = start(searcher, "ray-1")  # promoted: the same configuration, seed 1
+    assert sibling.config["seed"] == 1 and sibling.config["params"] == first.config["params"]
+    searcher.on_trial_complete("ray-1", result={**completed(book, 1, [60.0, 70.0, 80.0]),
+                                                "done": True})
+    weak = start(searcher, "ray-2")  # a new sampled configuration, seed 0
+    assert weak.config["seed"] == 0 and weak.config["params"] != first.config["params"]
+    assert scheduler.on_trial_result(None, weak, epoch(1, 10.0)) == TrialScheduler.STOP
+    searcher.on_trial_complete("ray-2", result={**epoch(1, 10.0), "done": True})
+    nxt = start(searcher, "ray-3")  # the pruned configuration gets no second seed
+    assert nxt.config["seed"] == 0 and nxt.config["params"] != weak.config["params"]
+    assert [t.user_attrs["seed"] for t in book.optuna.trials] == [0, 1, 0, 0]
