@@ -86,7 +86,9 @@ class SweepSummary:
         for entry in self.best:
             values = ", ".join(f"{k}={v:.4g}" for k, v in entry["values"].items())
             params = " ".join(f"{k}={v}" for k, v in entry["params"].items())
-            config = " ".join([f"seed={entry['seed']}"] + ([params] if params else []))
+            seeds = entry.get("seeds", 1)
+            which = f"mean of {seeds} seeds" if seeds > 1 else f"seed={entry['seed']}"
+            config = " ".join([which] + ([params] if params else []))
             lines.append(f"best {entry['trial_id']}: {values} ({config})")
         return "\n".join(lines)
 
@@ -168,7 +170,9 @@ def _best(book) -> list[dict[str, Any]]:
         values = {o.metric: v for o, v in zip(book.search.objectives, trial.values)}
         entries.append({"trial_id": trial_id_of(trial.number), "values": values,
                         "params": space.from_optuna_params(trial.params, book.search),
-                        "seed": trial.user_attrs.get(SEED_ATTR)})
+                        "seed": trial.user_attrs.get(SEED_ATTR),
+                        "seeds": 1 + sum(book.state(n).name == "COMPLETE"  # told a mean of
+                                         for n in book.units.siblings(trial.number))})
     return entries
 
 

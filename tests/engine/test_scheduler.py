@@ -289,6 +289,11 @@ def test_optuna_is_told_seed_means_and_best_is_the_best_mean(tmp_path):
     assert all(t.state == TrialState.COMPLETE for t in book.optuna.trials)
     best = book.best()
     assert [t.number for t in best] == [5] and best[0].value == pytest.approx(91.0)
+    from bkd_sweep.engine.runner import SweepSummary, _best
+
+    summary = SweepSummary(study="units", results_dir=tmp_path, total=6, counts=book.counts(),
+                           best=_best(book), wall_seconds=1.0, resumed=False)
+    assert "best t0005: val_top1=91 (mean of 3 seeds distill.blur_ratio=0.2)" in summary.render()
     assert best[0].params == book.optuna.trials[3].params  # configuration B
     # what single seeds would have picked: the luckiest seed, of the worse configuration
     own = [book.record(n).result.val_top1 for n in range(6)]
