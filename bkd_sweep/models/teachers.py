@@ -273,8 +273,10 @@ class FrozenTeacher(Teacher):
         the data's (mean, std); x_teacher = (x * data_std + data_mean - mean) / std, per
         channel (a one-channel statistic serves every channel)."""
         channels = max(len(data_mean), len(mean))
+        device = next(self.net.parameters()).device  # made once where the teacher runs
         d_mean, d_std, t_mean, t_std = (torch.tensor(v if len(v) == channels else v * channels,
-                                                     dtype=torch.float32).view(-1, 1, 1)
+                                                     dtype=torch.float32,
+                                                     device=device).view(-1, 1, 1)
                                         for v in (data_mean, data_std, mean, std))
         self.renormalize = (d_std / t_std, (d_mean - t_mean) / t_std)
 

@@ -11,12 +11,17 @@ from bkd_sweep.models import build_teacher_network, wrap_teacher
 from bkd_sweep.trial.teacher import teacher_normalization
 
 
-def test_the_teacher_sees_its_own_normalization():
+def watched_teacher():
+    """A cnn_small teacher and a dict that receives the input its network sees."""
     cfg = TeacherConfig(arch="cnn_small", feature="features")
     net = build_teacher_network(cfg, num_classes=10, in_channels=3, image_size=8)
-    teacher = wrap_teacher(net, cfg, image_size=8)
     seen = {}
     net.register_forward_pre_hook(lambda m, args: seen.update(x=args[0].clone()))
+    return wrap_teacher(net, cfg, image_size=8), seen
+
+
+def test_the_teacher_sees_its_own_normalization():
+    teacher, seen = watched_teacher()
     raw = torch.rand(2, 3, 8, 8)
     data_mean, data_std = (0.5, 0.4, 0.3), (0.25, 0.2, 0.1)
     student_batch = (raw - torch.tensor(data_mean).view(3, 1, 1)) / torch.tensor(
@@ -30,11 +35,7 @@ def test_the_teacher_sees_its_own_normalization():
 
 
 def test_a_one_channel_statistic_serves_every_channel():
-    cfg = TeacherConfig(arch="cnn_small", feature="features")
-    net = build_teacher_network(cfg, num_classes=10, in_channels=3, image_size=8)
-    teacher = wrap_teacher(net, cfg, image_size=8)
-    seen = {}
-    net.register_forward_pre_hook(lambda m, args: seen.update(x=args[0].clone()))
+    teacher, seen = watched_teacher()
     raw = torch.rand(1, 1, 8, 8)  # a grey image, repeated to the teacher's 3 channels
     teacher.set_input_normalization((0.3,), (0.2,), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     teacher((raw - 0.3) / 0.2)
