@@ -30,8 +30,11 @@ class Row:
     detail: str  # the raw numbers it came from (context, never asserted)
     target: str = "-"
     met: str = "-"  # "yes" | "no" | "-" (no target) | "error"
+    key: str | None = None  # its name in bench/results.json (figures.TARGETS), if it has one
+    value: float | None = None  # the figure as a number (results.json)
+    why: str = ""  # for a missed target: what the measurements say it is missed by
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
