@@ -272,10 +272,11 @@ def cli_seconds(args: list[str], timeout: float, cwd: Path, line: int = -1
     return seconds, (lines[line][:200] if lines else "")
 
 
-def profile_top(fn, limit: int = 4, others: int = 0) -> str:
+def profile_top(fn, limit: int = 4, others: int = 0, libraries: tuple[str, ...] = ()) -> str:
     """Where ``fn()`` spends its time (cProfile): the bkd_sweep functions with the most
-    cumulative seconds below the top call, e.g. 'report/plots.py:save_figure 4.1 s', and the
-    ``others`` costliest third-party imports, e.g. 'import timm 3.0 s'."""
+    cumulative seconds below the top call, e.g. 'report/plots.py:save_figure 4.1 s', the
+    ``others`` costliest third-party imports ('import timm 3.0 s') and the two costliest
+    functions of each of ``libraries`` ('optuna/_hyperband.py:prune 0.1 s')."""
     import cProfile
     import pstats
 
@@ -283,17 +284,25 @@ def profile_top(fn, limit: int = 4, others: int = 0) -> str:
     profiler.runcall(fn)
     stats = pstats.Stats(profiler).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
     total = max(ct for (_, _, _, ct, _) in stats.values())
-    ours = sorted(((ct, f"{Path(f).parent.name}/{Path(f).name}:{name}")
-                   for (f, _, name), (_, _, _, ct, _) in stats.items()
-                   if "bkd_sweep" in f and ct < 0.95 * total), reverse=True)
+
+    def top(where: str, count: int) -> list[str]:
+        found = sorted(((ct, f"{Path(f).parent.name}/{Path(f).name}:{name}")
+                        for (f, _, name), (_, _, _, ct, _) in stats.items()
+                        if f"/{where}/" in f and ct < 0.95 * total
+                        and (where == "bkd_sweep" or name != "<module>")),
+                       reverse=True)
+        return [f"{text} {ct:.2f} s" for ct, text in found[:count]]
+
     imports: dict[str, float] = {}
     for (f, _, name), (_, _, _, ct, _) in stats.items():
         if name == "<module>" and "site-packages" in f:
             package = f.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
             imports[package] = max(imports.get(package, 0.0), ct)
-    picked = [f"{where} {ct:.1f} s" for ct, where in ours[:limit]]
+    picked = top("bkd_sweep", limit)
     picked += [f"import {pkg} {ct:.1f} s" for pkg, ct in
                sorted(imports.items(), key=lambda kv: -kv[1])[:others]]
+    for library in libraries:
+        picked += top(library, 2)
     return f"of {total:.1f} s in-process: " + ", ".join(picked)
 
 

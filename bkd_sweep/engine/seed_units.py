@@ -10,9 +10,11 @@ sampler does not fit seed noise and "best" is not the luckiest seed:
 
 Recording must cost the same at trial 10,000 as at trial 10, and the pruning value is asked
 for on every epoch report: so the configurations are an index (configuration key -> trial
-numbers), brought up to date from what changed since the last look. A trial's key is computed
-once, when its params are known (enqueued trials get theirs when asked); only trials not yet
-indexed or still running are looked at again.
+numbers), brought up to date from what changed since the last look, read trial by trial
+from the Optuna storage: trials created since (probed by number), the oldest enqueued ones
+(Optuna hands enqueued trials out oldest first; their params are known once asked) and the
+running ones (for completion). A trial's key is computed once; the study is listed whole only
+the first time (a resumed sweep).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
+from collections import deque
 from typing import TYPE_CHECKING
 
 from optuna.trial import FrozenTrial, TrialState
@@ -47,15 +50,18 @@ def _completion_order(trial: FrozenTrial) -> tuple[float, int]:
 class _Index:
     """Configuration key -> trial numbers, and per key the seed that completed last."""
 
-    def __init__(self, study: "optuna.Study | None") -> None:
-        self.study = study
+    def __init__(self, study: "optuna.Study | None", study_id: int | None) -> None:
+        self.study, self.study_id = study, study_id
         self.seen = 0  # trials 0 .. seen-1 have been looked at
         self.members: dict[str, list[int]] = {}  # key -> trial numbers, ascending
         self.key_of: dict[int, str] = {}
-        self.waiting: set[int] = set()  # params not known yet (enqueued, not asked)
+        self.waiting: deque[int] = deque()  # enqueued, not asked yet (ascending)
         self.open: set[int] = set()  # indexed, not finished: watched for completion
         self.latest: dict[str, FrozenTrial] = {}  # key -> its last completed seed
-        self.keys_computed = 0  # trials whose key was computed (tests check it stays flat)
+        self.changed: set[str] = set()  # keys whose latest changed since best() last ran
+        self.best: FrozenTrial | None = None
+        self.keys_computed = 0  # trials whose key was computed (each once)
+        self.trials_read = 0  # trials read from the storage (tests check both stay flat)
 
     def add(self, trial: FrozenTrial) -> None:
         key = unit_key(trial)
@@ -63,45 +69,81 @@ class _Index:
         self.key_of[trial.number] = key
         bisect.insort(self.members.setdefault(key, []), trial.number)
         self.open.add(trial.number)
+        self.finish(trial)
 
-    def complete(self, trial: FrozenTrial) -> None:
+    def finish(self, trial: FrozenTrial) -> None:
+        """Take note of a watched trial that is finished (a completed one may be the latest
+        seed of its configuration)."""
+        if not trial.state.is_finished():
+            return
+        self.open.discard(trial.number)
+        if trial.state != TrialState.COMPLETE:
+            return
         key = self.key_of[trial.number]
         current = self.latest.get(key)
         if current is None or _completion_order(trial) >= _completion_order(current):
             self.latest[key] = trial
+            self.changed.add(key)
 
 
 class SeedUnits:
     def __init__(self, book: "SweepBook"):
         self.book = book
-        self._index = _Index(None)
+        self._index = _Index(None, None)
         self._finished_epochs: dict[int, dict[int, EpochMetrics]] = {}
 
     # ---------------------------------------------------------------- the index
 
     def _refresh(self) -> _Index:
         """Bring the index up to date: new trials, trials asked since, trials finished since.
-        Touches only those (plus one listing of the study's trials, without copies)."""
-        trials = self.book.optuna.get_trials(deepcopy=False)
+        Reads only those from the storage (the whole study once, on the first look)."""
         index = self._index
-        if index.study is not self.book.optuna or len(trials) < index.seen:
-            index = self._index = _Index(self.book.optuna)  # a study started afresh
+        if index.study is not self.book.optuna:  # first look, or a study started afresh
+            study_id = self.book.storage.get_study_id_from_name(self.book.study.name)
+            index = self._index = _Index(self.book.optuna, study_id)
             self._finished_epochs.clear()
-        index.waiting.update(range(index.seen, len(trials)))
-        index.seen = len(trials)
-        for number in sorted(n for n in index.waiting if trials[n].state != TrialState.WAITING):
-            index.waiting.discard(number)
-            index.add(trials[number])
-        for number in sorted(n for n in index.open if trials[n].state.is_finished()):
-            index.open.discard(number)
-            if trials[number].state == TrialState.COMPLETE:
-                index.complete(trials[number])
+            first = self.book.optuna.get_trials(deepcopy=False)
+            index.trials_read += len(first)
+        else:
+            first = None
+        for trial in first if first is not None else self._new_trials(index):
+            index.seen += 1
+            if trial.state == TrialState.WAITING:
+                index.waiting.append(trial.number)
+            else:
+                index.add(trial)
+        while index.waiting:
+            trial = self._read(index, index.waiting[0])
+            if trial.state == TrialState.WAITING:
+                break
+            index.waiting.popleft()
+            index.add(trial)
+        for number in sorted(index.open):
+            index.finish(self._read(index, number))
         return index
+
+    def _new_trials(self, index: _Index):
+        while True:
+            try:
+                yield self._read(index, index.seen)
+            except KeyError:
+                return
+
+    def _read(self, index: _Index, number: int) -> FrozenTrial:
+        storage = self.book.storage
+        index.trials_read += 1
+        trial_id = storage.get_trial_id_from_study_id_trial_number(index.study_id, number)
+        return storage.get_trial(trial_id)
 
     @property
     def keys_computed(self) -> int:
         """How many trials' configuration keys were computed so far (each trial once)."""
         return self._index.keys_computed
+
+    @property
+    def trials_read(self) -> int:
+        """How many trials were read from the Optuna storage so far."""
+        return self._index.trials_read
 
     # ---------------------------------------------------------------- queries
 
@@ -138,11 +180,18 @@ class SeedUnits:
     def best(self) -> list[FrozenTrial]:
         """The completed seed that finished last in the configuration with the best mean
         (its told value is that mean)."""
-        latest = self._refresh().latest
-        if not latest:
+        index = self._refresh()
+        if not index.latest:
             return []
         sign = 1 if self.book.search.objectives[0].mode == "max" else -1
-        return [max(latest.values(), key=lambda t: (sign * t.value, -t.number))]
+        best = index.best
+        if best is None or index.key_of[best.number] in index.changed:
+            candidates = list(index.latest.values())  # the best's own mean moved: all again
+        else:
+            candidates = [best] + [index.latest[key] for key in index.changed]
+        index.best = max(candidates, key=lambda t: (sign * t.value, -t.number))
+        index.changed.clear()
+        return [index.best]
 
     def _epochs(self, number: int) -> dict[int, EpochMetrics]:
         """A sibling's epochs: this session's live ones, else its epoch log (read once for

@@ -110,11 +110,13 @@ def test_an_epoch_report_touches_the_same_trials_at_10_and_at_400(tmp_path, coun
     add_finished(book, finished, book.optuna.trials[0].distributions)
     scheduler.on_trial_result(None, live, epoch(1, 60.0))  # the index catches up once
     assert counted["n"] <= finished + 1
-    before = counted["n"]
+    before, read = counted["n"], book.units.trials_read
     for n in range(2, 12):
         scheduler.on_trial_result(None, live, epoch(n, 60.0 + n))
         book.best()
     assert counted["n"] == before  # ten more epochs and "best" asked ten times: no trial again
+    # each look reads the running trial and probes for a new one: the same at 10 and 400
+    assert book.units.trials_read - read <= 10 * 2 * 2
     nxt = start(searcher, "ray-1")  # a new trial: its own key only
     scheduler.on_trial_result(None, nxt, epoch(1, 70.0))
     assert counted["n"] == before + 1
