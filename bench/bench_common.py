@@ -246,6 +246,16 @@ def rows_table(rows: list[Row], markdown: bool = False) -> str:
                                      for r in rows], markdown)
 
 
+DEADLINE_ENV = "BKD_BENCH_DEADLINE"  # epoch seconds by which run.py stops a part
+
+
+def time_left(default: float = 600.0) -> float:
+    """Seconds until run.py stops this part (``default`` when run on its own), so a part
+    can shrink what it does instead of being cut off."""
+    deadline = os.environ.get(DEADLINE_ENV)
+    return default if deadline is None else float(deadline) - time.time()
+
+
 def say(message: str) -> None:
     """Progress on stdout, flushed at once (run.py relays its children's lines)."""
     print(message, flush=True)

@@ -32,7 +32,7 @@ from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_common import Row, error_row, machine, rows_table, say  # noqa: E402
+from bench_common import DEADLINE_ENV, Row, error_row, machine, rows_table, say  # noqa: E402
 import figures  # noqa: E402
 from notes import NOTES  # noqa: E402
 
@@ -55,13 +55,13 @@ class Part:
 def _step(workdir: Path) -> list[Row]:
     import step_overhead
 
-    return step_overhead.rows(step_overhead.run(budget_s=PAIR_BUDGET_S, total_s=150))
+    return step_overhead.rows(step_overhead.run(budget_s=PAIR_BUDGET_S, total_s=110))
 
 
 def _loop(workdir: Path) -> list[Row]:
     import loop_overhead
 
-    return loop_overhead.rows(loop_overhead.run(budget_s=PAIR_BUDGET_S, total_s=120))
+    return loop_overhead.rows(loop_overhead.run(budget_s=PAIR_BUDGET_S, total_s=90))
 
 
 def _sweep(part: str) -> Callable[[Path], list[Row]]:
@@ -115,32 +115,32 @@ def _memory(workdir: Path) -> list[Row]:
     return memory.rows(memory.run())
 
 
-PARTS = [
-    Part("plan", "plan on the ImageNet study", _plan, 150, ("plan_imagenet_s",), 30),
+PARTS = [  # in the order a full run takes them (each named figure once)
+    Part("plan", "plan on the ImageNet study", _plan, 120, ("plan_imagenet_s",), 30),
     Part("engine", "sweep driver at 10,000 trials", _engine(10_000), 240,
          ("engine_epoch_cost_ratio_10k_vs_10",), 60, tiny=_engine(40)),
     Part("store", "recording, results and report at 10,000 trials", _store, 420,
-         ("record_cost_ratio_10k_vs_10", "results_10k_s", "report_10k_s"), 180,
+         ("record_cost_ratio_10k_vs_10", "results_10k_s", "report_10k_s"), 200,
          tiny=_store_tiny),
-    Part("pruning", "pruning savings (synthetic trials)", _module_part("pruning", "pruning"),
-         300, ("pruning_speedup", "pruning_top1_loss_pts"), 120),
-    Part("promotion", "seed promotion (synthetic trials)", _module_part("pruning", "promotion"),
-         300, ("seed_promotion_speedup",), 150),
     Part("fixed", "fixed cost per trial", _module_part("tune_pair", "fixed"), 240,
-         ("fixed_cost_per_trial_s",), 60),
-    Part("pair", "bkd-sweep vs plain Ray Tune", _module_part("tune_pair", "pair"), 480,
+         ("fixed_cost_per_trial_s", "sweep_start_s", "ray_start_s"), 60),
+    Part("pruning", "pruning savings (synthetic trials)", _module_part("pruning", "pruning"),
+         300, ("pruning_speedup", "pruning_top1_loss_pts"), 100),
+    Part("promotion", "seed promotion (synthetic trials)", _module_part("pruning", "promotion"),
+         300, ("seed_promotion_speedup",), 100),
+    Part("pair", "bkd-sweep vs plain Ray Tune", _module_part("tune_pair", "pair"), 420,
          ("wall_vs_plain_tune",), 150),
     Part("efficiency", "sweep efficiency + teacher reuse", _sweep("efficiency"), 420,
          ("sweep_efficiency",), 150),
-    Part("ray", "Ray start", _sweep("ray"), 120, ("ray_start_s",), 15),
-    Part("step", "BKD step overhead", _step, 240, ("bkd_overhead",), 120),
-    Part("loop", "our step vs plain spikingjelly", _loop, 180, ("ours_over_plain_sj",), 90),
+    Part("step", "BKD step overhead", _step, 180, ("bkd_overhead",), 100),
+    Part("loop", "our step vs plain spikingjelly", _loop, 150, ("ours_over_plain_sj",), 70),
     Part("memory", "memory vs T", _memory, 240, (), 150, optional=True),
+    Part("ray", "Ray start (fresh process)", _sweep("ray"), 120, (), 20, optional=True),
     Part("pruning_real", "pruning on real trials", _sweep("pruning"), 480, (), 300,
          optional=True),
 ]
 BY_KEY = {p.key: p for p in PARTS}
-DEFAULT = [p.key for p in PARTS if p.key != "pruning_real"]
+DEFAULT = [p.key for p in PARTS if p.key not in ("ray", "pruning_real")]
 
 
 def parts_for(only: str | None) -> list[str]:
@@ -199,8 +199,9 @@ def run_part_process(part: Part, limit_s: float) -> list[Row]:
         out = Path(tmp) / "rows.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", part.key,
                "--child-json", str(out)]
+        env = dict(os.environ, **{DEADLINE_ENV: str(time.time() + limit_s)})
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, cwd=tmp, start_new_session=True)
+                                text=True, cwd=tmp, start_new_session=True, env=env)
         fired = threading.Event()
         timer = threading.Timer(limit_s, _kill_group, args=(proc, fired))
         timer.start()

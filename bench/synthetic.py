@@ -59,9 +59,9 @@ def top1_at(config: TrialConfig, epoch: int) -> float:
 def curve_trial(config: TrialConfig, report=None, *, checkpoint_dir=None, cache_dir=None,
                 epoch_seconds: float | None = None) -> TrialResult:
     """run_trial's signature: one synthetic epoch at a time, a small checkpoint file per
-    epoch (what a retry would resume from), a completed result. Its own wall time (what the
-    engine adds nothing to) is the result's wall_seconds."""
-    started = time.perf_counter()
+    epoch (what a retry would resume from), a completed result. Its own wall time, without
+    the time spent in ``report`` (the engine's), is the result's wall_seconds."""
+    started, reporting = time.perf_counter(), 0.0
     delay = EPOCH_SECONDS if epoch_seconds is None else epoch_seconds
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     history: list[EpochMetrics] = []
@@ -78,14 +78,17 @@ def curve_trial(config: TrialConfig, report=None, *, checkpoint_dir=None, cache_
             ckpt.mkdir(parents=True, exist_ok=True)
             (ckpt / "last.pt").write_text(metrics.model_dump_json())
         if report is not None:
+            tick = time.perf_counter()
             report(metrics, ckpt)
+            reporting += time.perf_counter() - tick
     energy = EnergyReport(energy_mj=0.1, sops=1e6, macs=1e5, mean_firing_rate=0.1,
                           timesteps=config.student.timesteps, e_mac_pj=4.6, e_ac_pj=0.9,
                           first_layer_once=False)
     best = max(history, key=lambda h: h.top1)
     return TrialResult.from_history(
         "completed", history, config=config.model_dump(mode="json"),
-        config_hash=config.config_hash(), wall_seconds=time.perf_counter() - started,
+        config_hash=config.config_hash(),
+        wall_seconds=time.perf_counter() - started - reporting,
         devices=1, device="cpu", energy=energy, test_top1=best.top1 - 0.5)
 
 
@@ -149,15 +152,16 @@ class SweepOutcome:
         """Best validation top-1 over completed trials (single seed)."""
         return max(r.result.val_top1 for r in self.records if r.result.status == "completed")
 
-    def best_mean_top1(self) -> tuple[float, int]:
-        """(best configuration mean of validation top-1 over its completed seeds, seeds)."""
+    def full_configurations(self, seeds: int) -> list[float]:
+        """Mean validation top-1 of each configuration whose ``seeds`` seeds all completed,
+        best first."""
         by_config: dict[tuple, list[float]] = {}
         for r in self.records:
             if r.result.status == "completed":
                 by_config.setdefault(tuple(sorted(r.params.items())), []).append(
                     r.result.val_top1)
-        mean, values = max((sum(v) / len(v), v) for v in by_config.values())
-        return mean, len(values)
+        return sorted((sum(v) / len(v) for v in by_config.values() if len(v) >= seeds),
+                      reverse=True)
 
 
 def run_synthetic(study_file: Path, label: str, trial_fn: Callable = curve_trial,

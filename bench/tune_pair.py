@@ -1,17 +1,19 @@
 """bkd-sweep against the Ray Tune script a user would write, and its fixed cost per trial.
 
-* wall_vs_plain_tune: the same quickstart trials (8 trials: 4 distillation modes x 2
-  time-steps, seed 0, 2 epochs, 2 at a time) run by bkd-sweep (run_study: Parquet + MLflow,
+* wall_vs_plain_tune: the same quickstart trials (4 trials: the 4 distillation modes at
+  T=4, seed 0, 2 epochs, 2 at a time) run by bkd-sweep (run_study: Parquet + MLflow,
   checkpoints, Optuna journal) and by a default ``tune.Tuner`` over ``run_trial`` (grid
   search over the same trial configs, ``max_concurrent_trials=2``, defaults otherwise:
   Tuner starts Ray itself, no actor reuse). Rounds interleave (bkd, plain, plain, bkd); the
-  teacher is trained into the shared cache first, so neither side pays for it.
-* fixed_cost_per_trial_s: trivially short trials (1 synthetic epoch, no sleep) through
-  run_study with the real tracking (MLflow + Parquet), N = 4 and N = 20 trials in one Ray
-  session: per trial = ((wall(20) - wall(4)) x concurrency - (trial fn s(20) - s(4))) / 16,
-  the wall one more trial adds; what is left of wall(4) is the sweep's start (Tune, the
-  workers' imports), reported beside it. Driver-side time in tracking and in the SweepBook
-  (Optuna, trial files) is timed per call; the rest is Ray Tune.
+  teacher is trained into the shared cache first, so neither side pays for it. The second
+  round is skipped when what is left of the part's time would not fit it.
+* fixed_cost_per_trial_s: 24 trivially short trials (1 synthetic epoch, no sleep) through
+  run_study with the real tracking (MLflow + Parquet), Ray already up: per trial = (time
+  from the 4th trial's finish to the last x concurrency - those trials' own seconds) / the
+  trials in between: the steady state, once the first workers have started. The sweep's
+  start (run_study's call to the first finish) and Ray's start are reported beside it.
+  Driver-side time in tracking and in the SweepBook (Optuna, trial files) is timed per
+  call; the rest is Ray Tune.
 
     python bench/tune_pair.py [pair] [fixed]
 """
@@ -28,12 +30,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from bench_common import Row, rows_table, say  # noqa: E402
+from bench_common import Row, rows_table, say, time_left  # noqa: E402
 from figures import judge  # noqa: E402
 
 QUICKSTART = REPO / "studies" / "quickstart.yaml"
-PAIR_CHANGES = {"search.seeds": [0], "train.epochs": 2}
-FIXED_SIZES = (4, 20)
+PAIR_CHANGES = {"search.seeds": [0], "train.epochs": 2,
+                "search.params": {"distill.mode": ["none", "logit", "bkd", "mixed"]}}
+PAIR_TRIALS = 4
 TIMERS: dict[str, float] = {}  # driver-side seconds by what (module global: Tune may copy)
 
 
@@ -122,15 +125,21 @@ def tune_pair(root: Path, rounds: int = 2) -> PairResult:
     teacher = warm_teacher(_quickstart_copy(root, "pair_warm"))
     bkd, plain = [], []
     for k in range(rounds):
+        started = time.perf_counter()
+        if k and time_left() < 1.2 * round_s:
+            say(f"sweep: round {k + 1} skipped ({time_left():.0f} s left, a round took "
+                f"{round_s:.0f} s)")
+            break
         order = ("bkd", "plain") if k % 2 == 0 else ("plain", "bkd")
         for side in order:
-            say(f"sweep: round {k + 1}, {side} (8 quickstart trials x 2 epochs)")
+            say(f"sweep: round {k + 1}, {side} ({PAIR_TRIALS} quickstart trials x 2 epochs)")
             study_file = _quickstart_copy(root, f"pair_{side}_{k + 1}")
             if side == "bkd":
                 bkd.append(bkd_wall(study_file))
             else:
                 plain.append(plain_wall(study_file, root / "plain_tune"))
-    return PairResult(bkd, plain, 8, teacher)
+        round_s = time.perf_counter() - started
+    return PairResult(bkd, plain, PAIR_TRIALS, teacher)
 
 
 def pair_rows(result: PairResult) -> list[Row]:
@@ -158,9 +167,9 @@ def _timed(what: str, method):
     return wrapper
 
 
-def _timed_tracker(loaded):
-    """The real StudyTracker (MLflow + Parquet) with its calls timed; the trial functions'
-    own seconds collected from the records it is handed."""
+def _timed_tracker(loaded, finishes: list[tuple[float, float]]):
+    """The real StudyTracker (MLflow + Parquet) with its calls timed; each trial's finish
+    noted as (time, the trial function's own seconds)."""
     from bkd_sweep.tracking import StudyTracker
 
     tracker = StudyTracker(loaded.study, results_dir=loaded.results_dir(),
@@ -168,11 +177,12 @@ def _timed_tracker(loaded):
     finish = tracker.finish_trial
 
     def finish_trial(record) -> None:
-        TIMERS["trial fn"] = TIMERS.get("trial fn", 0.0) + record.result.wall_seconds
+        finishes.append((time.perf_counter(), record.result.wall_seconds))
         finish(record)
 
     tracker.finish_trial = _timed("tracking", finish_trial)
     tracker.log_epoch = _timed("tracking", tracker.log_epoch)
+    tracker.store.upsert = _timed("parquet", tracker.store.upsert)
     return tracker
 
 
@@ -190,29 +200,35 @@ def _timed_book():
 
 @dataclass
 class FixedCost:
-    walls: dict[int, float]
-    fn_s: dict[int, float]
-    tracking_s: dict[int, float]
-    book_s: dict[int, float]
+    """One sweep of trivially short trials: when each finished, and the driver's timers."""
+
+    started: float  # perf_counter when run_study was called
+    finishes: list[tuple[float, float]]  # (perf_counter, trial fn seconds) per finished trial
+    wall: float
+    timers: dict[str, float]  # driver-side seconds: tracking (parquet part of it), book
     ray_start_s: float
     concurrency: int = 2
 
-    def per_trial(self) -> float:
-        small, big = FIXED_SIZES
-        busy = (self.walls[big] - self.walls[small]) * self.concurrency
-        return (busy - (self.fn_s[big] - self.fn_s[small])) / (big - small)
+    @property
+    def steady(self) -> list[tuple[float, float]]:
+        return self.finishes[WARM_TRIALS - 1:]
 
-    def marginal(self, timers: dict[int, float]) -> float:
-        small, big = FIXED_SIZES
-        return (timers[big] - timers[small]) / (big - small)
+    def per_trial(self) -> float:
+        """Slot seconds per trial between the WARM_TRIALS-th finish and the last, minus the
+        trial functions' own seconds."""
+        steady = self.steady
+        span = (steady[-1][0] - steady[0][0]) * self.concurrency
+        return (span - sum(fn for _, fn in steady[1:])) / (len(steady) - 1)
 
     def sweep_start(self) -> float:
-        small = FIXED_SIZES[0]
-        return self.walls[small] - small * (self.per_trial() + self.fn_s[small] / small) \
-            / self.concurrency
+        """run_study's call until the first trial finished (Tune, the first workers)."""
+        return self.finishes[0][0] - self.started
 
 
-def fixed_cost(root: Path) -> FixedCost:
+WARM_TRIALS = 4  # trials before the steady state (the first workers start meanwhile)
+
+
+def fixed_cost(root: Path, trials: int = 24) -> FixedCost:
     import functools
 
     import bkd_sweep.engine.book as book_module
@@ -223,53 +239,56 @@ def fixed_cost(root: Path) -> FixedCost:
 
     _clean_env()
     trial_fn = functools.partial(curve_trial, epoch_seconds=0.0)
-    result = FixedCost({}, {}, {}, {}, 0.0)
+    loaded = load_study(study_copy(root, "fixed", {
+        "search.pruner": {"name": "none"}, "search.sampler": "random",
+        "search.n_trials": trials, "train.epochs": 1}))
+    finishes: list[tuple[float, float]] = []
     start = time.perf_counter()
     real = book_module.SweepBook
     with _Ray():
-        result.ray_start_s = time.perf_counter() - start
+        ray_start = time.perf_counter() - start
         book_module.SweepBook = _timed_book()
+        TIMERS.clear()
+        say(f"sweep: {trials} trivially short trials (1 synthetic epoch), real tracking")
         try:
-            for n in FIXED_SIZES:
-                say(f"sweep: {n} trivially short trials (1 synthetic epoch), real tracking")
-                loaded = load_study(study_copy(root, f"fixed_{n}", {
-                    "search.pruner": {"name": "none"}, "search.sampler": "random",
-                    "search.n_trials": n, "train.epochs": 1}))
-                TIMERS.clear()
-                start = time.perf_counter()
-                summary = run_study(loaded, trial_fn=trial_fn, tracker=_timed_tracker(loaded),
-                                    progress=False)
-                result.walls[n] = time.perf_counter() - start
-                if not summary.ok:
-                    raise RuntimeError(f"fixed-cost sweep of {n} did not finish")
-                result.fn_s[n] = TIMERS.get("trial fn", 0.0)
-                result.tracking_s[n] = TIMERS.get("tracking", 0.0)
-                result.book_s[n] = TIMERS.get("book", 0.0)
+            start = time.perf_counter()
+            summary = run_study(loaded, trial_fn=trial_fn,
+                                tracker=_timed_tracker(loaded, finishes), progress=False)
+            wall = time.perf_counter() - start
         finally:
             book_module.SweepBook = real
-    return result
+    if not summary.ok or len(finishes) < WARM_TRIALS + 2:
+        raise RuntimeError(f"fixed-cost sweep did not finish: {summary.counts}")
+    return FixedCost(start, finishes, wall, dict(TIMERS), ray_start)
 
 
 def fixed_rows(cost: FixedCost) -> list[Row]:
-    per = cost.per_trial()
-    tracking, book = cost.marginal(cost.tracking_s), cost.marginal(cost.book_s)
-    rest = per - (tracking + book) * cost.concurrency  # driver time holds both slots
-    parts = (f"driver-side per trial: tracking (MLflow + Parquet) {tracking:.2f} s, "
-             f"SweepBook (Optuna journal, trial files) {book:.2f} s; the rest, "
-             f"{max(0.0, rest):.2f} s of slot time, is Ray Tune (scheduling, result and "
-             "checkpoint transport, the worker's report calls)")
-    small, big = FIXED_SIZES
+    per, n = cost.per_trial(), len(cost.finishes)
+    each = {k: v / n for k, v in cost.timers.items()}
+    steady = cost.steady
+    every = (steady[-1][0] - steady[0][0]) / (len(steady) - 1)
+    parts = (f"in the steady state a trial finishes every {every:.2f} s of wall; the driver "
+             f"spends per trial {each.get('tracking', 0):.2f} s in tracking (MLflow "
+             f"{each.get('tracking', 0) - each.get('parquet', 0):.2f} s, Parquet upsert "
+             f"{each.get('parquet', 0):.2f} s) and {each.get('book', 0):.2f} s in the SweepBook "
+             "(Optuna journal, trial files), the rest in Ray Tune; Tune's controller waits "
+             "while the driver records")
+    fn = sum(f for _, f in cost.finishes) / n
     return [
-        Row("fixed cost per trial", f"wall x concurrency one more trivially short trial adds, "
-            f"minus the trial function's own time (N = {small} vs {big}, Ray already up)",
-            f"{per:.2f} s", f"sweep wall {cost.walls[small]:.1f} s ({small} trials) vs "
-            f"{cost.walls[big]:.1f} s ({big}); {parts}",
+        Row("fixed cost per trial", f"wall x concurrency per trivially short trial, minus the "
+            f"trial function's own time (trials {WARM_TRIALS} to {n} of one sweep, Ray up)",
+            f"{per:.2f} s", f"sweep wall {cost.wall:.1f} s for {n} trials, trial function "
+            f"{fn * 1e3:.0f} ms each (its report calls excluded); {parts}",
             **judge("fixed_cost_per_trial_s", per, parts)),
-        Row("fixed cost per trial", "the sweep's own start (run_study until trials flow: Tune, "
-            "the first workers' imports), not counted above", f"{cost.sweep_start():.1f} s",
-            f"plus Ray's start in this process {cost.ray_start_s:.1f} s; amortized over "
-            f"{big} trials that is {(cost.sweep_start() + cost.ray_start_s) * cost.concurrency / big:.2f} s "
-            "a trial", "- (reported)", "-"),
+        Row("fixed cost per trial", "the sweep's own start: run_study until the first trial "
+            "finished (Tune, the first workers' imports), not counted above",
+            f"{cost.sweep_start():.1f} s", f"with Ray's start (below), (wall x concurrency - "
+            f"trial seconds) / trials = "
+            f"{(cost.wall + cost.ray_start_s) * cost.concurrency / n - fn:.2f} s",
+            **judge("sweep_start_s", cost.sweep_start())),
+        Row("fixed cost per trial", "Ray's start: ray.init as the engine calls it (embedded)",
+            f"{cost.ray_start_s:.1f} s", "once per sweep, before run_study's own start",
+            **judge("ray_start_s", cost.ray_start_s)),
     ]
 
 

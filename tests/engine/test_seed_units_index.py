@@ -124,16 +124,15 @@ def test_an_epoch_report_touches_the_same_trials_at_10_and_at_400(tmp_path, coun
 
 def test_the_index_answers_what_a_full_scan_answers(tmp_path):
     book, searcher, scheduler = make(tmp_path)
-    running: dict[str, int] = {}
     for step in range(24):
         ray_id = f"ray-{step}"
         trial = start(searcher, ray_id)
         number = trial.config["number"]
-        running[ray_id] = number
         value = 40.0 + (number * 37) % 50
         stopped = False
         for n in (1, 2, 3):
-            if scheduler.on_trial_result(None, trial, epoch(n, value + n)) != TrialScheduler.CONTINUE:
+            decision = scheduler.on_trial_result(None, trial, epoch(n, value + n))
+            if decision != TrialScheduler.CONTINUE:
                 stopped = True
                 break
         if not stopped:
