@@ -116,24 +116,24 @@ def _memory(workdir: Path) -> list[Row]:
 
 
 PARTS = [  # in the order a full run takes them (each named figure once)
-    Part("plan", "plan on the ImageNet study", _plan, 120, ("plan_imagenet_s",), 30),
+    Part("plan", "plan on the ImageNet study", _plan, 120, ("plan_imagenet_s",), 25),
     Part("engine", "sweep driver at 10,000 trials", _engine(10_000), 240,
          ("engine_epoch_cost_ratio_10k_vs_10",), 60, tiny=_engine(40)),
     Part("store", "recording, results and report at 10,000 trials", _store, 420,
-         ("record_cost_ratio_10k_vs_10", "results_10k_s", "report_10k_s"), 200,
+         ("record_cost_ratio_10k_vs_10", "results_10k_s", "report_10k_s"), 180,
          tiny=_store_tiny),
     Part("fixed", "fixed cost per trial", _module_part("tune_pair", "fixed"), 240,
          ("fixed_cost_per_trial_s", "sweep_start_s", "ray_start_s"), 60),
     Part("pruning", "pruning savings (synthetic trials)", _module_part("pruning", "pruning"),
-         300, ("pruning_speedup", "pruning_top1_loss_pts"), 100),
+         300, ("pruning_speedup", "pruning_top1_loss_pts"), 90),
     Part("promotion", "seed promotion (synthetic trials)", _module_part("pruning", "promotion"),
-         300, ("seed_promotion_speedup",), 100),
+         300, ("seed_promotion_speedup",), 90),
     Part("pair", "bkd-sweep vs plain Ray Tune", _module_part("tune_pair", "pair"), 420,
-         ("wall_vs_plain_tune",), 150),
+         ("wall_vs_plain_tune",), 120),
     Part("efficiency", "sweep efficiency + teacher reuse", _sweep("efficiency"), 420,
-         ("sweep_efficiency",), 150),
-    Part("step", "BKD step overhead", _step, 180, ("bkd_overhead",), 100),
-    Part("loop", "our step vs plain spikingjelly", _loop, 150, ("ours_over_plain_sj",), 70),
+         ("sweep_efficiency",), 110),
+    Part("step", "BKD step overhead", _step, 180, ("bkd_overhead",), 90),
+    Part("loop", "our step vs plain spikingjelly", _loop, 150, ("ours_over_plain_sj",), 60),
     Part("memory", "memory vs T", _memory, 240, (), 150, optional=True),
     Part("ray", "Ray start (fresh process)", _sweep("ray"), 120, (), 20, optional=True),
     Part("pruning_real", "pruning on real trials", _sweep("pruning"), 480, (), 300,
@@ -236,10 +236,13 @@ def child(key: str, json_path: Path) -> int:
 
 
 def run_parts(keys: list[str], budget_s: float = BUDGET_S) -> list[Row]:
+    """Each part gets its limit, but no more than leaves the parts after it their typical
+    time (so one slow part cannot starve the rest)."""
     started = time.perf_counter()
     rows: list[Row] = []
-    for key in keys:
+    for i, key in enumerate(keys):
         part = BY_KEY[key]
+        reserve = sum(BY_KEY[k].typical_s for k in keys[i + 1:] if not BY_KEY[k].optional)
         left = budget_s - (time.perf_counter() - started)
         if part.optional and left < part.typical_s:
             say(f"== {part.title}: skipped ({left:.0f} s of the budget left, it takes "
@@ -248,9 +251,10 @@ def run_parts(keys: list[str], budget_s: float = BUDGET_S) -> list[Row]:
         if left < 10:
             rows += failed_rows(part, "skipped: the 15-minute budget is spent")
             continue
-        say(f"== {part.title} (limit {min(part.limit_s, left):.0f} s)")
+        limit = min(part.limit_s, left, max(part.typical_s, left - reserve))
+        say(f"== {part.title} (limit {limit:.0f} s)")
         part_start = time.perf_counter()
-        rows += run_part_process(part, min(part.limit_s, left))
+        rows += run_part_process(part, limit)
         say(f"   done in {time.perf_counter() - part_start:.0f} s")
     return rows
 

@@ -101,7 +101,7 @@ def epoch_seconds(directory: Path, stored: int, trials: int = 3) -> tuple[float,
 
 
 def engine_profile(directory: Path, stored: int) -> str:
-    from scale_store import profile_top
+    from commands import profile_top
 
     book, searcher, scheduler = _driver(directory, stored)
     live = SimpleNamespace(trial_id="ray-p", config=searcher.suggest("ray-p"))
@@ -134,16 +134,17 @@ def engine_rows(workdir: Path, big: int = 10_000) -> list[Row]:
 
 
 def plan_rows(workdir: Path) -> list[Row]:
-    from scale_store import cli_seconds, profile_top
+    from commands import cli_seconds
 
     say("plan: bkd-sweep plan studies/imagenet_ablation.yaml")
-    seconds, note = cli_seconds(["plan", str(IMAGENET)], 300, Path(workdir), line=0)
+    run = cli_seconds(["plan", str(IMAGENET)], 90, Path(workdir), line=0)
     why = ""
-    if not TARGETS["plan_imagenet_s"].met(seconds):
+    if not TARGETS["plan_imagenet_s"].met(run.seconds) and run.seconds is not None:
         why = _plan_profile()
     return [Row("costs at scale", "`bkd-sweep plan studies/imagenet_ablation.yaml` (fresh "
-                "process, imports included)", f"{seconds:.1f} s" if seconds else "error",
-                note + (f"; {why}" if why else ""), **judge("plan_imagenet_s", seconds, why))]
+                "process, imports included)", run.figure(), run.note + (f"; {why}" if why
+                                                                      else ""),
+                **run.judged("plan_imagenet_s", why))]
 
 
 def _plan_profile() -> str:
@@ -151,7 +152,7 @@ def _plan_profile() -> str:
     import subprocess
 
     code = ("import sys; sys.path.insert(0, %r)\n"
-            "from scale_store import profile_top\n"
+            "from commands import profile_top\n"
             "from bkd_sweep.cli import main\n"
             "import contextlib, io\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"

@@ -20,7 +20,6 @@ import copy
 import math
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_common import Row, rows_table, say, time_left  # noqa: E402
-from figures import judge  # noqa: E402
+from figures import TARGETS, judge  # noqa: E402
+from commands import CliRun, cli_seconds, profile_top  # noqa: E402
 
 STUDY = HERE / "studies" / "scale_10k.yaml"
 MODES = {"none": 80.0, "logit": 84.0, "bkd": 85.0, "mixed": 87.0}
@@ -250,68 +250,10 @@ def _extrapolated(scale: StoreScale, size: int) -> float:
 # bkd-sweep results / report on the large set
 
 
-def cli_seconds(args: list[str], timeout: float, cwd: Path, line: int = -1
-                ) -> tuple[float | None, str]:
-    """Wall seconds of ``bkd-sweep ARGS`` in a fresh interpreter (None when it failed or ran
-    past ``timeout``), and one line of its output (the last by default)."""
-    import os
-
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(HERE.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                              if p]))
-    start = time.perf_counter()
-    try:
-        done = subprocess.run([sys.executable, "-m", "bkd_sweep.cli", *args], cwd=cwd, env=env,
-                              capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, f"still running after {timeout:.0f} s"
-    seconds = time.perf_counter() - start
-    lines = (done.stdout + done.stderr).strip().splitlines()
-    if done.returncode != 0:
-        return None, (lines[-1][:200] if lines else f"exit code {done.returncode}")
-    return seconds, (lines[line][:200] if lines else "")
-
-
-def profile_top(fn, limit: int = 4, others: int = 0, libraries: tuple[str, ...] = ()) -> str:
-    """Where ``fn()`` spends its time (cProfile): the bkd_sweep functions with the most
-    cumulative seconds below the top call, e.g. 'report/plots.py:save_figure 4.1 s', the
-    ``others`` costliest third-party imports ('import timm 3.0 s') and the two costliest
-    functions of each of ``libraries`` ('optuna/_hyperband.py:prune 0.1 s')."""
-    import cProfile
-    import pstats
-
-    profiler = cProfile.Profile()
-    profiler.runcall(fn)
-    stats = pstats.Stats(profiler).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
-    total = max(ct for (_, _, _, ct, _) in stats.values())
-
-    def top(where: str, count: int) -> list[str]:
-        found = sorted(((ct, f"{Path(f).parent.name}/{Path(f).name}:{name}")
-                        for (f, _, name), (_, _, _, ct, _) in stats.items()
-                        if f"/{where}/" in f and ct < 0.95 * total
-                        and (where == "bkd_sweep" or name != "<module>")),
-                       reverse=True)
-        return [f"{text} {ct:.2f} s" for ct, text in found[:count]]
-
-    imports: dict[str, float] = {}
-    for (f, _, name), (_, _, _, ct, _) in stats.items():
-        if name == "<module>" and "site-packages" in f:
-            package = f.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
-            imports[package] = max(imports.get(package, 0.0), ct)
-    picked = top("bkd_sweep", limit)
-    picked += [f"import {pkg} {ct:.1f} s" for pkg, ct in
-               sorted(imports.items(), key=lambda kv: -kv[1])[:others]]
-    for library in libraries:
-        picked += top(library, 2)
-    return f"of {total:.1f} s in-process: " + ", ".join(picked)
-
-
 @dataclass
 class ReadTimes:
-    results_s: float | None
-    report_s: float | None
-    results_note: str
-    report_note: str
+    results: CliRun
+    report: CliRun
     report_profile: str = ""
     results_profile: str = ""
 
@@ -319,33 +261,32 @@ class ReadTimes:
 def time_reads(scale: StoreScale, workdir: Path, profile: bool = True) -> ReadTimes:
     """`bkd-sweep results DIR` and `bkd-sweep report DIR` on the large set (fresh processes);
     profiled in-process when they miss their targets."""
-    from figures import TARGETS
-
     directory, out = scale.big_dir, Path(workdir) / "report"
     say(f"scale: bkd-sweep results / report on {scale.big_count} trials")
-    results_s, results_note = cli_seconds(["results", str(directory)], 90, workdir, 0)
+    results = cli_seconds(["results", str(directory)], 90, workdir, 0)
     limit = max(30.0, min(180.0, time_left() - 100))  # room left for a profile after it
-    report_s, report_note = cli_seconds(["report", str(directory), "--out", str(out),
-                                         "--no-mlflow"], limit, workdir)
-    times = ReadTimes(results_s, report_s, results_note, report_note)
+    report = cli_seconds(["report", str(directory), "--out", str(out), "--no-mlflow"], limit,
+                         workdir)
+    times = ReadTimes(results, report)
     profile = profile and time_left() > 60
-    if profile and not TARGETS["report_10k_s"].met(report_s):
+    if profile and not TARGETS["report_10k_s"].met(report.seconds):
         from bkd_sweep.report import build_report
 
-        where, label = _profile_set(scale, report_s)
+        where, label = _profile_set(scale, report.seconds)
         times.report_profile = label + profile_top(lambda: build_report(where, out))
-    if profile and not TARGETS["results_10k_s"].met(results_s):
+    if profile and not TARGETS["results_10k_s"].met(results.seconds):
         from bkd_sweep.results import load, summary_table
 
-        where, label = _profile_set(scale, results_s)
+        where, label = _profile_set(scale, results.seconds)
         times.results_profile = label + profile_top(lambda: summary_table(load(where)))
     return times
 
 
 def _profile_set(scale: StoreScale, seconds: float | None) -> tuple[Path, str]:
-    """Where to profile a slow read: the large set, or (when the read took over a minute
-    there) the largest set of at most 1,000 trials, said in the label."""
-    if seconds is not None and seconds < 60:
+    """Where to profile a slow read: the large set, or (when the read took over 15 s there:
+    the profile would take longer still) the largest set of at most 1,000 trials, said in
+    the label."""
+    if seconds is not None and seconds < 15:
         return scale.big_dir, ""
     small = max((n for n in scale.dirs if n <= 1001), default=None)
     if small is None:
@@ -369,14 +310,18 @@ def store_rows(scale: StoreScale, reads: ReadTimes | None, target: int, epochs: 
     if reads is None:
         return rows
     on = f"{scale.big_count:,} trials x {epochs} epochs"
-    for key, seconds, note, prof in (
-            ("results_10k_s", reads.results_s, reads.results_note, reads.results_profile),
-            ("report_10k_s", reads.report_s, reads.report_note, reads.report_profile)):
+    short = (f"; only {scale.big_count:,} trials could be stored (upserts grow with the study "
+             "and the one-go writer does not know this store's layout)"
+             if scale.big_count < target else "")
+    for key, run, prof in (("results_10k_s", reads.results, reads.results_profile),
+                           ("report_10k_s", reads.report, reads.report_profile)):
         command = "results" if key.startswith("results") else "report"
+        judged = run.judged(key, prof)
+        if short and judged["met"] != "error":
+            judged.update(met="error", value=None, why=short.removeprefix("; "))
         rows.append(Row("costs at scale", f"`bkd-sweep {command}` on {on} (fresh process, "
-                        "imports included)", f"{seconds:.1f} s" if seconds else "error",
-                        f"{note}" + (f"; {prof}" if prof else ""),
-                        **judge(key, seconds, prof or note)))
+                        "imports included)", run.figure(),
+                        run.note + (f"; {prof}" if prof else "") + short, **judged))
     return rows
 
 
