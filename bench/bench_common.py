@@ -256,6 +256,16 @@ def time_left(default: float = 600.0) -> float:
     return default if deadline is None else float(deadline) - time.time()
 
 
+KEYS_ENV = "BKD_BENCH_KEYS"  # the figures asked for (run.py --only KEY,...); unset: all
+
+
+def wanted(keys: tuple[str, ...]) -> bool:
+    """Whether a piece measuring ``keys`` was asked for (all are, unless --only named
+    figures of another piece of the same part)."""
+    asked = os.environ.get(KEYS_ENV)
+    return not asked or bool(set(asked.split(",")) & set(keys))
+
+
 def say(message: str) -> None:
     """Progress on stdout, flushed at once (run.py relays its children's lines)."""
     print(message, flush=True)

@@ -26,7 +26,7 @@ NOTES = """\
   (`bench/synthetic.py`): per configuration a noisy learning curve (a plateau from a
   log-learning-rate bowl, a blur-ratio optimum, a weak beta effect and an unexplained offset;
   a learning speed that grows with the learning rate, so curves cross; per-seed offsets and
-  per-epoch noise), 0.05 s a synthetic epoch, one trial at a time. The figures are epochs
+  per-epoch noise), 0.02 s a synthetic epoch, one trial at a time. The figures are epochs
   run and the best validation top-1, so they measure the engine's decisions, not CPU speed,
   and a run is reproducible (fixed sampler seed, one trial at a time: the same trials report
   in the same order; Hyperband assigns a trial to a bracket by a hash of the study name and

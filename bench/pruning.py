@@ -24,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_common import Row, rows_table, say  # noqa: E402
+from bench_common import Row, rows_table, say, wanted  # noqa: E402
 from figures import judge  # noqa: E402
 from synthetic import SweepOutcome, run_synthetic  # noqa: E402
 
@@ -40,16 +40,22 @@ def study_copy(root: Path, name: str, changes: dict) -> Path:
 
 
 class _Ray:
-    """One embedded Ray for several sweeps of a part (run_study leaves it running)."""
+    """One embedded Ray for several sweeps (run_study leaves a running Ray alone); the
+    outermost one times ray.init (RAY_START_S)."""
 
     def __enter__(self):
+        import time
+
         from bkd_sweep.config import load_study
         from bkd_sweep.engine.runner import _init_ray, _quiet_tune
 
         for name in ("RAY_ADDRESS", "BKD_RESULTS_DIR", "BKD_CACHE_DIR"):
             os.environ.pop(name, None)
         _quiet_tune()
+        start = time.perf_counter()
         self.started = _init_ray(load_study(STUDY).study)
+        if self.started:
+            RAY_START_S[0] = time.perf_counter() - start
         return self
 
     def __exit__(self, *exc) -> None:
@@ -57,6 +63,9 @@ class _Ray:
 
         if self.started:
             ray.shutdown()
+
+
+RAY_START_S = [0.0]  # ray.init seconds of the outermost _Ray
 
 
 def pruning(root: Path, trials: int = 24) -> tuple[SweepOutcome, SweepOutcome]:
@@ -145,19 +154,40 @@ def promotion_rows(without: SweepOutcome, with_: SweepOutcome) -> list[Row]:
     best = ["-" if not f else f"{f[0]:.2f}" for f in full]
     detail = (f"{without.epochs} vs {with_.epochs} epochs, {len(with_.records)} trials each; "
               f"configurations tried {without.configurations} vs {with_.configurations}, "
-              f"with all {len(SEEDS)} seeds completed {len(full[0])} vs {len(full[1])}; best "
-              f"of those (mean val top-1) {best[0]} vs {best[1]}")
+              f"with all {len(SEEDS)} seeds completed {len(full[0])} vs {len(full[1])} (best "
+              f"mean val top-1 of those {best[0]} vs {best[1]}); the engine's best: "
+              f"{without.engine_best()} vs {with_.engine_best()}")
     return [Row("seed promotion", f"epochs without / with seed promotion, {len(SEEDS)} seeds, "
                 "default pruner (same trial budget)", f"{speedup:.2f}x", detail,
                 **judge("seed_promotion_speedup", speedup))]
 
 
+PIECES = {"fixed": ("fixed_cost_per_trial_s", "sweep_start_s", "ray_start_s"),
+          "pruning": ("pruning_speedup", "pruning_top1_loss_pts"),
+          "promotion": ("seed_promotion_speedup",)}
+
+
 def run_part(name: str, workdir: Path) -> list[Row]:
-    if name == "pruning":
-        return pruning_rows(*pruning(_fresh(workdir, name)))
-    if name == "promotion":
-        return promotion_rows(*promotion(_fresh(workdir, name)))
-    raise ValueError(f"unknown part {name!r}")
+    """``synthetic``: the fixed cost, pruning and promotion pieces (those asked for) in one
+    Ray session; or one of them by name."""
+    from tune_pair import fixed_cost, fixed_rows
+
+    pieces = list(PIECES) if name == "synthetic" else [name]
+    rows: list[Row] = []
+    with _Ray():
+        for piece in pieces:
+            if name == "synthetic" and not wanted(PIECES[piece]):
+                continue
+            root = _fresh(workdir, piece)
+            if piece == "fixed":
+                rows += fixed_rows(fixed_cost(root))
+            elif piece == "pruning":
+                rows += pruning_rows(*pruning(root))
+            elif piece == "promotion":
+                rows += promotion_rows(*promotion(root))
+            else:
+                raise ValueError(f"unknown part {piece!r}")
+    return rows
 
 
 def _fresh(workdir: Path, name: str) -> Path:
@@ -168,8 +198,7 @@ def _fresh(workdir: Path, name: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="*", choices=("pruning", "promotion"),
-                        default=["pruning", "promotion"])
+    parser.add_argument("parts", nargs="*", choices=list(PIECES), default=["pruning", "promotion"])
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bkd-bench-"))
     rows = [row for part in args.parts for row in run_part(part, workdir)]

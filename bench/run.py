@@ -32,7 +32,8 @@ from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_common import DEADLINE_ENV, Row, error_row, machine, rows_table, say  # noqa: E402
+from bench_common import (DEADLINE_ENV, KEYS_ENV, Row, error_row, machine, rows_table,  # noqa: E402
+                          say, time_left)
 import figures  # noqa: E402
 from notes import NOTES  # noqa: E402
 
@@ -55,13 +56,17 @@ class Part:
 def _step(workdir: Path) -> list[Row]:
     import step_overhead
 
-    return step_overhead.rows(step_overhead.run(budget_s=PAIR_BUDGET_S, total_s=110))
+    total = max(20.0, min(100.0, time_left() - 25))  # model builds and imports take the rest
+    return step_overhead.rows(step_overhead.run(budget_s=min(PAIR_BUDGET_S, total / 3),
+                                                total_s=total))
 
 
 def _loop(workdir: Path) -> list[Row]:
     import loop_overhead
 
-    return loop_overhead.rows(loop_overhead.run(budget_s=PAIR_BUDGET_S, total_s=90))
+    total = max(20.0, min(70.0, time_left() - 20))
+    return loop_overhead.rows(loop_overhead.run(budget_s=min(PAIR_BUDGET_S, total / 3),
+                                                total_s=total))
 
 
 def _sweep(part: str) -> Callable[[Path], list[Row]]:
@@ -115,51 +120,58 @@ def _memory(workdir: Path) -> list[Row]:
     return memory.rows(memory.run())
 
 
+SYNTHETIC_KEYS = ("fixed_cost_per_trial_s", "sweep_start_s", "ray_start_s", "pruning_speedup",
+                  "pruning_top1_loss_pts", "seed_promotion_speedup")
 PARTS = [  # in the order a full run takes them (each named figure once)
-    Part("plan", "plan on the ImageNet study", _plan, 120, ("plan_imagenet_s",), 25),
+    Part("plan", "plan on the ImageNet study", _plan, 120, ("plan_imagenet_s",), 35),
     Part("engine", "sweep driver at 10,000 trials", _engine(10_000), 240,
          ("engine_epoch_cost_ratio_10k_vs_10",), 60, tiny=_engine(40)),
-    Part("store", "recording, results and report at 10,000 trials", _store, 420,
-         ("record_cost_ratio_10k_vs_10", "results_10k_s", "report_10k_s"), 180,
-         tiny=_store_tiny),
-    Part("fixed", "fixed cost per trial", _module_part("tune_pair", "fixed"), 240,
-         ("fixed_cost_per_trial_s", "sweep_start_s", "ray_start_s"), 60),
-    Part("pruning", "pruning savings (synthetic trials)", _module_part("pruning", "pruning"),
-         300, ("pruning_speedup", "pruning_top1_loss_pts"), 90),
-    Part("promotion", "seed promotion (synthetic trials)", _module_part("pruning", "promotion"),
-         300, ("seed_promotion_speedup",), 90),
-    Part("pair", "bkd-sweep vs plain Ray Tune", _module_part("tune_pair", "pair"), 420,
-         ("wall_vs_plain_tune",), 120),
+    Part("synthetic", "fixed cost, pruning, seed promotion (synthetic trials, one Ray)",
+         _module_part("pruning", "synthetic"), 480, SYNTHETIC_KEYS, 190),
     Part("efficiency", "sweep efficiency + teacher reuse", _sweep("efficiency"), 420,
-         ("sweep_efficiency",), 110),
-    Part("step", "BKD step overhead", _step, 180, ("bkd_overhead",), 90),
-    Part("loop", "our step vs plain spikingjelly", _loop, 150, ("ours_over_plain_sj",), 60),
+         ("sweep_efficiency",), 180),
+    Part("step", "BKD step overhead", _step, 180, ("bkd_overhead",), 85),
+    Part("loop", "our step vs plain spikingjelly", _loop, 150, ("ours_over_plain_sj",), 55),
+    Part("pair", "bkd-sweep vs plain Ray Tune", _module_part("tune_pair", "pair"), 420,
+         ("wall_vs_plain_tune",), 130),
+    Part("store", "recording, results and report at 10,000 trials", _store, 420,
+         ("record_cost_ratio_10k_vs_10", "results_10k_s", "report_10k_s"), 140,
+         tiny=_store_tiny),
     Part("memory", "memory vs T", _memory, 240, (), 150, optional=True),
     Part("ray", "Ray start (fresh process)", _sweep("ray"), 120, (), 20, optional=True),
     Part("pruning_real", "pruning on real trials", _sweep("pruning"), 480, (), 300,
          optional=True),
 ]
+ALIASES = {"fixed": ("synthetic", SYNTHETIC_KEYS[:3]), "pruning": ("synthetic", SYNTHETIC_KEYS[3:5]),
+           "promotion": ("synthetic", SYNTHETIC_KEYS[5:])}  # pieces of a part, by name
 BY_KEY = {p.key: p for p in PARTS}
 DEFAULT = [p.key for p in PARTS if p.key not in ("ray", "pruning_real")]
 
 
-def parts_for(only: str | None) -> list[str]:
-    """Part names for ``--only`` (figure keys or part names, comma-separated)."""
+def parts_for(only: str | None) -> dict[str, tuple[str, ...]]:
+    """Parts to run for ``--only`` (figure keys, part names or piece names, comma-separated),
+    each with the figures asked of it (empty: all of them)."""
     if not only:
-        return list(DEFAULT)
-    chosen: list[str] = []
+        return {key: () for key in DEFAULT}
+    chosen: dict[str, tuple[str, ...]] = {}
     for name in (n.strip() for n in only.split(",") if n.strip()):
-        owners = [p.key for p in PARTS if name == p.key or name in p.keys]
+        if name in BY_KEY:
+            chosen[name] = ()
+            continue
+        part, keys = ALIASES.get(name, (None, (name,)))
+        owners = [p.key for p in PARTS if p.key == part or name in p.keys]
         if not owners:
-            known = sorted(set(BY_KEY) | {k for p in PARTS for k in p.keys})
+            known = sorted(set(BY_KEY) | set(ALIASES) | {k for p in PARTS for k in p.keys})
             raise SystemExit(f"--only {name!r}: not a part or figure; known: {', '.join(known)}")
-        chosen += [k for k in owners if k not in chosen]
+        for owner in owners:
+            if chosen.get(owner, None) != ():
+                chosen[owner] = tuple(dict.fromkeys(chosen.get(owner, ()) + keys))
     return chosen
 
 
-def failed_rows(part: Part, reason: str) -> list[Row]:
+def failed_rows(part: Part, reason: str, asked: tuple[str, ...] = ()) -> list[Row]:
     if part.keys:
-        return figures.error_rows(part.keys, part.title, reason)
+        return figures.error_rows(asked or part.keys, part.title, reason)
     return [error_row(part.title, reason)]
 
 
@@ -192,14 +204,18 @@ def _is_progress(line: str) -> bool:
                                     "round", "scale:", "engine:", "plan:"))
 
 
-def run_part_process(part: Part, limit_s: float) -> list[Row]:
-    """Run one part in a child process, relaying its progress; error rows on any failure."""
+def run_part_process(part: Part, limit_s: float, asked: tuple[str, ...] = ()) -> list[Row]:
+    """Run one part in a child process (told its deadline and the figures ``asked`` of it,
+    none: all), relaying its progress; error rows on any failure."""
     with tempfile.TemporaryDirectory(prefix=f"bkd-bench-{part.key}-",
                                      ignore_cleanup_errors=True) as tmp:
         out = Path(tmp) / "rows.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", part.key,
                "--child-json", str(out)]
-        env = dict(os.environ, **{DEADLINE_ENV: str(time.time() + limit_s)})
+        env = {k: v for k, v in os.environ.items() if k != KEYS_ENV}
+        env[DEADLINE_ENV] = str(time.time() + limit_s)
+        if asked:
+            env[KEYS_ENV] = ",".join(asked)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, cwd=tmp, start_new_session=True, env=env)
         fired = threading.Event()
@@ -220,7 +236,7 @@ def run_part_process(part: Part, limit_s: float) -> list[Row]:
             return [Row(**r) for r in json.loads(out.read_text())]
         reason = (f"timed out after {limit_s:.0f} s" if fired.is_set()
                   else _reason(lines, proc.returncode))
-        return failed_rows(part, reason)
+        return failed_rows(part, reason, asked)
 
 
 def child(key: str, json_path: Path) -> int:
@@ -235,11 +251,12 @@ def child(key: str, json_path: Path) -> int:
 # The run
 
 
-def run_parts(keys: list[str], budget_s: float = BUDGET_S) -> list[Row]:
+def run_parts(chosen: dict[str, tuple[str, ...]], budget_s: float = BUDGET_S) -> list[Row]:
     """Each part gets its limit, but no more than leaves the parts after it their typical
     time (so one slow part cannot starve the rest)."""
     started = time.perf_counter()
     rows: list[Row] = []
+    keys = list(chosen)
     for i, key in enumerate(keys):
         part = BY_KEY[key]
         reserve = sum(BY_KEY[k].typical_s for k in keys[i + 1:] if not BY_KEY[k].optional)
@@ -249,12 +266,12 @@ def run_parts(keys: list[str], budget_s: float = BUDGET_S) -> list[Row]:
                 f"~{part.typical_s} s)")
             continue
         if left < 10:
-            rows += failed_rows(part, "skipped: the 15-minute budget is spent")
+            rows += failed_rows(part, "skipped: the 15-minute budget is spent", chosen[key])
             continue
-        limit = min(part.limit_s, left, max(part.typical_s, left - reserve))
+        limit = min(part.limit_s, left, max(1.3 * part.typical_s, left - reserve))
         say(f"== {part.title} (limit {limit:.0f} s)")
         part_start = time.perf_counter()
-        rows += run_part_process(part, limit)
+        rows += run_part_process(part, limit, chosen[key])
         say(f"   done in {time.perf_counter() - part_start:.0f} s")
     return rows
 
@@ -299,17 +316,17 @@ def main(argv: list[str] | None = None) -> int:
             extra = " (optional)" if p.optional else ""
             print(f"{p.key:13} {p.title}{extra}: {', '.join(p.keys) or '-'}")
         return 0
-    keys = parts_for(args.only)
+    chosen = parts_for(args.only)
     started = time.perf_counter()
     say("bench on " + ", ".join(f"{k} {v}" for k, v in machine().items()))
-    rows = run_parts(keys)
+    rows = run_parts(chosen)
     seconds = time.perf_counter() - started
     print()
     print(rows_table(rows))
     print(f"\n{seconds / 60:.1f} minutes; figures are ratios against baselines measured in "
           "this run on a shared, noisy machine.")
     full = args.only is None
-    info = run_info(keys, seconds, "python bench/run.py" + (f" --only {args.only}"
+    info = run_info(list(chosen), seconds, "python bench/run.py" + (f" --only {args.only}"
                                                             if args.only else ""))
     write_outputs(rows, info, figures.RESULTS_JSON if full else args.out, markdown=full)
     return 0 if all(r.met != "error" for r in rows) else 1

@@ -145,11 +145,11 @@ def tune_pair(root: Path, rounds: int = 2) -> PairResult:
 def pair_rows(result: PairResult) -> list[Row]:
     rounds = "; ".join(f"round {i + 1}: {b:.1f} s vs {p:.1f} s"
                        for i, (b, p) in enumerate(zip(result.bkd, result.plain)))
-    why = (f"bkd-sweep {sum(result.bkd):.0f} s vs plain {sum(result.plain):.0f} s over "
-           f"{len(result.bkd)} rounds")
+    why = (f"bkd-sweep {sum(result.bkd):.1f} s vs plain {sum(result.plain):.1f} s over "
+           f"{len(result.bkd)} round(s)")
     return [Row("bkd-sweep vs plain Ray Tune", f"bkd-sweep wall / default tune.Tuner over "
                 f"run_trial wall, {result.trials} quickstart trials x 2 epochs, 2 concurrent",
-                f"{result.ratio:.2f}", f"{rounds} (interleaved; teacher trained once before, "
+                f"{result.ratio:.3f}", f"{rounds} (interleaved; teacher trained once before, "
                 f"{result.teacher_s:.0f} s)", **judge("wall_vs_plain_tune", result.ratio, why))]
 
 
@@ -234,7 +234,7 @@ def fixed_cost(root: Path, trials: int = 24) -> FixedCost:
     import bkd_sweep.engine.book as book_module
     from bkd_sweep.config import load_study
     from bkd_sweep.engine import run_study
-    from pruning import _Ray, study_copy
+    from pruning import RAY_START_S, _Ray, study_copy
     from synthetic import curve_trial
 
     _clean_env()
@@ -243,10 +243,8 @@ def fixed_cost(root: Path, trials: int = 24) -> FixedCost:
         "search.pruner": {"name": "none"}, "search.sampler": "random",
         "search.n_trials": trials, "train.epochs": 1}))
     finishes: list[tuple[float, float]] = []
-    start = time.perf_counter()
     real = book_module.SweepBook
     with _Ray():
-        ray_start = time.perf_counter() - start
         book_module.SweepBook = _timed_book()
         TIMERS.clear()
         say(f"sweep: {trials} trivially short trials (1 synthetic epoch), real tracking")
@@ -259,7 +257,7 @@ def fixed_cost(root: Path, trials: int = 24) -> FixedCost:
             book_module.SweepBook = real
     if not summary.ok or len(finishes) < WARM_TRIALS + 2:
         raise RuntimeError(f"fixed-cost sweep did not finish: {summary.counts}")
-    return FixedCost(start, finishes, wall, dict(TIMERS), ray_start)
+    return FixedCost(start, finishes, wall, dict(TIMERS), RAY_START_S[0])
 
 
 def fixed_rows(cost: FixedCost) -> list[Row]:

@@ -70,8 +70,12 @@ def test_results_json_keys_and_shape(tiny_rows, tmp_path):
         assert f"`{key}`" in text
 
 
-def test_only_takes_figure_keys_and_part_names():
-    assert run.parts_for("pruning_speedup,plan,pruning_top1_loss_pts") == ["pruning", "plan"]
-    assert run.parts_for(None) == run.DEFAULT and "pruning_real" not in run.DEFAULT
+def test_only_takes_figure_keys_part_names_and_pieces():
+    assert run.parts_for("pruning_speedup,plan,pruning_top1_loss_pts") == {
+        "synthetic": ("pruning_speedup", "pruning_top1_loss_pts"), "plan": ()}
+    assert run.parts_for("fixed") == {"synthetic": ("fixed_cost_per_trial_s", "sweep_start_s",
+                                                    "ray_start_s")}
+    assert run.parts_for("synthetic,pruning") == {"synthetic": ()}
+    assert list(run.parts_for(None)) == run.DEFAULT and "pruning_real" not in run.DEFAULT
     with pytest.raises(SystemExit, match="not a part or figure"):
         run.parts_for("speed")
