@@ -79,7 +79,7 @@ def profile_top(fn, limit: int = 4, others: int = 0, libraries: tuple[str, ...] 
     total = max(ct for (_, _, _, ct, _) in stats.values())
 
     def top(where: str, count: int) -> list[str]:
-        found = sorted(((ct, f"{Path(f).parent.name}/{Path(f).name}:{name}")
+        found = sorted(((ct, f"{Path(f).parent.name}/{Path(f).name}:{name.strip('<>')}")
                         for (f, _, name), (_, _, _, ct, _) in stats.items()
                         if f"/{where}/" in f and ct < 0.95 * total
                         and (where == "bkd_sweep" or name != "<module>")),

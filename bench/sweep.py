@@ -210,8 +210,10 @@ def efficiency_rows(result: EfficiencyResult) -> list[Row]:
             f"trials {run.trial_seconds:.1f} s, sweep wall {run.wall:.1f} s (engine's own "
             f"{run.engine_wall:.1f} s)", f">= {EFFICIENCY_TARGET:.2f}",
             verdict(result.efficiency >= EFFICIENCY_TARGET)),
-        Row("sweep efficiency", "the same, minus the most a concurrent trial can have waited "
-            "for the teacher lock (lower bound)", f"{result.efficiency_without_wait:.3f}",
+        Row("sweep efficiency", f"busy trial seconds / (sweep wall x {run.concurrency} "
+            f"concurrent), quickstart ({run.count} trials), teacher wait counted: minus the "
+            "most a concurrent trial can have waited for the teacher's training (lower bound)",
+            f"{result.efficiency_without_wait:.3f}",
             f"teacher trained once in {result.teacher_train_seconds:.1f} s; up to "
             f"{result.lock_wait_bound:.1f} s of trial time was waiting for it",
             **judge("sweep_efficiency", result.efficiency_without_wait,
