@@ -36,6 +36,17 @@ def is_remote(uri: str | os.PathLike) -> bool:
     return str(uri).startswith(_REMOTE_SCHEMES)
 
 
+def _remote_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's filesystem for a URI. S3 is built directly (not by ``from_uri``, which asks
+    AWS for the bucket's region over the network): region from AWS_REGION /
+    AWS_DEFAULT_REGION, endpoint from AWS_ENDPOINT_URL (read by pyarrow itself)."""
+    if uri.startswith("s3://") and "?" not in uri:
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        fs = pafs.S3FileSystem(region=region) if region else pafs.S3FileSystem()
+        return fs, uri[len("s3://"):]
+    return pafs.FileSystem.from_uri(uri)
+
+
 @dataclass(frozen=True)
 class Location:
     """One folder (``uri``) and the pyarrow filesystem that reaches it."""
@@ -52,7 +63,7 @@ class Location:
         text = str(where)
         if is_remote(text):
             try:
-                fs, path = pafs.FileSystem.from_uri(text)
+                fs, path = _remote_filesystem(text)
             except (ValueError, OSError) as exc:
                 raise StorageError(f"storage {text}: {exc}") from None
             return cls(uri=text.rstrip("/"), fs=fs, path=path.rstrip("/"))

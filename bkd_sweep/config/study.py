@@ -265,6 +265,8 @@ class ReportConfig(Strict):
 class Study(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     description: str = ""
+    # the storage root: a shared path (NFS, Lustre) or s3://bucket/prefix; default ./results
+    storage: str | None = None
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)

@@ -31,7 +31,7 @@ def study_fingerprint(study: Study) -> str:
     """Hash of what defines a sweep's trials (search + base config), not of where or how it
     runs (paths, resources, tracking, report): a resumed sweep must match it."""
     tree = study.model_dump(mode="json", exclude={"resources", "tracking", "report",
-                                                   "description", "search"})
+                                                   "description", "search", "storage"})
     # params one by one: dumping the union of param kinds through Study warns in pydantic
     tree["search"] = {**study.search.model_dump(mode="json", exclude={"params"}),
                       "params": {path: spec.model_dump(mode="json")
