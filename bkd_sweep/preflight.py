@@ -245,7 +245,10 @@ def _configs_to_check(study: Study) -> list[TrialConfig]:
 
 
 def results_dir_problems(loaded: LoadedStudy) -> list[StudyError]:
-    """A results directory this machine cannot write (or create)."""
+    """A results directory this machine cannot write (or create). (An object-store root is
+    probed by writing to it: engine/nodes.py, before a sweep.)"""
+    if not loaded.results_location().is_local:
+        return []
     results = loaded.results_dir()
     if _writable(results):
         return []

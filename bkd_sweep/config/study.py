@@ -230,9 +230,15 @@ class TrialResources(Strict):
 
 class ResourcesConfig(Strict):
     per_trial: TrialResources = Field(default_factory=TrialResources)
-    max_concurrent: int | None = Field(None, ge=1, le=100_000)
+    # auto (or null): as many trials as the cluster fits, growing as nodes join
+    max_concurrent: Annotated[int, Field(ge=1, le=100_000)] | Literal["auto"] | None = "auto"
     max_failures: int = Field(2, ge=0, le=1000)  # retries of a crashed trial (from its checkpoint)
     object_store_mb: int | None = Field(None, ge=64)
+
+    @property
+    def concurrency_cap(self) -> int | None:
+        """A fixed number of trials at once, or None (auto: what the cluster fits)."""
+        return self.max_concurrent if isinstance(self.max_concurrent, int) else None
 
 
 class TrackingConfig(Strict):

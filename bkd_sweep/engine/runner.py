@@ -111,7 +111,15 @@ def _init_ray(study: Study) -> bool:
         return False
     quiet = dict(logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
     if not _is_embedded():
-        ray.init(address="auto", **quiet)
+        from bkd_sweep.engine.submit import enable_token_auth
+
+        enable_token_auth()  # a token-protected cluster (Ray's default) refuses us without it
+        try:
+            ray.init(address="auto", **quiet)
+        except (ConnectionError, RuntimeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StudyError(f"cannot join the Ray cluster at RAY_ADDRESS="
+                             f"{settings().ray_address}: {first}") from None
         return True
     mb = study.resources.object_store_mb or DEFAULT_OBJECT_STORE_MB
     # "local": always a fresh embedded instance, never another user's `ray start` cluster
@@ -136,7 +144,7 @@ def concurrency(study: Study, cluster: dict[str, float], remaining: int) -> int:
             f"{per_trial.gpu * per_trial.workers:g} GPUs; this machine has "
             f"{cluster.get('CPU', 0):g} CPUs and {cluster.get('GPU', 0):g} GPUs",
             field="resources.per_trial")
-    wanted = study.resources.max_concurrent or max(fits, 1)
+    wanted = study.resources.concurrency_cap or max(fits, 1)
     return max(1, min(wanted, remaining))
 
 
@@ -198,6 +206,11 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False,
     try:
         cluster = ray.cluster_resources()
         concurrency(study, cluster, 1)  # a trial must fit (embedded) before anything is written
+        if not _is_embedded():
+            from bkd_sweep.engine.nodes import preflight_nodes
+
+            checked = preflight_nodes(loaded, loaded.storage_uri())
+            log.info("preflight passed on %d nodes", checked)
         per_trial = study.resources.per_trial
         device = "cuda" if per_trial.gpu > 0 else "cpu"
         book = SweepBook(study, results_dir, device=device,
@@ -214,8 +227,7 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False,
         remaining = book.remaining()
         callback = SweepCallback(book, tracker, Progress(book, enabled=progress))
         if remaining:
-            _fit(study, book, callback, trial_fn, results_dir,
-                 concurrency(study, cluster, remaining), remaining)
+            _fit(study, book, callback, trial_fn, results_dir, remaining)
         recovered += _record_missing(book, tracker)
         counts = book.counts()
         summary = SweepSummary(study=study.name, results_dir=results_dir, total=book.total,
@@ -230,8 +242,24 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False,
             ray.shutdown()
 
 
-def _fit(study: Study, book, callback, trial_fn, results_dir: Path, max_concurrent: int,
-         remaining: int) -> None:
+def _capacity(study: Study, remaining: int, refresh_s: float = 5.0) -> Callable[[], int]:
+    """Trials the cluster fits now (max_concurrent: auto), re-read from Ray every few
+    seconds so nodes that join (or leave) change it."""
+    import ray
+
+    state = {"at": -1e9, "value": 1}
+
+    def capacity() -> int:
+        now = time.monotonic()
+        if now - state["at"] > refresh_s:
+            state["value"] = concurrency(study, ray.cluster_resources(), remaining)
+            state["at"] = now
+        return state["value"]
+
+    return capacity
+
+
+def _fit(study: Study, book, callback, trial_fn, results_dir: Path, remaining: int) -> None:
     from ray import tune
 
     from bkd_sweep.engine.scheduler import OptunaPruningScheduler
@@ -251,6 +279,9 @@ def _fit(study: Study, book, callback, trial_fn, results_dir: Path, max_concurre
     else:
         resources = {"cpu": per_trial.cpu, "gpu": per_trial.gpu}
     function = make_tune_function(setup, trial_fn)
+    cap = study.resources.concurrency_cap
+    # auto: Tune may hold every remaining trial; the searcher asks only as many as fit now
+    searcher = OptunaSearcher(book, capacity=None if cap else _capacity(study, remaining))
 
     def trial_name(trial) -> str:
         return str(trial.config.get("trial_id", trial.trial_id))
@@ -261,8 +292,9 @@ def _fit(study: Study, book, callback, trial_fn, results_dir: Path, max_concurre
     tuner = tune.Tuner(
         tune.with_resources(function, resources),
         tune_config=tune.TuneConfig(
-            search_alg=OptunaSearcher(book), scheduler=OptunaPruningScheduler(book),
-            num_samples=remaining, max_concurrent_trials=max_concurrent, reuse_actors=True,
+            search_alg=searcher, scheduler=OptunaPruningScheduler(book),
+            num_samples=remaining, max_concurrent_trials=min(cap or remaining, remaining),
+            reuse_actors=True,
             trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=_session_name(ray_dir), storage_path=str(ray_dir),

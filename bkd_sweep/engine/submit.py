@@ -50,7 +50,7 @@ def project_root(start: Path) -> Path:
     return Path.cwd().resolve()
 
 
-def _enable_token_auth() -> None:
+def enable_token_auth() -> None:
     """Send the local Ray token when one exists and RAY_AUTH_MODE was left unset."""
     try:
         from ray._private.authentication.authentication_token_setup import (
@@ -64,7 +64,7 @@ def _enable_token_auth() -> None:
 def job_client(address: str):
     from ray.job_submission import JobSubmissionClient
 
-    _enable_token_auth()
+    enable_token_auth()
     return JobSubmissionClient(address)
 
 
