@@ -81,6 +81,13 @@ class LoadedStudy(BaseModel):
 _RELATIVE_PATH_FIELDS = (("data", "root"), ("teacher", "checkpoint"), ("tracking", "results_dir"))
 
 
+def resolve_relative_paths(raw: dict[str, Any], study_dir: Path) -> dict[str, Any]:
+    """A copy of a study tree with its relative paths made absolute against ``study_dir``."""
+    tree = copy.deepcopy(raw)
+    _resolve_relative(tree, study_dir)
+    return tree
+
+
 def _resolve_relative(raw: dict[str, Any], study_dir: Path) -> None:
     storage = raw.get("storage")
     if isinstance(storage, str) and storage and "${" not in storage and not is_remote(storage):

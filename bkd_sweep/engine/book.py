@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 SEED_ATTR = "seed"
 PROMOTE_ATTR = "promote_seeds"  # a sampled configuration's other seeds wait for its first
 PRUNED_EPOCH_ATTR = "pruned_epoch"
+RETRY_OF_ATTR = "retry_of"  # `--retry-failed`: the failed trial this one runs again
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _STATE_NAMES = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned",
                 TrialState.FAIL: "failed", TrialState.RUNNING: "running",
@@ -50,7 +51,7 @@ class SweepBook:
         self.study = study
         self.search = study.search
         self.results_dir = Path(results_dir).resolve()
-        self.total = space.count_trials(self.search)
+        self.planned = space.count_trials(self.search)  # the study's trials
         self.device = device
         self.devices_per_trial = devices_per_trial
         self.multi_objective = len(self.search.objectives) > 1
@@ -101,6 +102,23 @@ class SweepBook:
                                           user_attrs={SEED_ATTR: seed})
         self._reruns = sorted(t.number for t in trials if t.state == TrialState.RUNNING
                               and t.number not in self.live)
+
+    @property
+    def total(self) -> int:
+        """Trials to hand out: the study's, plus the reruns of failed ones."""
+        return self.planned + sum(RETRY_OF_ATTR in t.user_attrs for t in self._frozen())
+
+    def retry_failed(self) -> list[int]:
+        """Queue every failed trial not yet retried again, same params and seed (a new
+        Optuna trial: a finished one cannot be reopened). Returns the failed numbers."""
+        frozen = self._frozen()
+        retried = {t.user_attrs.get(RETRY_OF_ATTR) for t in frozen}
+        failed = [t for t in frozen if t.state == TrialState.FAIL and t.number not in retried]
+        for trial in failed:
+            self.optuna.enqueue_trial(dict(trial.params), user_attrs={
+                SEED_ATTR: int(trial.user_attrs.get(SEED_ATTR, self.search.seeds[0])),
+                RETRY_OF_ATTR: trial.number})
+        return [t.number for t in failed]
 
     def remaining(self) -> int:
         """Trials still to run this session (interrupted ones included)."""
@@ -300,10 +318,14 @@ class SweepBook:
         return [t.number for t in self._frozen() if t.state in FINISHED]
 
     def counts(self) -> dict[str, int]:
-        """Trials by outcome over the whole sweep (all sessions)."""
-        counts = {name: 0 for name in _STATE_NAMES.values()}
-        for t in self._frozen():
-            counts[_STATE_NAMES[t.state]] += 1
+        """Trials by outcome over the whole sweep (all sessions); a failed trial that was run
+        again counts as ``retried``, its rerun in its place."""
+        frozen = self._frozen()
+        retried = {t.user_attrs.get(RETRY_OF_ATTR) for t in frozen}
+        counts = {name: 0 for name in (*_STATE_NAMES.values(), "retried")}
+        for t in frozen:
+            retried_here = t.state == TrialState.FAIL and t.number in retried
+            counts["retried" if retried_here else _STATE_NAMES[t.state]] += 1
         return counts
 
     def best(self) -> list[FrozenTrial]:

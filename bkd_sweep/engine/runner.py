@@ -77,8 +77,10 @@ class SweepSummary:
 
     def render(self) -> str:
         c = self.counts
+        again = f", {c['retried']} failed then rerun" if c.get("retried") else ""
         lines = [f"study {self.study}: {self.done}/{self.total} trials done "
-                 f"({c['completed']} completed, {c['pruned']} pruned, {c['failed']} failed) "
+                 f"({c['completed']} completed, {c['pruned']} pruned, {c['failed']} failed"
+                 f"{again}) "
                  f"in {self.wall_seconds:.1f}s; results in {self.results_dir}"]
         if not self.ok:
             lines.append(f"unfinished: {self.total - self.done} trial(s); "
@@ -184,10 +186,11 @@ def _best(book) -> list[dict[str, Any]]:
     return entries
 
 
-def run_study(loaded: LoadedStudy, *, resume: bool = False,
+def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool = False,
               trial_fn: Callable | None = None, progress: bool = True,
               tracker: Any = None) -> SweepSummary:
     """Run (or, with ``resume``, finish) a study's sweep and return its summary.
+    ``retry_failed`` (with ``resume``) runs the sweep's failed trials again.
 
     ``trial_fn`` replaces ``bkd_sweep.trial.run_trial`` (same signature) and ``tracker``
     replaces the StudyTracker built from the study (both for tests and embedding).
@@ -224,13 +227,18 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False,
         book.settle_interrupted()
         recovered = _record_missing(book, tracker)
         book.open()
+        if retry_failed:
+            again = book.retry_failed()
+            if again and progress:
+                print(f"retrying {len(again)} failed trial(s): "
+                      + " ".join(trial_id_of(n) for n in again), flush=True)
         remaining = book.remaining()
         callback = SweepCallback(book, tracker, Progress(book, enabled=progress))
         if remaining:
             _fit(study, book, callback, trial_fn, results_dir, remaining)
         recovered += _record_missing(book, tracker)
         counts = book.counts()
-        summary = SweepSummary(study=study.name, results_dir=results_dir, total=book.total,
+        summary = SweepSummary(study=study.name, results_dir=results_dir, total=book.planned,
                                counts=counts, best=_best(book),
                                wall_seconds=time.perf_counter() - started, resumed=resumed,
                                ran=callback.finished + recovered)
