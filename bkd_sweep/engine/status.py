@@ -58,10 +58,22 @@ def sweep_status(loaded: LoadedStudy) -> SweepStatus:
     location = loaded.results_location()
     counts = _journal_counts(loaded, location)
     status = SweepStatus(study=loaded.study.name, where=location.uri,
-                         planned=space.count_trials(loaded.study.search), counts=counts)
+                         planned=space.count_trials(_stored_study(location, loaded).search),
+                         counts=counts)
     _add_recorded(status, loaded, location)
     status.driver = _driver(location)
     return status
+
+
+def _stored_study(location, loaded: LoadedStudy):
+    """The study the sweep runs (its study.json, with the --set it was started with), else the
+    file's."""
+    from bkd_sweep.config import Study
+
+    try:
+        return Study.model_validate_json(location.read_text("study.json"))
+    except (FileNotFoundError, OSError, ValueError):
+        return loaded.study
 
 
 def _journal_counts(loaded: LoadedStudy, location) -> dict[str, int]:
@@ -78,9 +90,14 @@ def _journal_counts(loaded: LoadedStudy, location) -> dict[str, int]:
     except KeyError:
         raise StudyError(f"no sweep of {loaded.study.name!r} in {location.uri}",
                          file=loaded.path) from None
-    counts = {name: 0 for name in _STATES.values()}
-    for trial in study.get_trials(deepcopy=False):
-        counts[_STATES[trial.state.name]] += 1
+    from bkd_sweep.engine.book import RETRY_OF_ATTR
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
+    counts = {name: 0 for name in (*_STATES.values(), "retried")}
+    for trial in trials:
+        name = _STATES[trial.state.name]
+        counts["retried" if name == "failed" and trial.number in retried else name] += 1
     return counts
 
 
