@@ -89,8 +89,11 @@ def test_bkd_sweep_submit_line_ships_the_resolved_study(cluster, tmp_path):
     storage = tmp_path / "shared"
     line = fill(readme_line("RAY_AUTH_MODE=token bkd-sweep submit"), cluster, storage)
     fast = FAST + ["--set", "distill.mode=none", "--set", "search.params={student.timesteps: [1, 2]}"]
-    done = run_shell(line + " " + shlex.join(fast), cluster_env())
+    # a credential in the submitter's environment travels with the job and is never printed
+    done = run_shell(line + " " + shlex.join(fast),
+                     cluster_env(AWS_SECRET_ACCESS_KEY="never-printed-42"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "never-printed-42" not in done.stdout + done.stderr
     assert "SUCCEEDED" in done.stdout and "2/2 trials done (2 completed" in done.stdout
     trials = read_trials(storage)
     assert sorted(trials["param.student.timesteps"]) == [1, 2]
