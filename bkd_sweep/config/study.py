@@ -160,6 +160,13 @@ def auto_pruner(search: "SearchConfig", epochs: int) -> "PrunerConfig":
                                  max_resource=epochs, reduction_factor=3)
 
 
+class BudgetConfig(Strict):
+    """What a sweep may spend: no new trial starts once the projection passes a limit."""
+
+    device_hours: float | None = Field(None, gt=0)  # GPU-hours (CPU-process-hours on CPU)
+    wall_hours: float | None = Field(None, gt=0)  # since the sweep first started
+
+
 class SearchConfig(Strict):
     sampler: Literal["grid", "random", "tpe", "nsga2"] = "grid"
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=1000)
@@ -172,6 +179,7 @@ class SearchConfig(Strict):
     n_trials: int | None = Field(None, ge=1, le=1_000_000)  # budget; grid: None = the full factorial x seeds
     sampler_seed: int = 0
     pruned_metric: str = "top1"  # the per-epoch value pruners compare
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
     @field_validator("params", mode="before")
     @classmethod

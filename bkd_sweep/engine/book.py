@@ -14,6 +14,7 @@ scheduler and callbacks are thin adapters over this class.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bkd_sweep import space
 from bkd_sweep.config import Study, StudyError
+from bkd_sweep.engine.budget import STARTED_AT_ATTR, SweepBudget
 from bkd_sweep.engine.journal import (STUDY_HASH_ATTR, WORLD_SIZE_ATTR, world_size_change,
                                       journal_storage, open_study,
                                       study_fingerprint)
@@ -63,6 +65,8 @@ class SweepBook:
         self.units = SeedUnits(self)  # seeds of one configuration are one unit
         self._reruns: list[int] = []
         self._check_fingerprint()
+        started_at = self.optuna.user_attrs.get(STARTED_AT_ATTR) or time.time()
+        self.budget = SweepBudget(study, float(started_at), devices_per_trial)
 
     def _check_fingerprint(self) -> None:
         """A new sweep stores the study's fingerprint; an old one must match it."""
@@ -75,6 +79,7 @@ class SweepBook:
                 self.optuna = open_study(self.study, self.storage)
             self.optuna.set_user_attr(STUDY_HASH_ATTR, fingerprint)
             self.optuna.set_user_attr(WORLD_SIZE_ATTR, self.study.resources.per_trial.workers)
+            self.optuna.set_user_attr(STARTED_AT_ATTR, time.time())
             return
         changed = world_size_change(self.study, self.optuna.user_attrs.get(WORLD_SIZE_ATTR))
         if changed:
@@ -102,6 +107,12 @@ class SweepBook:
                                           user_attrs={SEED_ATTR: seed})
         self._reruns = sorted(t.number for t in trials if t.state == TrialState.RUNNING
                               and t.number not in self.live)
+        if self.budget.active:  # what earlier sessions spent (read once per session)
+            for number in self.finished_numbers():
+                found = self.files.read_result(number)
+                if found is not None:
+                    self.budget.tally.add_finished(found[0].device_seconds,
+                                                   found[0].wall_seconds)
 
     @property
     def total(self) -> int:
@@ -136,6 +147,8 @@ class SweepBook:
         frozen = self._frozen()
         if sum(1 for t in frozen if t.state != TrialState.WAITING) >= self.total:
             return None
+        if self.budget.stop_reason():
+            return None  # the budget is spent: no new trial (the summary says why)
         trial = self.optuna.ask()
         params = space.suggest(trial, self.search)
         seed = trial.user_attrs.get(SEED_ATTR)
@@ -167,6 +180,7 @@ class SweepBook:
             return self.next_trial()
         spec = TrialSpec(number, params, seed, config, rerun)
         self.live.add(spec, trial, self.files.read_epochs(number))
+        self.budget.trial_started(number)
         return spec
 
     def _params_and_seed(self, frozen: FrozenTrial) -> tuple[dict[str, Any], int]:
@@ -256,6 +270,7 @@ class SweepBook:
                 self.files.write_result(number, result, pruned_epoch)  # a better reason
             return current
         self.files.write_result(number, result, pruned_epoch)
+        self.budget.trial_finished(number, result.device_seconds, result.wall_seconds)
         trial = self.live.get(number).trial if number in self.live else self._trial_of(number)
         if pruned_epoch is not None:
             trial.set_user_attr(PRUNED_EPOCH_ATTR, pruned_epoch)

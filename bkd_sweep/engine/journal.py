@@ -33,7 +33,8 @@ def study_fingerprint(study: Study) -> str:
     tree = study.model_dump(mode="json", exclude={"resources", "tracking", "report",
                                                    "description", "search", "storage"})
     # params one by one: dumping the union of param kinds through Study warns in pydantic
-    tree["search"] = {**study.search.model_dump(mode="json", exclude={"params"}),
+    # the budget may be raised between sessions without changing what the trials are
+    tree["search"] = {**study.search.model_dump(mode="json", exclude={"params", "budget"}),
                       "params": {path: spec.model_dump(mode="json")
                                  for path, spec in study.search.params.items()}}
     for section, keys in _MACHINE_FIELDS.items():

@@ -65,6 +65,7 @@ class SweepSummary:
     wall_seconds: float
     resumed: bool
     ran: list[str] = field(default_factory=list)  # trial ids finished in this session
+    stopped_by: str | None = None  # the budget limit that ended the sweep early
 
     @property
     def done(self) -> int:
@@ -72,8 +73,9 @@ class SweepSummary:
 
     @property
     def ok(self) -> bool:
-        """Every trial finished (completed, pruned or failed)."""
-        return self.done >= self.total
+        """Every trial finished (completed, pruned or failed), or the budget ended it."""
+        return self.done >= self.total or (self.stopped_by is not None
+                                           and self.counts["running"] == 0)
 
     def render(self) -> str:
         c = self.counts
@@ -82,7 +84,9 @@ class SweepSummary:
                  f"({c['completed']} completed, {c['pruned']} pruned, {c['failed']} failed"
                  f"{again}) "
                  f"in {self.wall_seconds:.1f}s; results in {self.results_dir}"]
-        if not self.ok:
+        if self.stopped_by:
+            lines.append(f"stopped by the budget after {self.done} trials: {self.stopped_by}")
+        elif not self.ok:
             lines.append(f"unfinished: {self.total - self.done} trial(s); "
                          "run again with --resume to finish")
         for entry in self.best:
@@ -241,7 +245,10 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
         summary = SweepSummary(study=study.name, results_dir=results_dir, total=book.planned,
                                counts=counts, best=_best(book),
                                wall_seconds=time.perf_counter() - started, resumed=resumed,
-                               ran=callback.finished + recovered)
+                               ran=callback.finished + recovered,
+                               stopped_by=book.budget.stopped_by)
+        if summary.stopped_by:
+            tracker.record_stop(summary.stopped_by)
         if summary.ok:
             tracker.finish_sweep()
         return summary

@@ -102,6 +102,9 @@ def _status_section(data: ResultsData) -> str:
                    for k, v in zip((*counts, "total", "device_hours", "wall_hours"), cells))
     out = (f'<section id="status"><h2>Trials</h2><table class="counts"><thead><tr>{head}'
            f"</tr></thead><tbody><tr>{body}</tr></tbody></table>")
+    if data.stopped_by:
+        out += (f'<p class="budget" id="stopped-by">The budget stopped this sweep before all '
+                f"of its trials ran: {_esc(data.stopped_by)}.</p>")
     failed = t[t["status"] == "failed"]
     if len(failed):
         items = []

@@ -136,6 +136,7 @@ class StudyTracker:
         else:
             info.setdefault("resumed_at", []).append(now)
             info.pop("finished_at", None)
+            info.pop("stopped_by", None)  # a resumed sweep may go on (a raised budget)
         self._parent_id = parent
         write_json_atomic(info, self.results_dir / SWEEP_FILE)
         if self.study_file is not None and self.study_file.exists():
@@ -153,6 +154,14 @@ class StudyTracker:
         info = self._read_sweep_info()
         info["finished_at"] = datetime.now(UTC).isoformat()
         write_json_atomic(info, self.results_dir / SWEEP_FILE)
+
+    def record_stop(self, reason: str) -> None:
+        """The budget ended the sweep early: say so in sweep.json (the report shows it) and
+        on the parent run."""
+        info = self._read_sweep_info()
+        info["stopped_by"] = reason
+        write_json_atomic(info, self.results_dir / SWEEP_FILE)
+        self.client.set_tag(self.parent_run_id, "bkd.stopped_by", reason)
 
     def log_report(self, report_dir: Path) -> None:
         """Attach a built report folder to the parent run (artifact path ``report``)."""

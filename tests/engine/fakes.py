@@ -149,6 +149,9 @@ class FakeTracker:
     def finish_sweep(self) -> None:
         self.calls.append(("end",))
 
+    def record_stop(self, reason: str) -> None:
+        self.calls.append(("stopped", reason))
+
     def finishes(self) -> list[str]:
         return [c[1] for c in self.calls if c[0] == "finish"]
 
