@@ -218,6 +218,8 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
 
             checked = preflight_nodes(loaded, loaded.storage_uri())
             log.info("preflight passed on %d nodes", checked)
+        else:
+            checked = 1
         per_trial = study.resources.per_trial
         device = "cuda" if per_trial.gpu > 0 else "cpu"
         book = SweepBook(study, results_dir, device=device,
@@ -227,6 +229,7 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
             from bkd_sweep.tracking import StudyTracker
 
             tracker = StudyTracker(study, results_dir=results_dir, study_file=loaded.path)
+        _warn_local_mlflow(tracker, checked)
         tracker.start_sweep(resume=resumed)
         book.settle_interrupted()
         recovered = _record_missing(book, tracker)
@@ -272,6 +275,17 @@ def _capacity(study: Study, remaining: int, refresh_s: float = 5.0) -> Callable[
         return state["value"]
 
     return capacity
+
+
+def _warn_local_mlflow(tracker, nodes: int) -> None:
+    """With several nodes, a file-backed MLflow store works (only the driver writes it) but
+    nobody else can watch it: say how to use a server instead."""
+    uri = str(getattr(tracker, "tracking_uri", "") or "")
+    if nodes > 1 and uri.startswith(("sqlite:", "file:", "/")):
+        print(f"warning: MLflow uses a local store ({uri.split(':', 1)[0]}) on a {nodes}-node "
+              "cluster; set tracking.mlflow_uri or MLFLOW_TRACKING_URI to a tracking server "
+              "(mlflow server --backend-store-uri <database> --artifacts-destination <root>)",
+              file=sys.stderr, flush=True)
 
 
 def _fit(study: Study, book, callback, trial_fn, results_dir: Path, remaining: int) -> None:
