@@ -19,7 +19,8 @@ from optuna.storages.journal import BaseJournalBackend
 
 from bkd_sweep import space
 from bkd_sweep.config import Study
-from bkd_sweep.engine.journal_backend import CheckedJournalFileBackend, ObjectStoreJournalBackend
+from bkd_sweep.engine.journal_backend import (CheckedJournalFileBackend,
+                                              ObjectStoreJournalBackend, ReadOnlyJournalBackend)
 from bkd_sweep.engine.journal_repair import repair_journal_file
 from bkd_sweep.storage import Location
 
@@ -54,14 +55,19 @@ def study_fingerprint(study: Study) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def journal_storage(where: Where, *, repair: bool = False) -> JournalStorage:
+def journal_storage(where: Where, *, repair: bool = False,
+                    read_only: bool = False) -> JournalStorage:
     """The sweep's Optuna journal in the results folder ``where``. ``repair`` (the driver
-    holding the lease only): first move a cut last line aside (see repair_journal)."""
+    holding the lease only): first move a cut last line aside (see repair_journal).
+    ``read_only``: for watching (a dashboard); any write raises StudyError."""
     if repair:
         repair_journal(where)
+    backend = journal_backend(where)
+    if read_only:
+        backend = ReadOnlyJournalBackend(backend, str(where))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return JournalStorage(journal_backend(where))
+        return JournalStorage(backend)
 
 
 def journal_backend(where: Where) -> BaseJournalBackend:

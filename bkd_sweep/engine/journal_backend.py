@@ -71,6 +71,22 @@ class CheckedJournalFileBackend(JournalFileBackend):
             raise damaged_journal_error(self._file_path) from None
 
 
+class ReadOnlyJournalBackend(BaseJournalBackend):
+    """A journal to watch, not to write (a dashboard beside a running driver: on an object
+    store its write could take the sequence number of the driver's next one)."""
+
+    def __init__(self, backend: BaseJournalBackend, where: str):
+        self.backend = backend
+        self.where = where
+
+    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+        return self.backend.read_logs(log_number_from)
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        raise StudyError("this journal was opened read-only (only the sweep's driver writes "
+                         "it)", file=self.where)
+
+
 class ObjectStoreJournalBackend(BaseJournalBackend):
     """The journal as numbered objects in ``folder`` (``<study>/journal/`` on S3).
 
