@@ -20,7 +20,8 @@ from optuna.storages.journal import BaseJournalBackend
 from bkd_sweep import space
 from bkd_sweep.config import Study
 from bkd_sweep.engine.journal_backend import (CheckedJournalFileBackend,
-                                              ObjectStoreJournalBackend, ReadOnlyJournalBackend)
+                                              ObjectStoreJournalBackend, ReadOnlyJournalBackend,
+                                              object_name)
 from bkd_sweep.engine.journal_repair import repair_journal_file
 from bkd_sweep.storage import Location
 
@@ -83,7 +84,7 @@ def journal_exists(where: Where) -> bool:
     folder = Location.of(where)
     if folder.is_local:
         return folder.exists(JOURNAL_FILE)
-    return next(folder.list_files(JOURNAL_OBJECTS, suffix=".jsonl"), None) is not None
+    return folder.exists(JOURNAL_OBJECTS, object_name(0))  # one HEAD, not a listing
 
 
 def repair_journal(where: Where) -> str | None:
