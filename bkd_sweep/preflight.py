@@ -276,9 +276,9 @@ NODE_CHECKS: tuple[Check, ...] = (variable_problems, path_problems, results_dir_
 def _has_trials(study, results) -> bool:
     """Whether the journal holds any trial: a start that failed before its first trial
     leaves a journal without trials, which must not block the next start."""
-    from bkd_sweep.engine.journal import JOURNAL_FILE, journal_storage
+    from bkd_sweep.engine.journal import journal_exists, journal_storage
 
-    if not (results / JOURNAL_FILE).exists():
+    if not journal_exists(results):
         return False
     import optuna
 
@@ -291,17 +291,16 @@ def _has_trials(study, results) -> bool:
 def sweep_state_problems(loaded: LoadedStudy, resume: bool = False) -> list[StudyError]:
     """An earlier sweep without ``resume``, or, with it, one of a different study version.
     (The engine's journal is read here, so this imports the engine lazily.)"""
-    from bkd_sweep.engine.journal import (JOURNAL_FILE, stored_fingerprint, stored_world_size,
+    from bkd_sweep.engine.journal import (journal_exists, stored_fingerprint, stored_world_size,
                                           study_fingerprint, world_size_change)
     from bkd_sweep.tracking.store import TRIALS_FILE
 
     study = loaded.study
     results = loaded.results_dir()
-    journal = results / JOURNAL_FILE
     if not resume and (_has_trials(study, results) or (results / TRIALS_FILE).exists()):
         return [loaded.error(f"{results} already holds a sweep of {study.name!r}; use --resume "
                              "to finish it (or remove that directory to start over)")]
-    if resume and journal.exists():
+    if resume and journal_exists(results):
         changed = world_size_change(study, stored_world_size(study, results))
         if changed:
             return [loaded.error(changed, "resources.per_trial.workers")]

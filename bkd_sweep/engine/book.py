@@ -58,7 +58,7 @@ class SweepBook:
         self.devices_per_trial = devices_per_trial
         self.multi_objective = len(self.search.objectives) > 1
         self.storage = (optuna.storages.get_storage(storage) if storage is not None
-                        else journal_storage(self.results_dir))
+                        else journal_storage(self.results_dir, repair=True))  # the driver
         self.optuna = open_study(study, self.storage)
         self.files = TrialFiles(self.results_dir)
         self.live = LiveTrials()

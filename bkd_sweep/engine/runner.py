@@ -43,6 +43,7 @@ from typing import Any, Callable
 
 from bkd_sweep import space
 from bkd_sweep.config import LoadedStudy, Study, StudyError, load_study
+from bkd_sweep.engine.lease import DriverLease
 from bkd_sweep.engine.plan import trials_fitting
 from bkd_sweep.preflight import check_runnable
 from bkd_sweep.records import trial_id_of
@@ -200,6 +201,7 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
     replaces the StudyTracker built from the study (both for tests and embedding).
     """
     check_runnable(loaded, resume)
+    lease = DriverLease(loaded.results_dir(), loaded.study.name).acquire()  # one driver a study
     started = time.perf_counter()
     study = loaded.study
     results_dir = loaded.results_dir()
@@ -209,8 +211,9 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
     from bkd_sweep.engine.book import SweepBook
     from bkd_sweep.engine.callbacks import Progress, SweepCallback
 
-    we_started = _init_ray(study)
+    we_started = False
     try:
+        we_started = _init_ray(study)
         cluster = ray.cluster_resources()
         concurrency(study, cluster, 1)  # a trial must fit (embedded) before anything is written
         if not _is_embedded():
@@ -258,6 +261,7 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
     finally:
         if we_started:
             ray.shutdown()
+        lease.release()
 
 
 def _capacity(study: Study, remaining: int, refresh_s: float = 5.0) -> Callable[[], int]:
