@@ -202,6 +202,11 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
     """
     check_runnable(loaded, resume)
     lease = DriverLease(loaded.results_dir(), loaded.study.name).acquire()  # one driver a study
+    from bkd_sweep.engine.journal import repair_journal
+
+    for note in (lease.took_over, repair_journal(loaded.results_dir())):
+        if note and progress:
+            print(f"note: {note}", flush=True)
     started = time.perf_counter()
     study = loaded.study
     results_dir = loaded.results_dir()

@@ -79,12 +79,12 @@ def _stored_study(location, loaded: LoadedStudy):
 def _journal_counts(loaded: LoadedStudy, location) -> dict[str, int]:
     import optuna
 
-    from bkd_sweep.engine.journal import JOURNAL_FILE, journal_storage
+    from bkd_sweep.engine.journal import journal_exists, journal_storage
 
-    if location.is_local and not location.exists(JOURNAL_FILE):
+    if not journal_exists(location):
         raise StudyError(f"no sweep of {loaded.study.name!r} in {location.uri} "
                          "(wrong --storage, or not started yet)", file=loaded.path)
-    storage = journal_storage(location if not location.is_local else location.local_path)
+    storage = journal_storage(location, read_only=True)
     try:
         study = optuna.load_study(study_name=loaded.study.name, storage=storage)
     except KeyError:

@@ -72,6 +72,7 @@ def test_readme_ray_job_submit_line_runs_the_quickstart_across_both_nodes(cluste
     done = run_shell(line + " " + shlex.join(FAST), cluster_env())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "8/8 trials done (8 completed" in done.stdout
+    assert "warning: MLflow uses a local store (sqlite) on a 2-node cluster" in done.stdout
     trials = read_trials(storage)
     assert sorted(trials.trial_id) == [f"t{i:04d}" for i in range(8)]
     assert set(trials.status) == {"completed"}
@@ -98,6 +99,15 @@ def test_bkd_sweep_submit_line_ships_the_resolved_study(cluster, tmp_path):
     trials = read_trials(storage)
     assert sorted(trials["param.student.timesteps"]) == [1, 2]
     assert set(trials["param.distill.mode"]) == {"none"}
+
+    # the README's finish-after-a-crash line: nothing failed, so nothing runs again
+    again = fill(readme_line("RAY_AUTH_MODE=token bkd-sweep submit studies/quickstart.yaml "
+                             "--address http://HEAD:8265 --storage /shared/bkd --resume"),
+                 cluster, storage)
+    done = run_shell(again + " " + shlex.join(fast), cluster_env())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "2/2 trials done (2 completed" in done.stdout
+    assert len(read_trials(storage)) == 2
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:
