@@ -35,6 +35,7 @@ from bkd_sweep.tracking.tables import (
     KINDS,
     TABLES_DIR,
     TRIALS,
+    TableKind,
     compact_table,
     extra_param_types,
     read_view,
@@ -106,18 +107,23 @@ class ResultStore:
 
     def read_tables(self) -> tuple[pa.Table, pa.Table]:
         """Both tables as Arrow (empty, with the full schema, when nothing was written yet)."""
-        trials = read_view(self.location, TRIALS).table
-        epochs = read_view(self.location, EPOCHS).table
-        if trials is None:
-            trials = trials_schema().empty_table()
-        if epochs is None:
-            epochs = EPOCHS_SCHEMA.empty_table()
-        return trials, epochs
+        return self._table(TRIALS), self._table(EPOCHS)
 
     def read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(trials_df, epochs_df) with stable dtypes (see to_pandas)."""
-        trials, epochs = self.read_tables()
-        return to_pandas(trials), to_pandas(epochs)
+        return self.read_trials(), self.read_epochs()
+
+    def read_trials(self) -> pd.DataFrame:
+        return to_pandas(self._table(TRIALS))
+
+    def read_epochs(self) -> pd.DataFrame:
+        return to_pandas(self._table(EPOCHS))
+
+    def _table(self, kind: TableKind) -> pa.Table:
+        table = read_view(self.location, kind).table
+        if table is not None:
+            return table
+        return trials_schema().empty_table() if kind is TRIALS else EPOCHS_SCHEMA.empty_table()
 
     def trial_ids(self, status: str | None = None) -> set[str]:
         """The stored trial ids: all of them, or those stored with ``status`` (completed |

@@ -21,7 +21,7 @@ import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,7 +44,7 @@ from bkd_sweep.tracking.schema import (
 
 TABLES_DIR = "tables"
 PART_SUFFIX = ".parquet"
-COVERAGE_KEY = b"bkd_sweep.parts"  # snapshot metadata: trial_id -> [size, mtime_ns] of its part
+COVERAGE_KEY = b"bkd_sweep.parts"  # snapshot metadata: trial_id -> "size:mtime_ns" of its part
 _TRIAL_ID = re.compile(r"^[A-Za-z0-9_-]+$")  # a part's file name; never a path
 _READ_THREADS = 16  # parts are small: reading them is waiting (S3 GETs), not computing
 
@@ -89,10 +89,15 @@ EPOCHS = TableKind("epochs", "epochs.parquet",
 KINDS = (EPOCHS, TRIALS)  # epochs first: a trial row always has its epochs beside it
 
 
-@dataclass(frozen=True)
-class PartFile:
+class PartFile(NamedTuple):
     trial_id: str
-    stamp: tuple[int, int]  # (size, mtime_ns) as the storage lists it
+    size: int
+    mtime_ns: int  # as the storage lists it (object stores: whole seconds)
+
+    @property
+    def stamp(self) -> str:
+        """What a snapshot records of a part it holds: "size:mtime_ns"."""
+        return f"{self.size}:{self.mtime_ns}"
 
 
 def list_parts(location: Location, kind: TableKind) -> list[PartFile]:
@@ -102,14 +107,12 @@ def list_parts(location: Location, kind: TableKind) -> list[PartFile]:
         infos = location.fs.get_file_info(selector)
     except FileNotFoundError:
         return []
-    parts = []
-    for info in infos:
-        name = info.base_name
-        if info.type != pafs.FileType.File or not name.endswith(PART_SUFFIX) \
-                or name.startswith("."):
-            continue
-        parts.append(PartFile(name[:-len(PART_SUFFIX)], (int(info.size), int(info.mtime_ns))))
-    return sorted(parts, key=lambda p: p.trial_id)
+    cut = len(PART_SUFFIX)
+    parts = [PartFile(info.base_name[:-cut], info.size, info.mtime_ns) for info in infos
+             if info.is_file and info.base_name.endswith(PART_SUFFIX)
+             and not info.base_name.startswith(".")]
+    parts.sort()
+    return parts
 
 
 def read_part(location: Location, kind: TableKind, trial_id: str,
@@ -141,14 +144,18 @@ def _read_parts(location: Location, kind: TableKind, parts: list[PartFile],
 
 
 def coverage_of(metadata: dict[bytes, bytes] | None, file_uri: str, study_uri: str
-                ) -> dict[str, tuple[int, int]]:
+                ) -> dict[str, str]:
+    """A snapshot's part list: trial_id -> "size:mtime_ns" ({} for an old single file)."""
     raw = (metadata or {}).get(COVERAGE_KEY)
     if raw is None:
         return {}
     try:
-        return {tid: (int(s[0]), int(s[1])) for tid, s in json.loads(raw).items()}
-    except (ValueError, TypeError, IndexError, AttributeError):
-        raise DamagedFileError(file_uri, "unreadable part list", study_uri) from None
+        covered = json.loads(raw)
+    except ValueError:
+        covered = None
+    if not isinstance(covered, dict):
+        raise DamagedFileError(file_uri, "unreadable part list", study_uri)
+    return covered
 
 
 @dataclass
@@ -164,10 +171,11 @@ def read_view(location: Location, kind: TableKind, columns: list[str] | None = N
     found = read_checked(location, kind.snapshot, columns=columns)
     snapshot, metadata = found if found is not None else (None, None)
     covered = coverage_of(metadata, location.child(kind.snapshot).uri, location.uri)
-    listed = list_parts(location, kind)
-    stale = [p for p in listed if covered.get(p.trial_id) != p.stamp]
+    held, stale = [], []
+    for part in list_parts(location, kind):
+        (held if covered.get(part.trial_id) == part.stamp else stale).append(part)
     fresh = _read_parts(location, kind, stale, columns)
-    held = [p for p in listed if covered.get(p.trial_id) == p.stamp] + [p for p, _ in fresh]
+    held += [p for p, _ in fresh]
     if not fresh:
         if snapshot is not None:  # an old single file or a current snapshot: as written
             keep = {k: v for k, v in (metadata or {}).items() if k != COVERAGE_KEY}
@@ -182,13 +190,29 @@ def _merge(kind: TableKind, snapshot: pa.Table | None,
     if snapshot is not None:
         replaced = pa.array([p.trial_id for p, _ in fresh], pa.string())
         pieces.insert(0, snapshot.filter(pc.invert(pc.is_in(snapshot["trial_id"], replaced))))
-    schema = kind.schema_of([t.schema for t in pieces])
+    groups = _by_schema(pieces)
+    schema = kind.schema_of([members[0].schema for members in groups])
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns if c in schema.names],
                            metadata=schema.metadata)
-    table = pa.concat_tables([conform(t, schema) for t in pieces])
+    table = pa.concat_tables([conform(pa.concat_tables(members), schema)
+                              for members in groups])
     keys = [k for k in kind.sort_keys if k[0] in schema.names]
     return table.sort_by(keys).replace_schema_metadata(schema.metadata)
+
+
+def _by_schema(tables: list[pa.Table]) -> list[list[pa.Table]]:
+    """Tables grouped by equal schema (parts share one or a few): each group is concatenated
+    as is and conformed once, not table by table."""
+    groups: list[list[pa.Table]] = []
+    for table in tables:
+        for members in groups:
+            if members[0].schema.equals(table.schema):
+                members.append(table)
+                break
+        else:
+            groups.append([table])
+    return groups
 
 
 def write_part(location: Location, kind: TableKind, trial_id: str, table: pa.Table) -> None:
@@ -216,8 +240,7 @@ def compact_table(location: Location, kind: TableKind, clock_ns: int) -> int:
     if view.table is None:
         return -1
     second = clock_ns // 1_000_000_000
-    covered = {p.trial_id: list(p.stamp) for p in view.parts
-               if p.stamp[1] // 1_000_000_000 < second}
+    covered = {p.trial_id: p.stamp for p in view.parts if p.mtime_ns // 1_000_000_000 < second}
     schema = kind.schema_of([view.table.schema])
     table = conform(view.table, schema).sort_by(list(kind.sort_keys))
     metadata = {SCHEMA_VERSION_KEY: schema.metadata[SCHEMA_VERSION_KEY],
