@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
 from bkd_sweep.storage import Location, is_remote
+from bkd_sweep.tracking.rebuild import RebuildReport, rebuild_tables
 from bkd_sweep.tracking.schema import PARAM_PREFIX
 from bkd_sweep.tracking.store import (
     STUDY_FILE,
@@ -33,8 +34,16 @@ class Results:
 
     directory: Path | str  # the study folder: a Path, or its URI on an object store
     trials: pd.DataFrame
-    epochs: pd.DataFrame
     study: dict[str, Any] | None  # study.json (the validated Study), None if absent
+    read_epochs: Callable[[], pd.DataFrame] = field(repr=False, compare=False)
+    _epochs: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def epochs(self) -> pd.DataFrame:
+        """One row per (trial, epoch), read when first asked for (the summary needs none)."""
+        if self._epochs is None:
+            self._epochs = self.read_epochs()
+        return self._epochs
 
     @property
     def name(self) -> str:
@@ -91,10 +100,17 @@ def load(name_or_dir: str | os.PathLike | Location, results_root: Path | None = 
     name under ``results_root`` (default ./results). Raises FileNotFoundError naming what
     exists; DamagedFileError (one line, with the repair command) for a damaged file."""
     location = study_location(name_or_dir, results_root)
-    trials, epochs = ResultStore(location).read()
+    store = ResultStore(location)
     directory = location.local_path if location.is_local else location.uri
-    return Results(directory=directory, trials=trials, epochs=epochs,
-                   study=read_study_json(location))
+    return Results(directory=directory, trials=store.read_trials(),
+                   study=read_study_json(location), read_epochs=store.read_epochs)
+
+
+def rebuild(name_or_dir: str | os.PathLike | Location, results_root: Path | None = None
+            ) -> RebuildReport:
+    """Rebuild a study's Parquet tables from its per-trial records (``bkd-sweep results
+    --rebuild``): damaged files moved aside, missing rows re-recorded, snapshots rewritten."""
+    return rebuild_tables(study_location(name_or_dir, results_root))
 
 
 def summary_table(results: Results) -> str:
