@@ -89,10 +89,10 @@ def test_cli_results_exits_2_with_one_line(study, results_dir, make_record, caps
 
 def test_cli_process_prints_no_traceback(study, results_dir, make_record):
     _stored(study, results_dir, make_record)
-    _truncate(results_dir / "tables/epochs/t0000.parquet", keep=7)
+    _truncate(results_dir / "tables/trials/t0000.parquet", keep=7)
     proc = subprocess.run([sys.executable, "-m", "bkd_sweep.cli", "results", str(results_dir)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == EXIT_BAD_INPUT and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith(f"error: {results_dir.resolve()}/tables/epochs/t0000.parquet: "
+    assert proc.stderr.startswith(f"error: {results_dir.resolve()}/tables/trials/t0000.parquet: "
                                   "damaged Parquet file (")
