@@ -203,6 +203,7 @@ def _attach_report_to_sweep(results_dir: Path, out_dir: Path) -> None:
 
 def cmd_results(args: argparse.Namespace) -> int:
     from bkd_sweep.results import load, rebuild, summary_table
+    from bkd_sweep.tracking.parquet_files import DamagedFileError
 
     target = args.target
     if target.endswith((".yaml", ".yml")):
@@ -213,7 +214,7 @@ def cmd_results(args: argparse.Namespace) -> int:
                 print(line)
             return 0
         print(summary_table(load(target)))
-    except FileNotFoundError as exc:  # no such study: name what exists, in one line
+    except (FileNotFoundError, DamagedFileError) as exc:  # one line, exit 2
         raise UsageError(str(exc)) from None
     return 0
 
@@ -299,11 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def is_input_error(exc: BaseException) -> bool:
     """Errors that mean bad input (print one line, exit 2) rather than a bug."""
-    from bkd_sweep.data import DataError
-    from bkd_sweep.registry import UnknownNameError
     from bkd_sweep.tracking.parquet_files import DamagedFileError
 
-    return isinstance(exc, (DataError, UnknownNameError, StudyError, DamagedFileError))
+    if isinstance(exc, DamagedFileError):  # before the data registry, which imports torch
+        return True
+    from bkd_sweep.data import DataError
+    from bkd_sweep.registry import UnknownNameError
+
+    return isinstance(exc, (DataError, UnknownNameError, StudyError))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bkd_sweep.cli import EXIT_BAD_INPUT, main
+from bkd_sweep.cli import EXIT_BAD_INPUT, is_input_error, main
 from bkd_sweep.fileio import write_json_atomic
 from bkd_sweep.tracking import ResultStore
 from bkd_sweep.tracking.parquet_files import DamagedFileError
@@ -37,7 +37,7 @@ def _message(path, reason: str, results_dir) -> str:
     (lambda p: _truncate(p), "Parquet magic bytes not found in footer"),
     (lambda p: p.write_bytes(b""), "empty file"),
     (lambda p: p.write_bytes(b"PAR1" + b"\x00" * 64 + b"PAR1"), None),
-])
+], ids=["truncated", "empty", "garbage"])
 def test_a_damaged_part_names_itself_and_the_repair(study, results_dir, make_record, damage,
                                                    reason):
     store = _stored(study, results_dir, make_record)
@@ -85,6 +85,8 @@ def test_cli_results_exits_2_with_one_line(study, results_dir, make_record, caps
     # a study that does not exist: one line and exit 2 as well
     assert main(["results", "nope"]) == EXIT_BAD_INPUT
     assert capsys.readouterr().err.startswith("error: no results for 'nope'")
+    # every other command (e.g. `report`) maps it to exit 2 as well
+    assert is_input_error(DamagedFileError(str(part), "truncated", str(results_dir)))
 
 
 def test_cli_process_prints_no_traceback(study, results_dir, make_record):
