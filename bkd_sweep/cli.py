@@ -203,7 +203,7 @@ def _attach_report_to_sweep(results_dir: Path, out_dir: Path) -> None:
 
 def cmd_results(args: argparse.Namespace) -> int:
     from bkd_sweep.results import load, rebuild, summary_table
-    from bkd_sweep.tracking.parquet_files import DamagedFileError
+    from bkd_sweep.tracking.parquet_files import DamagedFileError, SchemaVersionError
 
     target = args.target
     if target.endswith((".yaml", ".yml")):
@@ -214,7 +214,7 @@ def cmd_results(args: argparse.Namespace) -> int:
                 print(line)
             return 0
         print(summary_table(load(target)))
-    except (FileNotFoundError, DamagedFileError) as exc:  # one line, exit 2
+    except (FileNotFoundError, DamagedFileError, SchemaVersionError) as exc:  # one line, exit 2
         raise UsageError(str(exc)) from None
     return 0
 

@@ -24,7 +24,11 @@ import pyarrow.fs as pafs
 from bkd_sweep.config import TrialConfig, flatten
 from bkd_sweep.records import EpochMetrics, TrialRecord, TrialResult
 from bkd_sweep.storage import Location
-from bkd_sweep.tracking.parquet_files import DamagedFileError, read_checked
+from bkd_sweep.tracking.parquet_files import (
+    DamagedFileError,
+    read_checked,
+    short_reason,
+)
 from bkd_sweep.tracking.store import ResultStore, read_study_json
 from bkd_sweep.tracking.tables import KINDS, coverage_of, list_parts, read_part
 
@@ -72,7 +76,7 @@ def rebuild_tables(location: Location) -> RebuildReport:
             record = record_from_files(location, trial_id, study)
         except (ValueError, KeyError, TypeError) as exc:  # a record that cannot be parsed
             report.skipped.append(f"skipped: {location.child(TRIALS_DIR, trial_id, RESULT_FILE)}"
-                                  f" is unreadable ({str(exc).splitlines()[0][:100]})")
+                                  f" is unreadable ({short_reason(exc)})")
             continue
         missing_epochs = bool(record.result.history) and trial_id not in with_epochs
         if trial_id in rows and trial_id not in damaged_ids and not missing_epochs:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pyarrow.parquet as pq
 import pytest
 
 from bkd_sweep.cli import EXIT_BAD_INPUT, is_input_error, main
 from bkd_sweep.fileio import write_json_atomic
 from bkd_sweep.tracking import ResultStore
 from bkd_sweep.tracking.parquet_files import DamagedFileError
+from bkd_sweep.tracking.schema import SCHEMA_VERSION_KEY
 
 P = {"distill.mode": "bkd", "student.timesteps": 4}
 
@@ -98,3 +100,15 @@ def test_cli_process_prints_no_traceback(study, results_dir, make_record):
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"error: {results_dir.resolve()}/tables/trials/t0000.parquet: "
                                   "damaged Parquet file (")
+
+
+def test_cli_results_refuses_an_unknown_schema_version_in_one_line(study, results_dir,
+                                                                  make_record, capsys):
+    store = _stored(study, results_dir, make_record, n=1)
+    part = results_dir / "tables/trials/t0000.parquet"
+    table = pq.read_table(part)
+    pq.write_table(table.replace_schema_metadata({SCHEMA_VERSION_KEY: b"99"}), part)
+    assert main(["results", str(results_dir)]) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err == (f"error: {part}: schema version 99, this bkd-sweep "
+                                       "reads versions 1, 2\n")
+    assert store.location.exists("tables", "trials", "t0000.parquet")
