@@ -202,12 +202,20 @@ def _attach_report_to_sweep(results_dir: Path, out_dir: Path) -> None:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from bkd_sweep.results import load, summary_table
+    from bkd_sweep.results import load, rebuild, summary_table
+    from bkd_sweep.tracking.parquet_files import DamagedFileError, SchemaVersionError
 
     target = args.target
     if target.endswith((".yaml", ".yml")):
         target = str(_load(target).results_dir())
-    print(summary_table(load(target)))
+    try:
+        if args.rebuild:
+            for line in rebuild(target).lines():
+                print(line)
+            return 0
+        print(summary_table(load(target)))
+    except (FileNotFoundError, DamagedFileError, SchemaVersionError) as exc:  # one line, exit 2
+        raise UsageError(str(exc)) from None
     return 0
 
 
@@ -279,7 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("results", help="a summary table of a study's results")
-    p.add_argument("target", help="a study name, results directory or study file")
+    p.add_argument("target", help="a study name, results directory (or s3://...) or study file")
+    p.add_argument("--rebuild", action="store_true",
+                   help="rebuild the Parquet tables from the per-trial records "
+                        "(trials/<id>/result.json); damaged files are moved aside")
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("schema", help="print the study JSON Schema (for editors)")
@@ -289,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def is_input_error(exc: BaseException) -> bool:
     """Errors that mean bad input (print one line, exit 2) rather than a bug."""
+    from bkd_sweep.tracking.parquet_files import DamagedFileError
+
+    if isinstance(exc, DamagedFileError):  # before the data registry, which imports torch
+        return True
     from bkd_sweep.data import DataError
     from bkd_sweep.registry import UnknownNameError
 

@@ -39,10 +39,12 @@ def is_remote(uri: str | os.PathLike) -> bool:
 def _remote_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """pyarrow's filesystem for a URI. S3 is built directly (not by ``from_uri``, which asks
     AWS for the bucket's region over the network): region from AWS_REGION /
-    AWS_DEFAULT_REGION, endpoint from AWS_ENDPOINT_URL (read by pyarrow itself)."""
+    AWS_DEFAULT_REGION, endpoint from AWS_ENDPOINT_URL (passed explicitly: the
+    S3FileSystem constructor does not read it, from_uri did)."""
     if uri.startswith("s3://") and "?" not in uri:
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        fs = pafs.S3FileSystem(region=region) if region else pafs.S3FileSystem()
+        options = {"region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+                   "endpoint_override": os.environ.get("AWS_ENDPOINT_URL")}
+        fs = pafs.S3FileSystem(**{k: v for k, v in options.items() if v})
         return fs, uri[len("s3://"):]
     return pafs.FileSystem.from_uri(uri)
 

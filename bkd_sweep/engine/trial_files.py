@@ -2,8 +2,10 @@
 
 * ``epochs.jsonl``, the epoch log: one EpochMetrics JSON line per epoch the driver saw, so a
   resumed driver still has the epochs of a trial it must record as pruned or failed;
-* ``result.json``: the trial's outcome, written (atomically) *before* Optuna is told, so a
-  driver killed in between finishes the bookkeeping on ``--resume`` without rerunning it.
+* ``result.json``: the trial's outcome (with its number, and its searched params and seed
+  when the caller gives them), written (atomically) *before* Optuna is told, so a driver
+  killed in between finishes the bookkeeping on ``--resume`` without rerunning it, and the
+  Parquet rows can be rebuilt from it (``bkd-sweep results --rebuild``).
 
 (``ckpt/`` beside them is the trial's own checkpoint folder, written by run_trial.)
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from bkd_sweep.fileio import write_json_atomic
 from bkd_sweep.records import EpochMetrics, TrialResult, trial_id_of
@@ -52,8 +55,17 @@ class TrialFiles:
                 history[metrics.epoch] = metrics
         return history
 
-    def write_result(self, number: int, result: TrialResult, pruned_epoch: int | None) -> None:
-        payload = {"result": result.model_dump(mode="json"), "pruned_epoch": pruned_epoch}
+    def write_result(self, number: int, result: TrialResult, pruned_epoch: int | None, *,
+                     params: dict[str, Any] | None = None, seed: int | None = None) -> None:
+        """Write result.json. The trial number, and the searched ``params`` and ``seed`` when
+        given, are stored too, so the trial's Parquet rows can be rebuilt from this file alone
+        (``bkd-sweep results --rebuild``): a ``linked.<group>`` label is not in the config."""
+        payload: dict[str, Any] = {"result": result.model_dump(mode="json"),
+                                   "pruned_epoch": pruned_epoch, "trial_number": number}
+        if params is not None:
+            payload["params"] = params
+        if seed is not None:
+            payload["seed"] = seed
         write_json_atomic(payload, self.trial_dir(number) / RESULT_FILE, indent=None)
 
     def read_result(self, number: int) -> tuple[TrialResult, int | None] | None:
