@@ -176,7 +176,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         results_dir = target.resolve()
         name = results_dir.name
-    if not (results_dir / "trials.parquet").exists():
+    from bkd_sweep.tracking import ResultStore
+
+    if not ResultStore(results_dir).has_tables():
         raise UsageError(f"{results_dir}: no trials.parquet (run the study first)")
     out_dir = Path(args.out).resolve() if args.out else (Path.cwd() / "reports" / name)
     output = build_report(results_dir, out_dir)

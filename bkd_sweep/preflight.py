@@ -293,11 +293,11 @@ def sweep_state_problems(loaded: LoadedStudy, resume: bool = False) -> list[Stud
     (The engine's journal is read here, so this imports the engine lazily.)"""
     from bkd_sweep.engine.journal import (journal_exists, stored_fingerprint, stored_world_size,
                                           study_fingerprint, world_size_change)
-    from bkd_sweep.tracking.store import TRIALS_FILE
+    from bkd_sweep.tracking.store import ResultStore
 
     study = loaded.study
     results = loaded.results_dir()
-    if not resume and (_has_trials(study, results) or (results / TRIALS_FILE).exists()):
+    if not resume and (_has_trials(study, results) or ResultStore(results).has_tables()):
         return [loaded.error(f"{results} already holds a sweep of {study.name!r}; use --resume "
                              "to finish it (or remove that directory to start over)")]
     if resume and journal_exists(results):

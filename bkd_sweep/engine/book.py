@@ -267,15 +267,20 @@ class SweepBook:
         current = self.state(number)
         if current in FINISHED:
             if state == TrialState.FAIL and current == TrialState.FAIL:
-                self.files.write_result(number, result, pruned_epoch)  # a better reason
+                self._write_result(number, result, pruned_epoch)  # a better reason
             return current
-        self.files.write_result(number, result, pruned_epoch)
+        self._write_result(number, result, pruned_epoch)
         self.budget.trial_finished(number, result.device_seconds, result.wall_seconds)
         trial = self.live.get(number).trial if number in self.live else self._trial_of(number)
         if pruned_epoch is not None:
             trial.set_user_attr(PRUNED_EPOCH_ATTR, pruned_epoch)
         self.optuna.tell(trial, values, state=state, skip_if_finished=True)
         return state
+
+    def _write_result(self, number: int, result: TrialResult, pruned_epoch: int | None) -> None:
+        """result.json with the trial's params and seed (what `results --rebuild` needs)."""
+        spec = self.live.spec(number) if number in self.live else self._spec_from_optuna(number)
+        self.files.write_result(number, result, pruned_epoch, params=spec.params, seed=spec.seed)
 
     def _result_from_history(self, number: int, status: TrialStatus, reason: str
                              ) -> TrialResult:

@@ -104,7 +104,7 @@ def _journal_counts(loaded: LoadedStudy, location) -> dict[str, int]:
 def _add_recorded(status: SweepStatus, loaded: LoadedStudy, location) -> None:
     from bkd_sweep.tracking.store import ResultStore
 
-    trials, _ = ResultStore(location if not location.is_local else location.local_path).read()
+    trials = ResultStore(location).read_trials()
     if trials.empty:
         return
     status.device_hours = float(trials["device_seconds"].fillna(0).sum()) / 3600

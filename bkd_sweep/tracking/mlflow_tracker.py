@@ -36,6 +36,7 @@ MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 _BATCH_PARAMS = 100  # MLflow's limit on params + tags per log_batch
 _BATCH_METRICS = 1000
 _RUN_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+COMPACT_EVERY = 100  # trials recorded between two Parquet snapshots during a sweep
 MAX_TAG_CHARS = 5000  # below MLflow's tag limit; a failure reason may be a long traceback
 
 
@@ -76,6 +77,7 @@ class StudyTracker:
         self._logged: dict[str, set[int]] = {}  # trial_id -> epochs already in MLflow
         self._live: dict[str, dict[int, EpochMetrics]] = {}  # epochs seen by log_epoch
         self._warned: set[str] = set()
+        self._recorded = 0  # trials recorded by this tracker (a snapshot every COMPACT_EVERY)
 
     # ---------------------------------------------------------------- properties
 
@@ -144,10 +146,19 @@ class StudyTracker:
         self.client.log_artifact(parent, str(self.results_dir / STUDY_FILE), artifact_path="study")
         return parent
 
+    def _compact(self) -> None:
+        """Snapshot the per-trial Parquet files (a cache: the trial files stay the truth)."""
+        try:
+            self.store.compact()
+        except Exception as exc:  # noqa: BLE001 - a failed snapshot loses nothing
+            log.warning("Parquet snapshot not written (%s); readers use the trial files", exc)
+
     def finish_sweep(self) -> None:
-        """Attach the Parquet tables to the parent run and end it (FINISHED)."""
+        """Snapshot the Parquet tables, attach them to the parent run and end it (FINISHED)."""
+        self._compact()
         parent = self.parent_run_id
-        for path in (self.store.trials_path, self.store.epochs_path):
+        for path in ((self.store.trials_path, self.store.epochs_path)
+                     if self.store.location.is_local else ()):
             if path.exists():
                 self.client.log_artifact(parent, str(path), artifact_path="results")
         self.client.set_terminated(parent, status="FINISHED")
@@ -203,6 +214,9 @@ class StudyTracker:
             self._warn(record.trial_id, "finish_trial", exc)
             run_id = run_id or self._children.get(record.trial_id)
         self.store.upsert(record, mlflow_run_id=run_id)
+        self._recorded += 1
+        if self._recorded % COMPACT_EVERY == 0:
+            self._compact()  # keeps mid-sweep reads (status, report) to a snapshot + a few files
         # forget the run: a retry after this finish finds it again by tag and reopens it
         self._children.pop(record.trial_id, None)
         self._logged.pop(record.trial_id, None)
