@@ -138,8 +138,8 @@ def test_old_result_json_rebuilds_linked_and_searched_params(tmp_path, make_stud
     rec = make_record(study, 3, params, 1)
     store.upsert(rec)
     old = {"result": rec.result.model_dump(mode="json"), "pruned_epoch": None}  # before #12
-    files.trial_dir(3).mkdir(parents=True)
-    (files.trial_dir(3) / "result.json").write_text(json.dumps(old))
+    files.trial_dir(3).local_path.mkdir(parents=True)
+    (files.trial_dir(3).local_path / "result.json").write_text(json.dumps(old))
     write_json_atomic(study.model_dump(mode="json"), results_dir / "study.json")
     expected = store.read()
     for part in (results_dir / "tables").rglob("*.parquet"):
