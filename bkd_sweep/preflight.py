@@ -282,7 +282,7 @@ def _has_trials(study, results) -> bool:
         return False
     import optuna
 
-    storage = journal_storage(results)
+    storage = journal_storage(results, read_only=True)
     return any(trial.state != optuna.trial.TrialState.WAITING  # queued, never started
                for name in optuna.get_all_study_names(storage)
                for trial in optuna.load_study(study_name=name, storage=storage).trials)
@@ -296,7 +296,7 @@ def sweep_state_problems(loaded: LoadedStudy, resume: bool = False) -> list[Stud
     from bkd_sweep.tracking.store import ResultStore
 
     study = loaded.study
-    results = loaded.results_dir()
+    results = loaded.results_location()
     if not resume and (_has_trials(study, results) or ResultStore(results).has_tables()):
         return [loaded.error(f"{results} already holds a sweep of {study.name!r}; use --resume "
                              "to finish it (or remove that directory to start over)")]

@@ -31,6 +31,7 @@ from bkd_sweep.engine.live_trials import LiveTrials, TrialSpec
 from bkd_sweep.engine.objectives import objective_values
 from bkd_sweep.engine.seed_units import SeedUnits
 from bkd_sweep.engine.trial_files import TrialFiles
+from bkd_sweep.storage import Location
 from bkd_sweep.records import EpochMetrics, TrialRecord, TrialResult, TrialStatus, trial_id_of
 
 log = logging.getLogger(__name__)
@@ -52,15 +53,17 @@ class SweepBook:
                  device: str = "cpu", devices_per_trial: float = 1.0):
         self.study = study
         self.search = study.search
-        self.results_dir = Path(results_dir).resolve()
+        self.location = Location.of(results_dir)  # a local/shared path or an object store
+        self.results_dir = (self.location.local_path if self.location.is_local
+                            else self.location.uri)
         self.planned = space.count_trials(self.search)  # the study's trials
         self.device = device
         self.devices_per_trial = devices_per_trial
         self.multi_objective = len(self.search.objectives) > 1
         self.storage = (optuna.storages.get_storage(storage) if storage is not None
-                        else journal_storage(self.results_dir, repair=True))  # the driver
+                        else journal_storage(self.location, repair=True))  # the driver
         self.optuna = open_study(study, self.storage)
-        self.files = TrialFiles(self.results_dir)
+        self.files = TrialFiles(self.location)
         self.live = LiveTrials()
         self.units = SeedUnits(self)  # seeds of one configuration are one unit
         self._reruns: list[int] = []

@@ -48,6 +48,7 @@ from bkd_sweep.engine.plan import trials_fitting
 from bkd_sweep.preflight import check_runnable
 from bkd_sweep.records import trial_id_of
 from bkd_sweep.settings import cache_dir_for, settings
+from bkd_sweep.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class SweepSummary:
     """The end of a sweep session: outcome counts over the whole sweep and the best trials."""
 
     study: str
-    results_dir: Path
+    results_dir: Path | str
     total: int
     counts: dict[str, int]  # completed / pruned / failed / running / waiting
     best: list[dict[str, Any]]  # the best trial, or the Pareto set (multi-objective)
@@ -155,9 +156,17 @@ def concurrency(study: Study, cluster: dict[str, float], remaining: int) -> int:
     return max(1, min(wanted, remaining))
 
 
-def _session_name(ray_dir: Path) -> str:
-    existing = list(ray_dir.glob("session-*")) if ray_dir.exists() else []
+def _session_name(ray_dir: Location) -> str:
+    existing = [name for name in ray_dir.list_dirs() if name.startswith("session-")]
     return f"session-{len(existing) + 1:03d}"
+
+
+def teacher_cache(results_dir: Location) -> str:
+    """The teacher cache: $BKD_CACHE_DIR, else <storage root>/cache (a path or a URI)."""
+    if settings().cache_dir:
+        return str(cache_dir_for(Path(".")))
+    root = results_dir.uri.rsplit("/", 1)[0]
+    return str(cache_dir_for(Path(root))) if results_dir.is_local else f"{root}/cache"
 
 
 def _record_missing(book, tracker) -> list[str]:
@@ -201,15 +210,15 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
     replaces the StudyTracker built from the study (both for tests and embedding).
     """
     check_runnable(loaded, resume)
-    lease = DriverLease(loaded.results_dir(), loaded.study.name).acquire()  # one driver a study
+    results_dir = loaded.results_location()  # a local/shared path or an object store
+    lease = DriverLease(results_dir, loaded.study.name).acquire()  # one driver a study
     from bkd_sweep.engine.journal import repair_journal
 
-    for note in (lease.took_over, repair_journal(loaded.results_dir())):
+    for note in (lease.took_over, repair_journal(results_dir)):
         if note and progress:
             print(f"note: {note}", flush=True)
     started = time.perf_counter()
     study = loaded.study
-    results_dir = loaded.results_dir()
     _quiet_tune()
     import ray
 
@@ -253,7 +262,7 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
             _fit(study, book, callback, trial_fn, results_dir, remaining)
         recovered += _record_missing(book, tracker)
         counts = book.counts()
-        summary = SweepSummary(study=study.name, results_dir=results_dir, total=book.planned,
+        summary = SweepSummary(study=study.name, results_dir=book.results_dir, total=book.planned,
                                counts=counts, best=_best(book),
                                wall_seconds=time.perf_counter() - started, resumed=resumed,
                                ran=callback.finished + recovered,
@@ -297,7 +306,8 @@ def _warn_local_mlflow(tracker, nodes: int) -> None:
               file=sys.stderr, flush=True)
 
 
-def _fit(study: Study, book, callback, trial_fn, results_dir: Path, remaining: int) -> None:
+def _fit(study: Study, book, callback, trial_fn, results_dir: Location,
+         remaining: int) -> None:
     from ray import tune
 
     from bkd_sweep.engine.scheduler import OptunaPruningScheduler
@@ -305,11 +315,10 @@ def _fit(study: Study, book, callback, trial_fn, results_dir: Path, remaining: i
     from bkd_sweep.engine.worker import WorkerSetup, make_tune_function
 
     per_trial = study.resources.per_trial
-    ray_dir = results_dir / "ray"
-    setup = WorkerSetup(results_dir=str(results_dir),
-                        cache_dir=str(cache_dir_for(results_dir.parent)),
+    ray_dir = results_dir.child("ray")  # Ray's own state: retries within this session
+    setup = WorkerSetup(results_dir=results_dir.uri, cache_dir=teacher_cache(results_dir),
                         cpu=per_trial.cpu, gpu=per_trial.gpu, workers=per_trial.workers,
-                        cwd=os.getcwd(), train_storage=str(ray_dir / "train"))
+                        cwd=os.getcwd(), train_storage=ray_dir.child("train").uri)
     if per_trial.workers > 1:
         # the trial only drives Train workers that hold the CPUs/GPUs; Ray needs a non-empty
         # request, so it asks for a little memory instead (no CPU to starve the workers of)
@@ -335,7 +344,8 @@ def _fit(study: Study, book, callback, trial_fn, results_dir: Path, remaining: i
             reuse_actors=True,
             trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=_session_name(ray_dir), storage_path=str(ray_dir),
+            name=_session_name(ray_dir), storage_path=ray_dir.path,
+            storage_filesystem=ray_dir.fs,
             failure_config=tune.FailureConfig(max_failures=study.resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[callback], verbose=0),

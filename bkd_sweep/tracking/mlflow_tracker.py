@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bkd_sweep.config import Study, flatten
+from bkd_sweep.config import Study, StudyError, flatten
 from bkd_sweep.redact import redact_value
-from bkd_sweep.fileio import write_json_atomic
+from bkd_sweep.storage import Location
 from bkd_sweep.records import EpochMetrics, TrialRecord, result_metrics
 from bkd_sweep.settings import settings
 from bkd_sweep.tracking.store import STUDY_FILE, ResultStore
@@ -40,12 +40,18 @@ COMPACT_EVERY = 100  # trials recorded between two Parquet snapshots during a sw
 MAX_TAG_CHARS = 5000  # below MLflow's tag limit; a failure reason may be a long traceback
 
 
-def resolve_tracking_uri(study: Study, results_dir: Path, explicit: str | None = None) -> str:
-    """explicit > study.tracking.mlflow_uri > $MLFLOW_TRACKING_URI > sqlite beside results."""
+def resolve_tracking_uri(study: Study, results_dir, explicit: str | None = None) -> str:
+    """explicit > study.tracking.mlflow_uri > $MLFLOW_TRACKING_URI > sqlite beside results
+    (a filesystem storage root only: an object store cannot hold a database)."""
     for candidate in (explicit, study.tracking.mlflow_uri, settings().mlflow_tracking_uri):
         if candidate:
             return candidate
-    return f"sqlite:///{Path(results_dir).resolve().parent}/mlflow.db"
+    location = Location.of(results_dir)
+    if not location.is_local:
+        raise StudyError(f"storage {location.uri}: an object-store root needs an MLflow "
+                         "tracking server: set tracking.mlflow_uri or MLFLOW_TRACKING_URI",
+                         field="tracking.mlflow_uri")
+    return f"sqlite:///{location.local_path.parent}/mlflow.db"
 
 
 def param_value(value: Any, name: str = "") -> str:
@@ -64,13 +70,15 @@ class StudyTracker:
         from mlflow.tracking import MlflowClient
 
         self.study = study
-        self.results_dir = Path(results_dir).resolve()
+        self.location = Location.of(results_dir)  # a local/shared path or an object store
+        self.results_dir = (self.location.local_path if self.location.is_local
+                            else self.location.uri)
         self.study_file = Path(study_file).resolve() if study_file else None
-        self._uri = resolve_tracking_uri(study, self.results_dir, mlflow_uri)
+        self._uri = resolve_tracking_uri(study, self.location, mlflow_uri)
         if self._uri.startswith("sqlite:///"):
             _sqlite_path(self._uri).parent.mkdir(parents=True, exist_ok=True)
         self.client: MlflowClient = MlflowClient(tracking_uri=self._uri)
-        self.store = ResultStore(self.results_dir, study_name=study.name)
+        self.store = ResultStore(self.location, study_name=study.name)
         self._experiment_id: str | None = None
         self._parent_id: str | None = None
         self._children: dict[str, str] = {}  # trial_id -> child run id
@@ -92,7 +100,7 @@ class StudyTracker:
             info = self._read_sweep_info()
             if not info.get("parent_run_id"):
                 raise RuntimeError(f"no sweep started for study {self.study.name!r} "
-                                   f"({self.results_dir / SWEEP_FILE} missing)")
+                                   f"({self.location.file(SWEEP_FILE)} missing)")
             self._parent_id = info["parent_run_id"]
             self._experiment_id = info.get("experiment_id")
         return self._parent_id
@@ -109,9 +117,9 @@ class StudyTracker:
         """Open (or, on resume, reopen) the parent run; write study.json; return the run id."""
         from mlflow.exceptions import MlflowException
 
-        self.results_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(redact_value(self.study.model_dump(mode="json")),
-                          self.results_dir / STUDY_FILE)
+        self.location.makedirs()
+        study_json = json.dumps(redact_value(self.study.model_dump(mode="json")), indent=2)
+        self.location.write_text(study_json, STUDY_FILE)
         experiment_id = self.experiment_id
         info = self._read_sweep_info()
         parent = None
@@ -140,10 +148,10 @@ class StudyTracker:
             info.pop("finished_at", None)
             info.pop("stopped_by", None)  # a resumed sweep may go on (a raised budget)
         self._parent_id = parent
-        write_json_atomic(info, self.results_dir / SWEEP_FILE)
+        self._write_sweep_info(info)
         if self.study_file is not None and self.study_file.exists():
             self.client.log_artifact(parent, str(self.study_file), artifact_path="study")
-        self.client.log_artifact(parent, str(self.results_dir / STUDY_FILE), artifact_path="study")
+        self.client.log_text(parent, study_json, f"study/{STUDY_FILE}")
         return parent
 
     def _compact(self) -> None:
@@ -164,14 +172,14 @@ class StudyTracker:
         self.client.set_terminated(parent, status="FINISHED")
         info = self._read_sweep_info()
         info["finished_at"] = datetime.now(UTC).isoformat()
-        write_json_atomic(info, self.results_dir / SWEEP_FILE)
+        self._write_sweep_info(info)
 
     def record_stop(self, reason: str) -> None:
         """The budget ended the sweep early: say so in sweep.json (the report shows it) and
         on the parent run."""
         info = self._read_sweep_info()
         info["stopped_by"] = reason
-        write_json_atomic(info, self.results_dir / SWEEP_FILE)
+        self._write_sweep_info(info)
         self.client.set_tag(self.parent_run_id, "bkd.stopped_by", reason)
 
     def log_report(self, report_dir: Path) -> None:
@@ -352,8 +360,13 @@ class StudyTracker:
             self.client.log_batch(run_id, metrics=m, params=p, tags=t, synchronous=True)
 
     def _read_sweep_info(self) -> dict[str, Any]:
-        path = self.results_dir / SWEEP_FILE
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        try:
+            return json.loads(self.location.read_text(SWEEP_FILE))
+        except FileNotFoundError:
+            return {}
+
+    def _write_sweep_info(self, info: dict[str, Any]) -> None:
+        self.location.write_text(json.dumps(info, indent=2), SWEEP_FILE)
 
     def _warn(self, trial_id: str, where: str, exc: Exception) -> None:
         if trial_id not in self._warned:
