@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_serializer, field_validator, model_validator
 
 from bkd_sweep.config.base import Seed, Strict, config_id_of, flatten, stable_hash
 
@@ -104,6 +104,17 @@ class TeacherTrainConfig(ScheduleConfig):
     # the teacher's own augmentation (transforms, mixup/cutmix); None = the study's data.augment
     augment: AugmentConfig | None = None
 
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _null_entries_are_unset(cls, value: Any) -> Any:
+        # dumps show an inherited augmentation as null leaves (below), so flat views (Parquet
+        # columns, MLflow params, --set paths) have one column per leaf: all null = None
+        if isinstance(value, dict) and value and all(v is None for v in value.values()):
+            return None
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if v is not None}
+        return value
+
     @field_validator("augment")
     @classmethod
     def _one_label_smoothing(cls, augment: AugmentConfig | None) -> AugmentConfig | None:
@@ -111,6 +122,12 @@ class TeacherTrainConfig(ScheduleConfig):
         if augment is not None and augment.label_smoothing:
             raise ValueError("label_smoothing: the teacher's is teacher.train.label_smoothing")
         return augment
+
+    @field_serializer("augment")
+    def _as_leaves(self, augment: AugmentConfig | None) -> dict[str, Any]:
+        if augment is None:
+            return dict.fromkeys(AugmentConfig.model_fields)
+        return augment.model_dump(mode="json")
 
 
 class TeacherConfig(Strict):

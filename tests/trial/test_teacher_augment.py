@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from bkd_sweep.config import TrialConfig, apply_overrides
+from bkd_sweep.config import StudyError, TrialConfig, apply_overrides
 from bkd_sweep.data import make_loaders
 from bkd_sweep.trial.teacher import ensure_teacher, study_data, teacher_train_loader
 from bkd_sweep.trial.teacher_cache import TeacherCache, teacher_cache_key
@@ -46,6 +46,19 @@ def test_teacher_train_loader_uses_the_teachers_augmentation_on_the_studys_split
     inherited_tf, _ = train_samples(teacher_train_loader(inherited, study_data(
         inherited, teacher_frames=True)))
     assert inherited_tf.crop_pad > 0 and inherited_tf.erasing is None
+
+
+def test_inherited_augmentation_dumps_as_null_leaves_and_takes_dotted_paths():
+    inherited = make_config()
+    dumped = inherited.model_dump(mode="json")["teacher"]["train"]["augment"]
+    assert dumped and all(v is None for v in dumped.values())  # one null column per leaf
+    assert TrialConfig.model_validate(inherited.model_dump(mode="json")) == inherited
+    own = make_config({"teacher.train.augment.crop_flip": True})  # as --set and search do
+    assert own.teacher.train.augment.crop_flip and own.teacher.train.augment.mixup == 0
+    assert TrialConfig.model_validate(own.model_dump(mode="json")) == own
+    assert make_config({"teacher.train.augment": {}}).teacher.train.augment is not None
+    with pytest.raises(StudyError, match="teacher.train.label_smoothing"):
+        make_config({"teacher.train.augment.label_smoothing": 0.1})
 
 
 def test_cache_key_follows_the_augmentation_the_teacher_trains_with():
