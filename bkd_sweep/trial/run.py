@@ -40,8 +40,8 @@ def run_trial(config: TrialConfig, report: ReportFn | None = None, *,
     checkpoints = Location.of(checkpoint_dir) if checkpoint_dir is not None else None
     if checkpoints is not None:
         resume(state, checkpoints)
-    reported_dir = checkpoints and (checkpoints.local_path if checkpoints.is_local
-                                    else checkpoints)
+    reported_dir = None if checkpoints is None else (
+        checkpoints.local_path if checkpoints.is_local else checkpoints)
 
     def wall() -> float:
         return state.prior_seconds + (time.perf_counter() - started)

@@ -104,9 +104,10 @@ def teacher_train_loader(config: TrialConfig, bundle: DataBundle) -> DataLoader:
 
 def _train_network(net: nn.Module, config: TrialConfig, bundle: DataBundle,
                    device: torch.device) -> Teacher:
-    """Plain supervised training of the teacher network with the study's teacher recipe;
-    returns it wrapped (frozen). Inputs go through the wrapper's own preparation (resize,
-    channels, frames) so the teacher is trained on exactly what it later sees."""
+    """Plain supervised training of the teacher network with its recipe (optimizer,
+    schedule, augmentation with mixup/cutmix, label smoothing); returns it wrapped (frozen).
+    Inputs go through the wrapper's own preparation (resize, channels, frames) so the
+    teacher is trained on exactly what it later sees."""
     teacher = wrap_teacher(net, config.teacher, image_size=bundle.image_size)
     net.requires_grad_(True)
     recipe = config.teacher.train
