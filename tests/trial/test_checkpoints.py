@@ -89,7 +89,6 @@ def _assert_cache_untouched(cache: TeacherCache, config: TrialConfig) -> None:
     assert list(cache.teachers.list_files(suffix=".pt")) == [cache.weights_name(config)]
 
 
-@pytest.mark.slow
 def test_ensure_teacher_trains_once_and_trials_then_only_read(tmp_path):
     config = make_config(distill__mode="logit", train__epochs=1)
     first = ensure_teacher(config, tmp_path / "cache")

@@ -75,7 +75,6 @@ def test_cache_key_follows_the_augmentation_the_teacher_trains_with():
         teacher_cache_key(make_config(own))  # a teacher with its own ignores the study's
 
 
-@pytest.mark.slow
 def test_teachers_trained_with_different_augmentations_differ(tmp_path):
     torch.set_num_threads(1)
     configs = [make_config(), make_config({"teacher.train.augment": {"crop_flip": True}}),
