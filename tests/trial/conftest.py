@@ -1,0 +1,73 @@
+"""Trial-test fixtures: a real S3-compatible server (moto) for the object-store tests."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+BUCKET = "bkd-ckpt"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _moto_server() -> str:
+    beside = Path(sys.executable).parent / "moto_server"  # the venv's own
+    found = str(beside) if beside.exists() else shutil.which("moto_server")
+    if not found:
+        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
+    return found
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a moto S3 server process, stopped by its process id."""
+    port = _free_port()
+    server = subprocess.Popen([_moto_server(), "-p", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start on port {port}") from None
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture
+def s3_root(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch,
+            request: pytest.FixtureRequest) -> str:
+    """``s3://bkd-ckpt/<test name>``: a fresh prefix of a real bucket, with the standard AWS
+    variables pointing at the server (what a cluster's nodes would have set)."""
+    import boto3
+
+    for name, value in {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    if BUCKET not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+        client.create_bucket(Bucket=BUCKET)
+    return f"s3://{BUCKET}/{re.sub(r'[^A-Za-z0-9_-]+', '-', request.node.name)}"
