@@ -176,7 +176,7 @@ def path_problems(loaded: LoadedStudy) -> list[StudyError]:
     """Data roots and teacher checkpoints missing on this machine, over the configurations
     a sweep can reach (see _configs_to_check)."""
     try:
-        configs = _configs_to_check(loaded.study)
+        configs = configs_to_check(loaded.study)
     except StudyError as exc:
         return [exc]
     problems: list[StudyError] = []
@@ -218,7 +218,7 @@ def _teacher_file_problems(loaded: LoadedStudy, config: TrialConfig) -> list[Stu
     return []
 
 
-def _configs_to_check(study: Study) -> list[TrialConfig]:
+def configs_to_check(study: Study) -> list[TrialConfig]:
     """Configurations whose paths must exist: every grid trial when the grid is small, else
     the base config plus one per linked bundle and per listed path-like value."""
     from bkd_sweep import space

@@ -258,6 +258,8 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
                       + " ".join(trial_id_of(n) for n in again), flush=True)
         remaining = book.remaining()
         callback = SweepCallback(book, tracker, Progress(book, enabled=progress))
+        if remaining and trial_fn is None:  # stand-in trial functions need no teacher
+            _teachers_first(study, results_dir, tracker, progress)
         if remaining:
             _fit(study, book, callback, trial_fn, results_dir, remaining)
         recovered += _record_missing(book, tracker)
@@ -293,6 +295,18 @@ def _capacity(study: Study, remaining: int, refresh_s: float = 5.0) -> Callable[
         return state["value"]
 
     return capacity
+
+
+def _teachers_first(study: Study, results_dir: Location, tracker, progress: bool) -> None:
+    """Train or evaluate each distinct teacher once, as Ray tasks, before the trials."""
+    from bkd_sweep.engine.teachers_first import describe, prepare_teachers
+
+    reports = prepare_teachers(study, teacher_cache(results_dir))
+    for report in reports:
+        if progress:
+            print(describe(report), flush=True)
+    if reports and hasattr(tracker, "record_teachers"):
+        tracker.record_teachers(reports)
 
 
 def _warn_local_mlflow(tracker, nodes: int) -> None:

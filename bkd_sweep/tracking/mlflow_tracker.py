@@ -182,6 +182,15 @@ class StudyTracker:
         self._write_sweep_info(info)
         self.client.set_tag(self.parent_run_id, "bkd.stopped_by", reason)
 
+    def record_teachers(self, reports: list[dict[str, Any]]) -> None:
+        """The teachers prepared before the trials (what each cost: device-seconds), in
+        sweep.json for the report and summed on the parent run. A resumed sweep adds its own."""
+        info = self._read_sweep_info()
+        info.setdefault("teachers", []).extend(reports)
+        self._write_sweep_info(info)
+        spent = sum(float(r.get("device_seconds", 0.0)) for r in info["teachers"])
+        self.client.log_metric(self.parent_run_id, "teacher_device_hours", spent / 3600)
+
     def log_report(self, report_dir: Path) -> None:
         """Attach a built report folder to the parent run (artifact path ``report``)."""
         self.client.log_artifacts(self.parent_run_id, str(report_dir), artifact_path="report")
