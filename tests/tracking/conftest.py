@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.servers import s3 as s3_module
+
 import itertools
 import json
 import os
@@ -181,40 +183,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A moto S3 server process on a free local port with the bucket ``bkd-results``; its
-    endpoint URL. One per test module (it takes ~2 s to start); stopped by its process id."""
-    import boto3
-
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("moto") / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                 "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        client = boto3.client("s3", endpoint_url=url, aws_access_key_id="test",
-                              aws_secret_access_key="test", region_name="us-east-1")
-        deadline = time.monotonic() + S3_START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"moto server exited early:\n{log_path.read_text()[-2000:]}")
-            try:
-                client.create_bucket(Bucket=S3_BUCKET)
-                break
-            except Exception:  # noqa: BLE001 - not listening yet
-                if time.monotonic() > deadline:
-                    pytest.fail(f"moto server did not start in {S3_START_TIMEOUT_S}s")
-                time.sleep(0.1)
-        yield url
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+@pytest.fixture
+def moto_server(s3_server: str) -> str:
+    """The session's S3 server (tests/conftest.py), with the bucket ``bkd-results``."""
+    s3_module.ensure_bucket(s3_server, S3_BUCKET)
+    return s3_server
 
 
 @pytest.fixture

@@ -22,38 +22,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _moto_server() -> str:
-    beside = Path(sys.executable).parent / "moto_server"  # the venv's own
-    found = str(beside) if beside.exists() else shutil.which("moto_server")
-    if not found:
-        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
-    return found
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """``http://127.0.0.1:PORT`` of a moto S3 server process, stopped by its process id."""
-    port = _free_port()
-    server = subprocess.Popen([_moto_server(), "-p", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start on port {port}") from None
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+@pytest.fixture
+def s3_endpoint(s3_server: str) -> str:
+    """The session's S3 server process (tests/conftest.py)."""
+    return s3_server
 
 
 @pytest.fixture
