@@ -20,6 +20,17 @@ VERSIONED = ("torch", "spikingjelly", "ray", "bkd-sweep")
 NODE_CHECK_TIMEOUT_S = 300.0
 
 
+class NodePreflightError(StudyError):
+    """Preflight failed on some nodes: a header line, then one line per failing node."""
+
+    def __init__(self, header: str, node_lines: list[str], file) -> None:
+        super().__init__(header, file=file)
+        self.node_lines = node_lines
+
+    def __str__(self) -> str:
+        return "\n".join([self.one_line(), *self.node_lines])
+
+
 @dataclass(frozen=True)
 class NodeReport:
     """What one node answered."""
@@ -117,7 +128,7 @@ def preflight_nodes(loaded: LoadedStudy, storage_uri: str) -> int:
     reports = check_every_node(loaded, storage_uri)
     failing = [r for r in reports if r.problems]
     if failing:
-        lines = "\n".join(r.line() for r in failing)
-        raise StudyError(f"preflight failed on {len(failing)} of {len(reports)} nodes; "
-                         f"nothing was started:\n{lines}", file=loaded.path)
+        raise NodePreflightError(f"preflight failed on {len(failing)} of {len(reports)} "
+                                 "nodes; nothing was started:",
+                                 [" ".join(r.line().split()) for r in failing], loaded.path)
     return len(reports)
