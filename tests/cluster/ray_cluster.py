@@ -50,7 +50,7 @@ class RayNode:
     def pid(self) -> int:
         return self.process.pid
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> None:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 8) -> None:
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)

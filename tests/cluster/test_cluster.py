@@ -1,11 +1,12 @@
 """The cluster tier: a real two-node Ray cluster on this machine (`ray start` head + node).
 
-(a) the README's own `ray job submit` and `bkd-sweep submit` lines put every trial's results in
-    the storage root, with trials on both nodes; `bkd-sweep status` reads it back;
+(a) the README's `bkd-sweep submit` line ships the resolved study; its `--resume` line;
 (b) a second driver on a running study is refused with one line;
 (c) preflight with the data root missing on one node: exit 2, one line naming that node;
-(d) the extra node killed mid-sweep: the sweep completes, 0 lost and 0 duplicate rows in
-    Parquet and MLflow (last: the node is gone afterwards).
+(d) the README's own `ray job submit` line (--working-dir included) runs the quickstart across
+    both nodes, the extra node is killed mid-sweep, and the sweep completes with 0 lost and 0
+    duplicate rows in Parquet and MLflow; `bkd-sweep status` reads it back (last: the node is
+    gone afterwards).
 Commands run as a user would type them: the README's lines, with HEAD and /shared/bkd filled in
 and `--set` options appended to keep the trials short.
 """
@@ -64,26 +65,6 @@ def read_trials(storage: Path, study: str = "quickstart"):
     from bkd_sweep.tracking import ResultStore
 
     return ResultStore(storage / study).read()[0]
-
-
-def test_readme_ray_job_submit_line_runs_the_quickstart_across_both_nodes(cluster, tmp_path):
-    storage = tmp_path / "shared"
-    line = fill(readme_line("RAY_AUTH_MODE=token ray job submit"), cluster, storage)
-    done = run_shell(line + " " + shlex.join(FAST), cluster_env())
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "8/8 trials done (8 completed" in done.stdout
-    assert "warning: MLflow uses a local store (sqlite) on a 2-node cluster" in done.stdout
-    trials = read_trials(storage)
-    assert sorted(trials.trial_id) == [f"t{i:04d}" for i in range(8)]
-    assert set(trials.status) == {"completed"}
-    assert len(trial_nodes(cluster)) == 2  # trials ran on the head and on the other node
-    # nothing in the job's working-dir copy: results live in the storage root only
-    assert (storage / "quickstart/optuna.journal").exists()
-
-    status = run_shell(fill(readme_line("bkd-sweep status"), cluster, storage), cluster_env())
-    assert status.returncode == 0, status.stderr
-    assert "trials: 8 planned; 8 done (8 completed, 0 pruned, 0 failed)" in status.stdout
-    assert re.search(r"best so far: val_top1=\d", status.stdout)
 
 
 def test_bkd_sweep_submit_line_ships_the_resolved_study(cluster, tmp_path):
@@ -164,22 +145,31 @@ resources: {{per_trial: {{cpu: 1}}}}
     assert not (tmp_path / "shared/cifar_tiny/trials").exists()  # no trial started
 
 
-def test_losing_a_node_mid_sweep_loses_and_duplicates_nothing(cluster, tmp_path):
+def test_readme_job_submit_line_survives_losing_a_node_mid_sweep(cluster, tmp_path):
+    """The README's own `ray job submit` line (--working-dir . included) runs the quickstart
+    across both nodes; the extra node is killed mid-sweep; the sweep still completes with
+    every trial once in Parquet and in MLflow. (Last: the node is gone afterwards.)"""
     storage = tmp_path / "shared"
-    extra = cluster.nodes[1]
-    command = ["bkd-sweep", "run", "studies/quickstart.yaml", "--storage", str(storage), *FAST,
-               "--set", "train.epochs=3"]
-    driver = subprocess.Popen(command, cwd=ROOT, env=cluster_env(cluster),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = fill(readme_line("RAY_AUTH_MODE=token ray job submit"), cluster, storage)
+    fast = FAST + ["--set", "search.params={distill.mode: [none, mixed], "
+                   "student.timesteps: [2, 4]}", "--set", "train.epochs=2"]
+    job = subprocess.Popen(line + " " + shlex.join(fast), shell=True, cwd=ROOT,
+                           env=cluster_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
     trials_dir = storage / "quickstart/trials"
-    _wait_for(lambda: len(list(trials_dir.glob("*/result.json"))) >= 1, 300,
-              "a first finished trial")
-    extra.kill()  # SIGKILL to the node's whole process group, mid-trial
-    out, _ = driver.communicate(timeout=600)
-    assert driver.returncode == 0, out[-4000:]
-    assert "8/8 trials done (8 completed" in out
+    # the first two trials run at once, one per node: kill the node once both have finished
+    # an epoch and the next ones are under way
+    _wait_for(lambda: len(list(trials_dir.glob("*/result.json"))) >= 2, 400,
+              "two finished trials")
+    nodes_used = trial_nodes(cluster)
+    cluster.nodes[1].kill()  # SIGKILL to the node's whole process group
+    out, _ = job.communicate(timeout=600)
+    assert job.returncode == 0, out[-4000:]
+    assert len(nodes_used) == 2  # trials ran on the head and on the other node
+    assert "4/4 trials done (4 completed" in out
+    assert "warning: MLflow uses a local store (sqlite) on a 2-node cluster" in out
     trials = read_trials(storage)
-    assert len(trials) == 8 and trials.trial_id.is_unique
+    assert sorted(trials.trial_id) == [f"t{i:04d}" for i in range(4)]  # 0 lost, 0 duplicated
     assert set(trials.status) == {"completed"}
 
     import mlflow
@@ -189,3 +179,8 @@ def test_losing_a_node_mid_sweep_loses_and_duplicates_nothing(cluster, tmp_path)
     runs = client.search_runs([experiment.experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert sorted(r.data.tags["trial_id"] for r in children) == sorted(trials.trial_id)
+
+    status = run_shell(fill(readme_line("bkd-sweep status"), cluster, storage), cluster_env())
+    assert status.returncode == 0, status.stderr
+    assert "trials: 4 planned; 4 done (4 completed, 0 pruned, 0 failed)" in status.stdout
+    assert re.search(r"best so far: val_top1=\d", status.stdout)
