@@ -247,7 +247,14 @@ def configs_to_check(study: Study) -> list[TrialConfig]:
 def results_dir_problems(loaded: LoadedStudy) -> list[StudyError]:
     """A results directory this machine cannot write (or create). (An object-store root is
     probed by writing to it: engine/nodes.py, before a sweep.)"""
-    if not loaded.results_location().is_local:
+    location = loaded.results_location()
+    if not location.is_local:  # an object store: write, read back and delete a probe
+        from bkd_sweep.storage import StorageError
+
+        try:
+            location.check_writable()
+        except StorageError as exc:
+            return [loaded.error(str(exc), "storage")]
         return []
     results = loaded.results_dir()
     if _writable(results):

@@ -136,6 +136,20 @@ def _init_ray(study: Study) -> bool:
     return True
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """One line at once for a wrong RAY_ADDRESS (ray.init would retry for minutes)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # "auto", ray://..., or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise StudyError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: "
+                         f"{exc.strerror or exc}") from None
+
+
 def _is_embedded() -> bool:
     """No cluster to join: RAY_ADDRESS unset, or a dashboard URL (that is for job submission)."""
     address = settings().ray_address or ""
@@ -210,6 +224,8 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
     replaces the StudyTracker built from the study (both for tests and embedding).
     """
     check_runnable(loaded, resume)
+    if not _is_embedded():
+        _check_reachable(settings().ray_address or "")  # before anything is written
     results_dir = loaded.results_location()  # a local/shared path or an object store
     lease = DriverLease(results_dir, loaded.study.name).acquire()  # one driver a study
     from bkd_sweep.engine.journal import repair_journal
