@@ -44,15 +44,14 @@ from typing import Any, Callable
 from bkd_sweep import space
 from bkd_sweep.config import LoadedStudy, Study, StudyError, load_study
 from bkd_sweep.engine.lease import DriverLease
-from bkd_sweep.engine.plan import trials_fitting
+from bkd_sweep.engine.ray_setup import (capacity_now, check_reachable, concurrency, init_ray,
+                                        is_embedded, quiet_tune, warn_local_mlflow)
 from bkd_sweep.preflight import check_runnable
 from bkd_sweep.records import trial_id_of
 from bkd_sweep.settings import cache_dir_for, settings
 from bkd_sweep.storage import Location
 
 log = logging.getLogger(__name__)
-
-DEFAULT_OBJECT_STORE_MB = 384
 
 
 @dataclass
@@ -99,75 +98,6 @@ class SweepSummary:
             config = " ".join([which] + ([params] if params else []))
             lines.append(f"best {entry['trial_id']}: {values} ({config})")
         return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------
-# Ray
-
-
-def _quiet_tune() -> None:
-    """Our progress lines replace Tune's tables (the legacy reporter honours verbose=0)."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-
-
-def _init_ray(study: Study) -> bool:
-    """Connect to RAY_ADDRESS's cluster, or start an embedded Ray. True if we started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    quiet = dict(logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
-    if not _is_embedded():
-        from bkd_sweep.engine.submit import enable_token_auth
-
-        enable_token_auth()  # a token-protected cluster (Ray's default) refuses us without it
-        try:
-            ray.init(address="auto", **quiet)
-        except (ConnectionError, RuntimeError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise StudyError(f"cannot join the Ray cluster at RAY_ADDRESS="
-                             f"{settings().ray_address}: {first}") from None
-        return True
-    mb = study.resources.object_store_mb or DEFAULT_OBJECT_STORE_MB
-    # "local": always a fresh embedded instance, never another user's `ray start` cluster
-    ray.init(address="local", object_store_memory=mb * 1024 * 1024, include_dashboard=False,
-             **quiet)
-    return True
-
-
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """One line at once for a wrong RAY_ADDRESS (ray.init would retry for minutes)."""
-    import socket
-
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or "://" in address:
-        return  # "auto", ray://..., or a form Ray resolves itself
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        raise StudyError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: "
-                         f"{exc.strerror or exc}") from None
-
-
-def _is_embedded() -> bool:
-    """No cluster to join: RAY_ADDRESS unset, or a dashboard URL (that is for job submission)."""
-    address = settings().ray_address or ""
-    return not address or address.startswith(("http://", "https://"))
-
-
-def concurrency(study: Study, cluster: dict[str, float], remaining: int) -> int:
-    """Trials to run at once: resources.max_concurrent, else as many as the cluster fits."""
-    per_trial = study.resources.per_trial
-    fits = trials_fitting(per_trial, cluster.get("CPU", 0.0), cluster.get("GPU", 0.0))
-    if fits == 0 and _is_embedded():
-        raise StudyError(
-            f"one trial needs {per_trial.cpu * per_trial.workers:g} CPUs and "
-            f"{per_trial.gpu * per_trial.workers:g} GPUs; this machine has "
-            f"{cluster.get('CPU', 0):g} CPUs and {cluster.get('GPU', 0):g} GPUs",
-            field="resources.per_trial")
-    wanted = study.resources.concurrency_cap or max(fits, 1)
-    return max(1, min(wanted, remaining))
 
 
 def _session_name(ray_dir: Location) -> str:
@@ -224,8 +154,8 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
     replaces the StudyTracker built from the study (both for tests and embedding).
     """
     check_runnable(loaded, resume)
-    if not _is_embedded():
-        _check_reachable(settings().ray_address or "")  # before anything is written
+    if not is_embedded():
+        check_reachable(settings().ray_address or "")  # before anything is written
     results_dir = loaded.results_location()  # a local/shared path or an object store
     lease = DriverLease(results_dir, loaded.study.name).acquire()  # one driver a study
     from bkd_sweep.engine.journal import repair_journal
@@ -234,54 +164,71 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
         if note and progress:
             print(f"note: {note}", flush=True)
     started = time.perf_counter()
-    study = loaded.study
-    _quiet_tune()
+    quiet_tune()
     import ray
-
-    from bkd_sweep.engine.book import SweepBook
-    from bkd_sweep.engine.callbacks import Progress, SweepCallback
 
     we_started = False
     try:
-        we_started = _init_ray(study)
-        cluster = ray.cluster_resources()
-        concurrency(study, cluster, 1)  # a trial must fit (embedded) before anything is written
-        if not _is_embedded():
+        we_started = init_ray(loaded.study)
+        concurrency(loaded.study, ray.cluster_resources(), 1)  # a trial must fit (embedded)
+        nodes = 1
+        if not is_embedded():
             from bkd_sweep.engine.nodes import preflight_nodes
 
-            checked = preflight_nodes(loaded, loaded.storage_uri())
-            log.info("preflight passed on %d nodes", checked)
-        else:
-            checked = 1
+            nodes = preflight_nodes(loaded, loaded.storage_uri())
+            log.info("preflight passed on %d nodes", nodes)
+        session = _Session(loaded, results_dir, trial_fn, progress, nodes)
+        return session.run(resume, retry_failed, tracker, started)
+    finally:
+        if we_started:
+            ray.shutdown()
+        lease.release()
+
+
+@dataclass
+class _Session:
+    """One driver session of a sweep, once Ray is up and every node passed preflight."""
+
+    loaded: LoadedStudy
+    results_dir: Location
+    trial_fn: Callable | None
+    progress: bool
+    nodes: int
+
+    def run(self, resume: bool, retry_failed: bool, tracker: Any, started: float
+            ) -> SweepSummary:
+        from bkd_sweep.engine.book import SweepBook
+        from bkd_sweep.engine.callbacks import Progress, SweepCallback
+
+        study = self.loaded.study
         per_trial = study.resources.per_trial
-        device = "cuda" if per_trial.gpu > 0 else "cpu"
-        book = SweepBook(study, results_dir, device=device,
+        book = SweepBook(study, self.results_dir, device="cuda" if per_trial.gpu > 0 else "cpu",
                          devices_per_trial=float(per_trial.workers))
         resumed = resume and not book.is_empty()
         if tracker is None:
             from bkd_sweep.tracking import StudyTracker
 
-            tracker = StudyTracker(study, results_dir=results_dir, study_file=loaded.path)
-        _warn_local_mlflow(tracker, checked)
+            tracker = StudyTracker(study, results_dir=self.results_dir,
+                                   study_file=self.loaded.path)
+        warn_local_mlflow(tracker, self.nodes)
         tracker.start_sweep(resume=resumed)
         book.settle_interrupted()
         recovered = _record_missing(book, tracker)
         book.open()
         if retry_failed:
             again = book.retry_failed()
-            if again and progress:
+            if again and self.progress:
                 print(f"retrying {len(again)} failed trial(s): "
                       + " ".join(trial_id_of(n) for n in again), flush=True)
         remaining = book.remaining()
-        callback = SweepCallback(book, tracker, Progress(book, enabled=progress))
-        if remaining and trial_fn is None:  # stand-in trial functions need no teacher
-            _teachers_first(study, results_dir, tracker, progress)
+        callback = SweepCallback(book, tracker, Progress(book, enabled=self.progress))
+        if remaining and self.trial_fn is None:  # stand-in trial functions need no teacher
+            _teachers_first(study, self.results_dir, tracker, self.progress)
         if remaining:
-            _fit(study, book, callback, trial_fn, results_dir, remaining)
+            _fit(study, book, callback, self.trial_fn, self.results_dir, remaining)
         recovered += _record_missing(book, tracker)
-        counts = book.counts()
-        summary = SweepSummary(study=study.name, results_dir=book.results_dir, total=book.planned,
-                               counts=counts, best=_best(book),
+        summary = SweepSummary(study=study.name, results_dir=book.results_dir,
+                               total=book.planned, counts=book.counts(), best=_best(book),
                                wall_seconds=time.perf_counter() - started, resumed=resumed,
                                ran=callback.finished + recovered,
                                stopped_by=book.budget.stopped_by)
@@ -290,27 +237,6 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
         if summary.ok:
             tracker.finish_sweep()
         return summary
-    finally:
-        if we_started:
-            ray.shutdown()
-        lease.release()
-
-
-def _capacity(study: Study, remaining: int, refresh_s: float = 5.0) -> Callable[[], int]:
-    """Trials the cluster fits now (max_concurrent: auto), re-read from Ray every few
-    seconds so nodes that join (or leave) change it."""
-    import ray
-
-    state = {"at": -1e9, "value": 1}
-
-    def capacity() -> int:
-        now = time.monotonic()
-        if now - state["at"] > refresh_s:
-            state["value"] = concurrency(study, ray.cluster_resources(), remaining)
-            state["at"] = now
-        return state["value"]
-
-    return capacity
 
 
 def _teachers_first(study: Study, results_dir: Location, tracker, progress: bool) -> None:
@@ -323,17 +249,6 @@ def _teachers_first(study: Study, results_dir: Location, tracker, progress: bool
             print(describe(report), flush=True)
     if reports and hasattr(tracker, "record_teachers"):
         tracker.record_teachers(reports)
-
-
-def _warn_local_mlflow(tracker, nodes: int) -> None:
-    """With several nodes, a file-backed MLflow store works (only the driver writes it) but
-    nobody else can watch it: say how to use a server instead."""
-    uri = str(getattr(tracker, "tracking_uri", "") or "")
-    if nodes > 1 and uri.startswith(("sqlite:", "file:", "/")):
-        print(f"warning: MLflow uses a local store ({uri.split(':', 1)[0]}) on a {nodes}-node "
-              "cluster; set tracking.mlflow_uri or MLFLOW_TRACKING_URI to a tracking server "
-              "(mlflow server --backend-store-uri <database> --artifacts-destination <root>)",
-              file=sys.stderr, flush=True)
 
 
 def _fit(study: Study, book, callback, trial_fn, results_dir: Location,
@@ -358,7 +273,7 @@ def _fit(study: Study, book, callback, trial_fn, results_dir: Location,
     function = make_tune_function(setup, trial_fn)
     cap = study.resources.concurrency_cap
     # auto: Tune may hold every remaining trial; the searcher asks only as many as fit now
-    searcher = OptunaSearcher(book, capacity=None if cap else _capacity(study, remaining))
+    searcher = OptunaSearcher(book, capacity=None if cap else capacity_now(study, remaining))
 
     def trial_name(trial) -> str:
         return str(trial.config.get("trial_id", trial.trial_id))

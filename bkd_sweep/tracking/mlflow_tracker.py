@@ -14,16 +14,17 @@ import dataclasses
 import json
 import logging
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bkd_sweep.config import Study, StudyError, flatten
+from bkd_sweep.config import Study, flatten
 from bkd_sweep.redact import redact_value
 from bkd_sweep.storage import Location
-from bkd_sweep.records import EpochMetrics, TrialRecord, result_metrics
-from bkd_sweep.settings import settings
+from bkd_sweep.records import EpochMetrics, TrialRecord
+from bkd_sweep.tracking.mlflow_values import (epoch_metrics, final_metrics, now_ms,
+                                              param_value, resolve_tracking_uri, sqlite_path,
+                                              tag_value, trial_tags)
 from bkd_sweep.tracking.store import STUDY_FILE, ResultStore
 
 if TYPE_CHECKING:
@@ -32,34 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
-MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 _BATCH_PARAMS = 100  # MLflow's limit on params + tags per log_batch
 _BATCH_METRICS = 1000
 _RUN_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 COMPACT_EVERY = 100  # trials recorded between two Parquet snapshots during a sweep
-MAX_TAG_CHARS = 5000  # below MLflow's tag limit; a failure reason may be a long traceback
-
-
-def resolve_tracking_uri(study: Study, results_dir, explicit: str | None = None) -> str:
-    """explicit > study.tracking.mlflow_uri > $MLFLOW_TRACKING_URI > sqlite beside results
-    (a filesystem storage root only: an object store cannot hold a database)."""
-    for candidate in (explicit, study.tracking.mlflow_uri, settings().mlflow_tracking_uri):
-        if candidate:
-            return candidate
-    location = Location.of(results_dir)
-    if not location.is_local:
-        raise StudyError(f"storage {location.uri}: an object-store root needs an MLflow "
-                         "tracking server: set tracking.mlflow_uri or MLFLOW_TRACKING_URI",
-                         field="tracking.mlflow_uri")
-    return f"sqlite:///{location.local_path.parent}/mlflow.db"
-
-
-def param_value(value: Any, name: str = "") -> str:
-    """MLflow param text: credentials hidden (bkd_sweep.redact), scalars as str(), containers
-    as JSON, cut to MLflow's 6000 chars."""
-    value = redact_value(value, name)
-    text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
-    return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
 
 
 class StudyTracker:
@@ -76,7 +53,7 @@ class StudyTracker:
         self.study_file = Path(study_file).resolve() if study_file else None
         self._uri = resolve_tracking_uri(study, self.location, mlflow_uri)
         if self._uri.startswith("sqlite:///"):
-            _sqlite_path(self._uri).parent.mkdir(parents=True, exist_ok=True)
+            sqlite_path(self._uri).parent.mkdir(parents=True, exist_ok=True)
         self.client: MlflowClient = MlflowClient(tracking_uri=self._uri)
         self.store = ResultStore(self.location, study_name=study.name)
         self._experiment_id: str | None = None
@@ -208,7 +185,7 @@ class StudyTracker:
             if metrics.epoch in self._logged[trial_id]:
                 return
             new_params = [Param(k, param_value(v, k)) for k, v in params.items()] if created else []
-            self._log_batches(run_id, metrics=_epoch_metrics(metrics), params=new_params)
+            self._log_batches(run_id, metrics=epoch_metrics(metrics), params=new_params)
             self._logged[trial_id].add(metrics.epoch)
         except Exception as exc:  # noqa: BLE001 - MLflow is a view; the trial goes on
             self._warn(trial_id, "log_epoch", exc)
@@ -252,24 +229,24 @@ class StudyTracker:
         run_id, _ = self._child(record.trial_id, record.params)
         logged = self._logged[record.trial_id]
         backfill = [m for m in result.history if m.epoch not in logged]
-        epoch_metrics = [x for m in backfill for x in _epoch_metrics(m)]
+        backfilled = [x for m in backfill for x in epoch_metrics(m)]
 
         run = self.client.get_run(run_id)
         leaves = {**record.params, **flatten(result.config or {})}
         leaves.setdefault("seed", record.seed)
         params = [Param(k, param_value(v, k)) for k, v in leaves.items()
                   if k not in run.data.params]  # a logged param cannot change value
-        finals = _final_metrics(record)
-        stamp = _now_ms()
+        finals = final_metrics(record)
+        stamp = now_ms()
         step = int(result.epochs_run)
-        final_metrics = [Metric(k, v, stamp, step) for k, v in finals.items()
-                         if run.data.metrics.get(k) != v]  # a retry adds no duplicate point
-        tags = {k: v for k, v in _trial_tags(self.study.name, record).items() if v is not None}
+        closing = [Metric(k, v, stamp, step) for k, v in finals.items()
+                   if run.data.metrics.get(k) != v]  # a retry adds no duplicate point
+        tags = {k: v for k, v in trial_tags(self.study.name, record).items() if v is not None}
         for stale in ("reason", "pruned_epoch"):
             if stale in run.data.tags and stale not in tags:
                 self.client.delete_tag(run_id, stale)
-        self._log_batches(run_id, metrics=epoch_metrics + final_metrics, params=params,
-                          tags=[RunTag(k, _tag_value(v)) for k, v in tags.items()])
+        self._log_batches(run_id, metrics=backfilled + closing, params=params,
+                          tags=[RunTag(k, tag_value(v)) for k, v in tags.items()])
         logged.update(m.epoch for m in backfill)
         with tempfile.TemporaryDirectory(prefix="bkd_trial_") as tmp:
             config_path = Path(tmp) / "config.json"
@@ -355,7 +332,7 @@ class StudyTracker:
         be ./mlruns under whatever directory the driver runs in). Servers choose their own."""
         if not self._uri.startswith("sqlite:///"):
             return None
-        return (_sqlite_path(self._uri).parent / "mlartifacts" / self.study.name).as_uri()
+        return (sqlite_path(self._uri).parent / "mlartifacts" / self.study.name).as_uri()
 
     def _log_batches(self, run_id: str, *, metrics: list | None = None,
                      params: list | None = None, tags: list | None = None) -> None:
@@ -382,56 +359,3 @@ class StudyTracker:
             self._warned.add(trial_id)
             log.warning("MLflow %s failed for trial %s (%s: %s); Parquet results are kept",
                         where, trial_id, type(exc).__name__, exc)
-
-
-def _tag_value(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= MAX_TAG_CHARS else text[: MAX_TAG_CHARS - 3] + "..."
-
-
-def _sqlite_path(uri: str) -> Path:
-    return Path(uri[len("sqlite:///"):].split("?", 1)[0]).resolve()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _epoch_metrics(m: EpochMetrics) -> list:
-    """One epoch's metrics for MLflow, all at step = epoch."""
-    from mlflow.entities import Metric
-
-    values = {"top1": m.top1, "top5": m.top5, "val_loss": m.val_loss, "loss": m.loss,
-              "lr": m.lr, "epoch_seconds": m.wall_seconds,
-              "samples_per_second": m.samples_per_second,
-              **{f"loss.{k}": v for k, v in m.loss_terms.items()}}
-    stamp = _now_ms()
-    return [Metric(k, float(v), stamp, m.epoch) for k, v in values.items()]
-
-
-def _final_metrics(record: TrialRecord) -> dict[str, float]:
-    r = record.result
-    # the same names as Parquet's metric.<name>; the per-epoch series are top1, top5 (val)
-    values = dict(result_metrics(r))
-    values.update(epochs_run=r.epochs_run, wall_seconds=r.wall_seconds,
-                  device_seconds=r.device_seconds)
-    return {k: float(v) for k, v in values.items() if v is not None}
-
-
-def _trial_tags(study: str, record: TrialRecord) -> dict[str, Any]:
-    config = record.result.config or {}
-    student = config.get("student") or {}
-    return {
-        "study": study,
-        "trial_id": record.trial_id,
-        "trial_number": record.trial_number,
-        "status": record.result.status,
-        "reason": record.result.reason,
-        "mode": (config.get("distill") or {}).get("mode"),
-        "arch": student.get("arch"),
-        "T": student.get("timesteps"),
-        "seed": record.seed,
-        "pruned_epoch": record.pruned_epoch,
-        "config_hash": record.result.config_hash,
-        "code_version": record.result.code_version,
-    }

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from tests.servers import s3 as s3_module
-
 import itertools
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +15,7 @@ import pytest
 from bkd_sweep.config import Study
 from bkd_sweep.records import EnergyReport, EpochMetrics, TrialRecord, TrialResult
 from bkd_sweep.tracking.schema import SCHEMA_VERSION_KEY
+from tests.servers import s3 as s3_module
 
 MODES = ("none", "bkd")
 SEEDS = (0, 1)
@@ -174,13 +166,6 @@ def _record_like_a_sweep_fixture():
 # ---------------------------------------------------------------- a real S3-compatible server
 
 S3_BUCKET = "bkd-results"
-S3_START_TIMEOUT_S = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

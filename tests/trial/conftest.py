@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 BUCKET = "bkd-ckpt"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
