@@ -30,8 +30,11 @@ class Row:
     detail: str  # the raw numbers it came from (context, never asserted)
     target: str = "-"
     met: str = "-"  # "yes" | "no" | "-" (no target) | "error"
+    key: str | None = None  # its name in bench/results.json (figures.TARGETS), if it has one
+    value: float | None = None  # the figure as a number (results.json)
+    why: str = ""  # for a missed target: what the measurements say it is missed by
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -241,6 +244,26 @@ ROW_HEADER = ["part", "measure", "figure", "detail (same run)", "target", "met"]
 def rows_table(rows: list[Row], markdown: bool = False) -> str:
     return render_table(ROW_HEADER, [[r.part, r.measure, r.figure, r.detail, r.target, r.met]
                                      for r in rows], markdown)
+
+
+DEADLINE_ENV = "BKD_BENCH_DEADLINE"  # epoch seconds by which run.py stops a part
+
+
+def time_left(default: float = 600.0) -> float:
+    """Seconds until run.py stops this part (``default`` when run on its own), so a part
+    can shrink what it does instead of being cut off."""
+    deadline = os.environ.get(DEADLINE_ENV)
+    return default if deadline is None else float(deadline) - time.time()
+
+
+KEYS_ENV = "BKD_BENCH_KEYS"  # the figures asked for (run.py --only KEY,...); unset: all
+
+
+def wanted(keys: tuple[str, ...]) -> bool:
+    """Whether a piece measuring ``keys`` was asked for (all are, unless --only named
+    figures of another piece of the same part)."""
+    asked = os.environ.get(KEYS_ENV)
+    return not asked or bool(set(asked.split(",")) & set(keys))
 
 
 def say(message: str) -> None:

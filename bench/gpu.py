@@ -20,13 +20,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import render_table, say, time_interleaved  # noqa: E402
+from figures import BEGIN, END  # noqa: E402
 from loop_overhead import plain_step  # noqa: E402
 from step_overhead import PAPER, build_student, build_teacher, make_batch, ours_model  # noqa: E402,E501
 
 from bkd_sweep.trial import train_step  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-BEGIN, END = "<!-- gpu.py begin -->", "<!-- gpu.py end -->"
 
 
 def ours_step(mode: str, pair, device, teacher, images, targets, *, dtype, compile_: bool):

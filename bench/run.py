@@ -1,16 +1,23 @@
-"""Run every bench, print one table and write bench/RESULTS.md.
+"""Run the benches, write bench/results.json and, from it, bench/RESULTS.md (`make bench`).
 
-Each part runs in its own process with a time limit, so one failing part shows
-``error: <reason>`` in its row and the others still report. Every figure is a ratio (or a
-count) against a baseline measured in the same run; raw times are context only.
+Each part runs in its own process with a time limit, so a failing part shows
+``error: <reason>`` in its rows (its named figures included) and the others still report.
+The whole run keeps within BUDGET_S (15 minutes on 2 busy cores); optional parts run only
+when the budget has room for them. A part or a figure can be run alone:
 
-    python bench/run.py                       # everything (5 to 11 minutes on 2 busy cores)
-    python bench/run.py --parts step loop     # a subset (RESULTS.md is not rewritten)
+    python bench/run.py                                  # everything: results.json + RESULTS.md
+    python bench/run.py --only pruning_speedup,plan      # figure keys or part names
+    python bench/run.py --only store --out /tmp/x.json   # a partial results file elsewhere
+    python bench/run.py --list                           # the parts and their figures
+
+A partial run never rewrites bench/results.json or bench/RESULTS.md (their figures come
+from one run).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
 import os
 import signal
@@ -25,59 +32,151 @@ from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_common import Row, error_row, machine, render_table, rows_table, say  # noqa: E402
+from bench_common import (DEADLINE_ENV, KEYS_ENV, Row, error_row, machine, rows_table,  # noqa: E402
+                          say, time_left)
+import figures  # noqa: E402
+from notes import NOTES  # noqa: E402
 
 BUDGET_S = 15 * 60
-PAIR_BUDGET_S = 60  # timed rounds per pair stop past this (at least 5 rounds run)
-RESULTS_MD = HERE / "RESULTS.md"
-
-
-def _step() -> list[Row]:
-    import step_overhead
-
-    return step_overhead.rows(step_overhead.run(budget_s=PAIR_BUDGET_S, total_s=240))
-
-
-def _loop() -> list[Row]:
-    import loop_overhead
-
-    return loop_overhead.rows(loop_overhead.run(budget_s=PAIR_BUDGET_S, total_s=180))
-
-
-def _sweep(part: str) -> Callable[[], list[Row]]:
-    def run() -> list[Row]:
-        import sweep
-
-        return sweep.run_part(part, Path.cwd())  # the part's temp dir (run.py's child cwd)
-
-    return run
-
-
-def _memory() -> list[Row]:
-    import memory
-
-    return memory.rows(memory.run())
+PAIR_BUDGET_S = 40  # timed rounds per step-timing pair stop past this (at least 5 rounds)
 
 
 @dataclass(frozen=True)
 class Part:
     key: str
     title: str
-    run: Callable[[], list[Row]]
+    run: Callable[[Path], list[Row]]  # the part, given a fresh work folder
     limit_s: int  # wall limit of the part's process
-    targets: tuple[str, ...]  # shown in the error row when the part fails
+    keys: tuple[str, ...] = ()  # the named figures it measures
+    typical_s: int = 60  # what it takes on 2 busy cores (optional parts need this much left)
+    optional: bool = False  # run only when the budget has room (never an error row)
+    tiny: Callable[[Path], list[Row]] | None = None  # a seconds-long version (tests)
 
 
-PARTS = [
-    Part("step", "BKD step overhead", _step, 300, ("<= 1.10",)),
-    Part("loop", "our step vs plain spikingjelly", _loop, 240, ("<= 1.00",)),
+def _step(workdir: Path) -> list[Row]:
+    import step_overhead
+
+    total = max(20.0, min(100.0, time_left() - 25))  # model builds and imports take the rest
+    return step_overhead.rows(step_overhead.run(budget_s=min(PAIR_BUDGET_S, total / 3),
+                                                total_s=total))
+
+
+def _loop(workdir: Path) -> list[Row]:
+    import loop_overhead
+
+    total = max(20.0, min(70.0, time_left() - 20))
+    return loop_overhead.rows(loop_overhead.run(budget_s=min(PAIR_BUDGET_S, total / 3),
+                                                total_s=total))
+
+
+def _sweep(part: str) -> Callable[[Path], list[Row]]:
+    def run(workdir: Path) -> list[Row]:
+        import sweep
+
+        return sweep.run_part(part, workdir)
+
+    return run
+
+
+def _module_part(module: str, part: str) -> Callable[[Path], list[Row]]:
+    def run(workdir: Path) -> list[Row]:
+        return __import__(module).run_part(part, workdir)
+
+    return run
+
+
+def _store(workdir: Path) -> list[Row]:
+    import scale_store
+
+    scale = scale_store.measure_store(workdir)
+    return scale_store.store_rows(scale, scale_store.time_reads(scale, workdir), 10_000, 300)
+
+
+def _store_tiny(workdir: Path) -> list[Row]:
+    import scale_store
+
+    scale = scale_store.measure_store(workdir, target=40, epochs=5, budget_s=5.0)
+    return scale_store.store_rows(scale, None, 40, 5)
+
+
+def _engine(big: int) -> Callable[[Path], list[Row]]:
+    def run(workdir: Path) -> list[Row]:
+        import scale_engine
+
+        return scale_engine.engine_rows(workdir, big)
+
+    return run
+
+
+def _plan(workdir: Path) -> list[Row]:
+    import scale_engine
+
+    return scale_engine.plan_rows(workdir)
+
+
+def _memory(workdir: Path) -> list[Row]:
+    import memory
+
+    return memory.rows(memory.run())
+
+
+SYNTHETIC_KEYS = ("fixed_cost_per_trial_s", "sweep_start_s", "ray_start_s", "pruning_speedup",
+                  "pruning_top1_loss_pts", "seed_promotion_speedup")
+PARTS = [  # in the order a full run takes them (each named figure once)
+    Part("plan", "plan on the ImageNet study", _plan, 120, ("plan_imagenet_s",), 35),
+    Part("engine", "sweep driver at 10,000 trials", _engine(10_000), 240,
+         ("engine_epoch_cost_ratio_10k_vs_10",), 60, tiny=_engine(40)),
+    Part("synthetic", "fixed cost, pruning, seed promotion (synthetic trials, one Ray)",
+         _module_part("pruning", "synthetic"), 480, SYNTHETIC_KEYS, 190),
     Part("efficiency", "sweep efficiency + teacher reuse", _sweep("efficiency"), 420,
-         (">= 0.85", "1")),
-    Part("ray", "Ray start", _sweep("ray"), 120, ("-",)),
-    Part("pruning", "pruning savings", _sweep("pruning"), 480, (">= 2.0x", "<= 1.0")),
-    Part("memory", "memory vs T", _memory, 240, ("-",)),
+         ("sweep_efficiency",), 180),
+    Part("step", "BKD step overhead", _step, 180, ("bkd_overhead",), 85),
+    Part("loop", "our step vs plain spikingjelly", _loop, 150, ("ours_over_plain_sj",), 55),
+    Part("pair", "bkd-sweep vs plain Ray Tune", _module_part("tune_pair", "pair"), 420,
+         ("wall_vs_plain_tune",), 130),
+    Part("store", "recording, results and report at 10,000 trials", _store, 420,
+         ("record_cost_ratio_10k_vs_10", "results_10k_s", "report_10k_s"), 140,
+         tiny=_store_tiny),
+    Part("memory", "memory vs T", _memory, 240, (), 150, optional=True),
+    Part("ray", "Ray start (fresh process)", _sweep("ray"), 120, (), 20, optional=True),
+    Part("pruning_real", "pruning on real trials", _sweep("pruning"), 480, (), 300,
+         optional=True),
 ]
+ALIASES = {"fixed": ("synthetic", SYNTHETIC_KEYS[:3]), "pruning": ("synthetic", SYNTHETIC_KEYS[3:5]),
+           "promotion": ("synthetic", SYNTHETIC_KEYS[5:])}  # pieces of a part, by name
 BY_KEY = {p.key: p for p in PARTS}
+DEFAULT = [p.key for p in PARTS if p.key not in ("ray", "pruning_real")]
+
+
+def parts_for(only: str | None) -> dict[str, tuple[str, ...]]:
+    """Parts to run for ``--only`` (figure keys, part names or piece names, comma-separated),
+    each with the figures asked of it (empty: all of them)."""
+    if not only:
+        return {key: () for key in DEFAULT}
+    chosen: dict[str, tuple[str, ...]] = {}
+    for name in (n.strip() for n in only.split(",") if n.strip()):
+        if name in BY_KEY:
+            chosen[name] = ()
+            continue
+        part, keys = ALIASES.get(name, (None, (name,)))
+        owners = [p.key for p in PARTS if p.key == part or name in p.keys]
+        if not owners:
+            known = sorted(set(BY_KEY) | set(ALIASES) | {k for p in PARTS for k in p.keys})
+            raise SystemExit(f"--only {name!r}: not a part or figure; known: {', '.join(known)}")
+        for owner in owners:
+            if chosen.get(owner, None) != ():
+                chosen[owner] = tuple(dict.fromkeys(chosen.get(owner, ()) + keys))
+    return chosen
+
+
+def failed_rows(part: Part, reason: str, asked: tuple[str, ...] = ()) -> list[Row]:
+    if part.keys:
+        return figures.error_rows(asked or part.keys, part.title, reason)
+    return [error_row(part.title, reason)]
+
+
+# --------------------------------------------------------------------------------------
+# One part in a child process
 
 
 def _kill_group(proc: subprocess.Popen, fired: threading.Event | None = None) -> None:
@@ -99,18 +198,26 @@ def _reason(lines: list[str], returncode: int) -> str:
     return f"exit code {returncode}" + (f": {tail}" if tail else "")
 
 
-def run_part_process(part: Part, limit_s: float) -> list[Row]:
-    """Run one part in a child process, relaying its progress; error rows on any failure."""
-    if limit_s < 10:
-        return [error_row(part.title, "skipped: the 15-minute budget is spent", t)
-                for t in part.targets]
+def _is_progress(line: str) -> bool:
+    """Our own progress lines (not library chatter)."""
+    return line.strip().startswith(("step overhead:", "loop overhead:", "memory:", "sweep:",
+                                    "round", "scale:", "engine:", "plan:"))
+
+
+def run_part_process(part: Part, limit_s: float, asked: tuple[str, ...] = ()) -> list[Row]:
+    """Run one part in a child process (told its deadline and the figures ``asked`` of it,
+    none: all), relaying its progress; error rows on any failure."""
     with tempfile.TemporaryDirectory(prefix=f"bkd-bench-{part.key}-",
                                      ignore_cleanup_errors=True) as tmp:
         out = Path(tmp) / "rows.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", part.key,
-               "--json", str(out)]
+               "--child-json", str(out)]
+        env = {k: v for k, v in os.environ.items() if k != KEYS_ENV}
+        env[DEADLINE_ENV] = str(time.time() + limit_s)
+        if asked:
+            env[KEYS_ENV] = ",".join(asked)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, cwd=tmp, start_new_session=True)
+                                text=True, cwd=tmp, start_new_session=True, env=env)
         fired = threading.Event()
         timer = threading.Timer(limit_s, _kill_group, args=(proc, fired))
         timer.start()
@@ -129,117 +236,99 @@ def run_part_process(part: Part, limit_s: float) -> list[Row]:
             return [Row(**r) for r in json.loads(out.read_text())]
         reason = (f"timed out after {limit_s:.0f} s" if fired.is_set()
                   else _reason(lines, proc.returncode))
-        return [error_row(part.title, reason, t) for t in part.targets]
-
-
-def _is_progress(line: str) -> bool:
-    """Our own progress lines and the sweep's per-trial lines (not library chatter)."""
-    text = line.strip()
-    return bool(text) and (text.startswith(("step overhead:", "loop overhead:", "memory:",
-                                            "sweep:", "round", "study ", "best "))
-                           or (text.startswith("[") and " t0" in text))
+        return failed_rows(part, reason, asked)
 
 
 def child(key: str, json_path: Path) -> int:
-    rows = BY_KEY[key].run()
+    workdir = Path.cwd() / "work"  # the part's temp dir (run_part_process's child cwd)
+    workdir.mkdir()
+    rows = BY_KEY[key].run(workdir)
     json_path.write_text(json.dumps([r.to_dict() for r in rows]))
     return 0
 
 
-NOTES = """\
-## How to read this
-
-* Every figure is a ratio (or a count) against a baseline measured in the same run, on the
-  same machine, minutes apart; the raw times in "detail" are context, not claims. Step
-  timings are the median of interleaved steps (each round times every variant once, in a
-  rotating order) after warm-up steps, with `torch.set_num_threads(2)` and one fixed batch.
-* **This machine is shared** with other engineers running tests while the bench ran, so
-  timings are noisy: a ratio within a few percent of its target can flip between runs.
-* BKD step overhead: `none+teacher` is a mode-none step plus the frozen teacher's forward
-  (no_grad, result discarded), so `mixed/(none+teacher)` is what BKDSNN itself adds (logit
-  loss, blur mask, align, restoration block G, their backward and updates). On the tiny
-  quickstart pair G and align are sized by the teacher's 128 channels at 8x8, batch 64, and
-  cost about as much as the whole 2-conv student: its ratio is high by construction and is
-  reported, not hidden. There is no target for it.
-* Our step vs plain: the same student and weights, batch, T and AdamW; "ours" is
-  DistillationModel + DistillLoss(mode none) with what run_trial does per step (LR
-  scheduler step, finite check, loss terms read back for logging); "plain" is forward,
-  cross-entropy, backward, step, `functional.reset_net`. Known extra work on our path:
-  `DistillationModel.forward` time-averages the student feature map even in mode none,
-  where nothing uses it (about 0.25 ms per step on the quickstart student, ~1% of its step).
-* Timing noise: each timing carries two cross-checks of its ratio, the median over rounds
-  of the per-round ratio ("paired") and the ratio of the fastest steps ("min-based"); when
-  either is more than 5% off the headline, the variants are timed again (up to 3 times,
-  within the part's time) and the least disturbed attempt is kept; a row still marked
-  NOISY was disturbed in every attempt.
-* Sweep efficiency: the quickstart study through `bkd_sweep.engine.run_study` (embedded
-  Ray, MLflow + Parquet tracking), results in a temp dir. The sweep wall is timed around
-  `run_study` (Ray start and shutdown included); trial seconds are trials.parquet
-  `wall_seconds` (the first distilling trial includes training the shared teacher).
-* Pruning: bench/studies/pruning_digits.yaml (TPE, sampler_seed 0, seed 0, 12 trials x 6
-  epochs over lr, blur_ratio, beta) run as is and with `pruner: {name: median,
-  warmup_epochs: 0, startup_trials: 3}`; best top-1 is over completed trials. A median
-  pruner stops only trials below the median of the finished ones at the same epoch: the 3
-  startup trials run all 6 epochs (18 of 72), and trials at or above the median run to the
-  end, so on 12 trials it saves well under 2x (about 72 / (18 + 4.5 x 6 + 4.5 x 1) = 1.45x if
-  half of the other 9 stopped after one epoch); a trial pruned after its last epoch saves
-  nothing. Even over many trials a median rule lets about half run to the end (at best
-  6 / (0.5 x 6 + 0.5 x 1) = 1.7x), so the 2x target needs a more aggressive pruner (a higher
-  percentile, successive halving, hyperband), not a longer study.
-* Memory: peak RSS (`ru_maxrss`) growth over one fresh process per T while it runs two
-  training steps; on CPU this includes the T-independent gradients and AdamW state, so the
-  ratio to T=1 grows slower than T; the linear fit separates the two parts.
-"""
+# --------------------------------------------------------------------------------------
+# The run
 
 
-def write_results(rows: list[Row], info: dict[str, str], seconds: float,
-                  path: Path = RESULTS_MD) -> None:
-    described = render_table(["", ""], [[k, v] for k, v in info.items()], markdown=True)
-    judged = [r for r in rows if r.met in ("yes", "no", "error")]
-    hits = sum(r.met == "yes" for r in judged)
-    errors = sum(r.met == "error" for r in rows)
-    targets = render_table(["measure", "figure", "target", "met"],
-                           [[f"{r.part}: {r.measure}", r.figure, r.target, r.met]
-                            for r in judged], markdown=True)
-    text = (f"# bkd-sweep benchmarks\n\nWritten by `python bench/run.py` "
-            f"({seconds / 60:.1f} minutes); timings on a shared machine are noisy (see below). "
-            f"Targets met: {hits} of {len(judged)}"
-            + (f"; {errors} failed to measure" if errors else "") + ".\n\n## Targets\n\n"
-            f"{targets}\n\n## Machine\n\n{described}\n\n## All results\n\n"
-            f"{rows_table(rows, markdown=True)}\n\n{NOTES}")
-    path.write_text(text, encoding="utf-8")
+def run_parts(chosen: dict[str, tuple[str, ...]], budget_s: float = BUDGET_S) -> list[Row]:
+    """Each part gets its limit, but no more than leaves the parts after it their typical
+    time (so one slow part cannot starve the rest)."""
+    started = time.perf_counter()
+    rows: list[Row] = []
+    keys = list(chosen)
+    for i, key in enumerate(keys):
+        part = BY_KEY[key]
+        reserve = sum(BY_KEY[k].typical_s for k in keys[i + 1:] if not BY_KEY[k].optional)
+        left = budget_s - (time.perf_counter() - started)
+        if part.optional and left < part.typical_s:
+            say(f"== {part.title}: skipped ({left:.0f} s of the budget left, it takes "
+                f"~{part.typical_s} s)")
+            continue
+        if left < 10:
+            rows += failed_rows(part, "skipped: the 15-minute budget is spent", chosen[key])
+            continue
+        limit = min(part.limit_s, left, max(1.3 * part.typical_s, left - reserve))
+        say(f"== {part.title} (limit {limit:.0f} s)")
+        part_start = time.perf_counter()
+        rows += run_part_process(part, limit, chosen[key])
+        say(f"   done in {time.perf_counter() - part_start:.0f} s")
+    return rows
+
+
+def run_info(keys: list[str], seconds: float, command: str) -> dict:
+    return {"date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+            "minutes": round(seconds / 60, 2), "command": command, "parts": keys,
+            "complete": set(keys) >= set(DEFAULT), "machine": machine(),
+            "load_average": _load()}
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 1) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def write_outputs(rows: list[Row], info: dict, json_path: Path | None, markdown: bool) -> dict:
+    doc = figures.results_document(rows, info)
+    if json_path is not None:
+        figures.write_json(doc, json_path)
+        say(f"wrote {json_path}")
+    if markdown:
+        figures.write_markdown(doc, NOTES)
+        say(f"wrote {figures.RESULTS_MD}")
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", choices=list(BY_KEY), default=list(BY_KEY))
-    parser.add_argument("--write", action="store_true",
-                        help="write bench/RESULTS.md for a subset too (a full run always does)")
+    parser.add_argument("--only", help="comma-separated figure keys or part names")
+    parser.add_argument("--out", type=Path, help="write a partial run's results JSON here")
+    parser.add_argument("--list", action="store_true", help="list the parts and exit")
     parser.add_argument("--child", choices=list(BY_KEY), help=argparse.SUPPRESS)
-    parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child-json", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child(args.child, args.json)
-
+        return child(args.child, args.child_json)
+    if args.list:
+        for p in PARTS:
+            extra = " (optional)" if p.optional else ""
+            print(f"{p.key:13} {p.title}{extra}: {', '.join(p.keys) or '-'}")
+        return 0
+    chosen = parts_for(args.only)
     started = time.perf_counter()
-    info = machine()
-    say("bench on " + ", ".join(f"{k} {v}" for k, v in info.items()))
-    rows: list[Row] = []
-    for key in args.parts:
-        part = BY_KEY[key]
-        left = BUDGET_S - (time.perf_counter() - started)
-        say(f"== {part.title} (limit {min(part.limit_s, left):.0f} s)")
-        part_start = time.perf_counter()
-        rows += run_part_process(part, min(part.limit_s, left))
-        say(f"   done in {time.perf_counter() - part_start:.0f} s")
+    say("bench on " + ", ".join(f"{k} {v}" for k, v in machine().items()))
+    rows = run_parts(chosen)
     seconds = time.perf_counter() - started
     print()
     print(rows_table(rows))
     print(f"\n{seconds / 60:.1f} minutes; figures are ratios against baselines measured in "
           "this run on a shared, noisy machine.")
-    if args.write or set(args.parts) == set(BY_KEY):
-        write_results(rows, info, seconds)
-        print(f"wrote {RESULTS_MD}")
+    full = args.only is None
+    info = run_info(list(chosen), seconds, "python bench/run.py" + (f" --only {args.only}"
+                                                            if args.only else ""))
+    write_outputs(rows, info, figures.RESULTS_JSON if full else args.out, markdown=full)
     return 0 if all(r.met != "error" for r in rows) else 1
 
 

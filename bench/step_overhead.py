@@ -18,7 +18,8 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import pair_arguments, run_pairs, Row, Timing, render_table, say, time_steady, verdict  # noqa: E402
+from bench_common import pair_arguments, run_pairs, Row, Timing, render_table, say, time_steady  # noqa: E402
+from figures import TARGETS, judge  # noqa: E402
 
 from bkd_sweep.distill import DistillLoss  # noqa: E402
 from bkd_sweep.models import (build_teacher_network, create_student, reset,  # noqa: E402
@@ -28,7 +29,7 @@ from bkd_sweep.trial.environment import seed_everything, select_device  # noqa: 
 from bkd_sweep.config import NeuronConfig, TeacherConfig  # noqa: E402
 from bkd_sweep.trial import DistillationModel, train_step  # noqa: E402
 
-TARGET = 1.10  # mixed / (none + teacher) on the paper-like pair
+TARGET = TARGETS["bkd_overhead"].threshold  # mixed / (none + teacher), paper-like pair
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,8 @@ def rows(results: list[OverheadResult]) -> list[Row]:
             f"mixed {s['mixed'] * 1e3:.1f} ms; align+G {r.restore_params / 1e6:.2f} M params "
             f"vs student {r.student_params / 1e6:.2f} M; "
             + r.timing.cross_check("mixed", "none+teacher"),
-            f"<= {TARGET:.2f}" if r.pair.has_target else "- (reported)", verdict(r.met)))
+            **(judge("bkd_overhead", r.ratio, r.timing.cross_check("mixed", "none+teacher"))
+               if r.pair.has_target else {"target": "- (reported)", "met": "-"})))
     return out
 
 

@@ -7,12 +7,22 @@ sampler does not fit seed noise and "best" is not the luckiest seed:
   (the last seed to finish carries the mean of all of them);
 - at each epoch the pruner sees the mean over the configuration's seeds that reached it;
 - the best configuration is the one whose mean is best (single objective).
+
+Recording must cost the same at trial 10,000 as at trial 10, and the pruning value is asked
+for on every epoch report: so the configurations are an index (configuration key -> trial
+numbers), brought up to date from what changed since the last look, read trial by trial
+from the Optuna storage: trials created since (probed by number), the oldest enqueued ones
+(Optuna hands enqueued trials out oldest first; their params are known once asked) and the
+running ones (for completion). A trial's key is computed once; the study is listed whole only
+the first time (a resumed sweep).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
+from collections import deque
 from typing import TYPE_CHECKING
 
 from optuna.trial import FrozenTrial, TrialState
@@ -21,6 +31,8 @@ from bkd_sweep.engine.objectives import objective_values, pruning_value
 from bkd_sweep.records import EpochMetrics
 
 if TYPE_CHECKING:
+    import optuna
+
     from bkd_sweep.engine.book import SweepBook
 
 
@@ -29,15 +41,119 @@ def unit_key(trial: FrozenTrial) -> str:
     return json.dumps(trial.params, sort_keys=True, default=str)
 
 
+def _completion_order(trial: FrozenTrial) -> tuple[float, int]:
+    """Later-completed first when compared with max (ties: the higher number)."""
+    done = trial.datetime_complete
+    return (done.timestamp() if done is not None else 0.0, trial.number)
+
+
+class _Index:
+    """Configuration key -> trial numbers, and per key the seed that completed last."""
+
+    def __init__(self, study: "optuna.Study | None", study_id: int | None) -> None:
+        self.study, self.study_id = study, study_id
+        self.seen = 0  # trials 0 .. seen-1 have been looked at
+        self.members: dict[str, list[int]] = {}  # key -> trial numbers, ascending
+        self.key_of: dict[int, str] = {}
+        self.waiting: deque[int] = deque()  # enqueued, not asked yet (ascending)
+        self.open: set[int] = set()  # indexed, not finished: watched for completion
+        self.latest: dict[str, FrozenTrial] = {}  # key -> its last completed seed
+        self.changed: set[str] = set()  # keys whose latest changed since best() last ran
+        self.best: FrozenTrial | None = None
+        self.keys_computed = 0  # trials whose key was computed (each once)
+        self.trials_read = 0  # trials read from the storage (tests check both stay flat)
+
+    def add(self, trial: FrozenTrial) -> None:
+        key = unit_key(trial)
+        self.keys_computed += 1
+        self.key_of[trial.number] = key
+        bisect.insort(self.members.setdefault(key, []), trial.number)
+        self.open.add(trial.number)
+        self.finish(trial)
+
+    def finish(self, trial: FrozenTrial) -> None:
+        """Take note of a watched trial that is finished (a completed one may be the latest
+        seed of its configuration)."""
+        if not trial.state.is_finished():
+            return
+        self.open.discard(trial.number)
+        if trial.state != TrialState.COMPLETE:
+            return
+        key = self.key_of[trial.number]
+        current = self.latest.get(key)
+        if current is None or _completion_order(trial) >= _completion_order(current):
+            self.latest[key] = trial
+            self.changed.add(key)
+
+
 class SeedUnits:
     def __init__(self, book: "SweepBook"):
         self.book = book
+        self._index = _Index(None, None)
+        self._finished_epochs: dict[int, dict[int, EpochMetrics]] = {}
+
+    # ---------------------------------------------------------------- the index
+
+    def _refresh(self) -> _Index:
+        """Bring the index up to date: new trials, trials asked since, trials finished since.
+        Reads only those from the storage (the whole study once, on the first look)."""
+        index = self._index
+        if index.study is not self.book.optuna:  # first look, or a study started afresh
+            study_id = self.book.storage.get_study_id_from_name(self.book.study.name)
+            index = self._index = _Index(self.book.optuna, study_id)
+            self._finished_epochs.clear()
+            first = self.book.optuna.get_trials(deepcopy=False)
+            index.trials_read += len(first)
+        else:
+            first = None
+        for trial in first if first is not None else self._new_trials(index):
+            index.seen += 1
+            if trial.state == TrialState.WAITING:
+                index.waiting.append(trial.number)
+            else:
+                index.add(trial)
+        while index.waiting:
+            trial = self._read(index, index.waiting[0])
+            if trial.state == TrialState.WAITING:
+                break
+            index.waiting.popleft()
+            index.add(trial)
+        for number in sorted(index.open):
+            index.finish(self._read(index, number))
+        return index
+
+    def _new_trials(self, index: _Index):
+        while True:
+            try:
+                yield self._read(index, index.seen)
+            except KeyError:
+                return
+
+    def _read(self, index: _Index, number: int) -> FrozenTrial:
+        storage = self.book.storage
+        index.trials_read += 1
+        trial_id = storage.get_trial_id_from_study_id_trial_number(index.study_id, number)
+        return storage.get_trial(trial_id)
+
+    @property
+    def keys_computed(self) -> int:
+        """How many trials' configuration keys were computed so far (each trial once)."""
+        return self._index.keys_computed
+
+    @property
+    def trials_read(self) -> int:
+        """How many trials were read from the Optuna storage so far."""
+        return self._index.trials_read
+
+    # ---------------------------------------------------------------- queries
 
     def siblings(self, number: int) -> list[int]:
         """The other seeds' trial numbers of ``number``'s configuration."""
-        trials = self.book.optuna.get_trials(deepcopy=False)
-        key = unit_key(trials[number])
-        return [t.number for t in trials if t.number != number and unit_key(t) == key]
+        index = self._refresh()
+        key = index.key_of.get(number)
+        if key is None:  # not asked yet: no params, no configuration
+            return []
+        return [n for n in index.members[key] if n != number]
 
     def told_values(self, number: int, values: list[float]) -> list[float]:
         """The seed mean of the objective values, over this trial and its completed siblings."""
@@ -64,18 +180,28 @@ class SeedUnits:
     def best(self) -> list[FrozenTrial]:
         """The completed seed that finished last in the configuration with the best mean
         (its told value is that mean)."""
-        latest: dict[str, FrozenTrial] = {}
-        for trial in self.book.optuna.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            key = unit_key(trial)
-            if key not in latest or (trial.datetime_complete or 0) >= (
-                    latest[key].datetime_complete or 0):
-                latest[key] = trial
-        if not latest:
+        index = self._refresh()
+        if not index.latest:
             return []
         sign = 1 if self.book.search.objectives[0].mode == "max" else -1
-        return [max(latest.values(), key=lambda t: (sign * t.value, -t.number))]
+        best = index.best
+        if best is None or index.key_of[best.number] in index.changed:
+            candidates = list(index.latest.values())  # the best's own mean moved: all again
+        else:
+            candidates = [best] + [index.latest[key] for key in index.changed]
+        index.best = max(candidates, key=lambda t: (sign * t.value, -t.number))
+        index.changed.clear()
+        return [index.best]
 
     def _epochs(self, number: int) -> dict[int, EpochMetrics]:
+        """A sibling's epochs: this session's live ones, else its epoch log (read once for
+        a finished trial, whose log no longer changes)."""
         if number in self.book.live:
             return self.book.live.get(number).epochs
-        return self.book.files.read_epochs(number)
+        cached = self._finished_epochs.get(number)
+        if cached is not None:
+            return cached
+        epochs = self.book.files.read_epochs(number)
+        if number in self._index.key_of and number not in self._index.open:
+            self._finished_epochs[number] = epochs
+        return epochs

@@ -1,0 +1,210 @@
+"""Pruning and seed promotion savings: epochs a sweep runs with and without them.
+
+Both run the real engine (run_study on embedded Ray, TPE, the study's pruner, seed units)
+with the synthetic trial function of bench/synthetic.py, so each sweep takes well under a
+minute on 2 CPUs; the figures are epoch counts and top-1, not seconds.
+
+* pruning: bench/studies/synthetic_search.yaml (TPE, 24 trials x 12 epochs, one seed) with
+  ``pruner: none`` and with the default ``pruner: auto``; same sampler seed.
+* seed promotion: the same search with seeds [0, 1, 2] (36 trials) and the default pruner,
+  with promotion (a configuration's other seeds start once its first seed survived every
+  rung: the engine's behaviour) and without it (every sampled configuration's seeds queued at
+  once, as before promotion; the engine's SweepBook with that one change).
+
+    python bench/pruning.py [pruning] [promotion] [--trials N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_common import Row, rows_table, say, wanted  # noqa: E402
+from figures import judge  # noqa: E402
+from synthetic import SweepOutcome, run_synthetic  # noqa: E402
+
+STUDY = HERE / "studies" / "synthetic_search.yaml"
+SEEDS = [0, 1, 2]
+
+
+def study_copy(root: Path, name: str, changes: dict) -> Path:
+    from sweep import write_study_copy
+
+    return write_study_copy(STUDY, root / f"{name}.yaml", results_dir=root / "results",
+                            changes={"name": f"bench_{name}", **changes})
+
+
+class _Ray:
+    """One embedded Ray for several sweeps (run_study leaves a running Ray alone); the
+    outermost one times ray.init (RAY_START_S)."""
+
+    def __enter__(self):
+        import time
+
+        from bkd_sweep.config import load_study
+        from bkd_sweep.engine.runner import _init_ray, _quiet_tune
+
+        for name in ("RAY_ADDRESS", "BKD_RESULTS_DIR", "BKD_CACHE_DIR"):
+            os.environ.pop(name, None)
+        _quiet_tune()
+        start = time.perf_counter()
+        self.started = _init_ray(load_study(STUDY).study)
+        if self.started:
+            RAY_START_S[0] = time.perf_counter() - start
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import ray
+
+        if self.started:
+            ray.shutdown()
+
+
+RAY_START_S = [0.0]  # ray.init seconds of the outermost _Ray
+
+
+def pruning(root: Path, trials: int = 24) -> tuple[SweepOutcome, SweepOutcome]:
+    plain = study_copy(root, "pruning_none", {"search.pruner": {"name": "none"},
+                                              "search.n_trials": trials})
+    auto = study_copy(root, "pruning_auto", {"search.n_trials": trials})
+    with _Ray():
+        say(f"sweep: synthetic TPE study, {trials} trials x 12 epochs, pruner none")
+        without = run_synthetic(plain, "none")
+        say(f"sweep: the same with the default pruner (auto)")
+        with_ = run_synthetic(auto, "auto")
+    return without, with_
+
+
+def pruning_rows(without: SweepOutcome, with_: SweepOutcome) -> list[Row]:
+    speedup = without.epochs / max(1, with_.epochs)
+    loss = without.best_top1() - with_.best_top1()
+    at = with_.pruned_at()
+    full = sum(1 for r in with_.records if r.result.epochs_run >= 12)
+    detail = (f"{without.epochs} vs {with_.epochs} epochs over {len(with_.records)} trials; "
+              f"{len(at)} pruned (after epochs {_spread(at)}), {full} ran all 12; "
+              f"sweep wall {without.wall:.0f} s vs {with_.wall:.0f} s")
+    why = (f"{full} of {len(with_.records)} trials ran all 12 epochs under the pruner "
+           f"({12 * full} of its {with_.epochs} epochs); pruned after epochs {_spread(at)} "
+           "(hyperband's rungs; the last rung saves only the epochs after it)")
+    return [
+        Row("pruning savings", f"epochs without / with the default pruner (auto: "
+            f"hyperband 1..12, eta 3), TPE, {len(with_.records)} synthetic trials x 12 epochs",
+            f"{speedup:.2f}x", detail, **judge("pruning_speedup", speedup, why)),
+        Row("pruning savings", "best val top-1 without - with the default pruner (points)",
+            f"{loss:+.2f}", f"best {without.best_top1():.2f} vs {with_.best_top1():.2f}",
+            **judge("pruning_top1_loss_pts", loss,
+                    "the best configuration found without pruning was stopped early or "
+                    "never sampled with it")),
+    ]
+
+
+def _spread(values: list[int]) -> str:
+    if not values:
+        return "-"
+    counts: dict[int, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return ", ".join(f"{e}: {n}" for e, n in sorted(counts.items()))
+
+
+def _eager_seeds_book():
+    """The engine's SweepBook with every sampled configuration's seeds queued at once
+    (no promotion): the baseline promotion is measured against."""
+    from bkd_sweep.engine.book import PROMOTE_ATTR, SweepBook
+
+    class EagerSeedsBook(SweepBook):
+        def next_trial(self):
+            spec = super().next_trial()
+            if spec is not None and not spec.rerun:
+                trial = self.live.get(spec.number).trial
+                if trial.user_attrs.get(PROMOTE_ATTR):
+                    trial.set_user_attr(PROMOTE_ATTR, False)
+                    self._enqueue_other_seeds(spec.params, created=len(self._frozen()))
+            return spec
+
+    return EagerSeedsBook
+
+
+def promotion(root: Path, trials: int = 36) -> tuple[SweepOutcome, SweepOutcome]:
+    import bkd_sweep.engine.book as book_module
+
+    changes = {"search.seeds": SEEDS, "search.n_trials": trials}
+    with _Ray():
+        say(f"sweep: synthetic TPE study, {trials} trials (seeds {SEEDS}), default pruner, "
+            "seed promotion")
+        with_ = run_synthetic(study_copy(root, "promotion_on", changes), "promotion")
+        say("sweep: the same with every configuration's seeds queued at once")
+        real = book_module.SweepBook
+        book_module.SweepBook = _eager_seeds_book()
+        try:
+            without = run_synthetic(study_copy(root, "promotion_off", changes), "eager seeds")
+        finally:
+            book_module.SweepBook = real
+    return without, with_
+
+
+def promotion_rows(without: SweepOutcome, with_: SweepOutcome) -> list[Row]:
+    speedup = without.epochs / max(1, with_.epochs)
+    full = [o.full_configurations(len(SEEDS)) for o in (without, with_)]
+    best = ["-" if not f else f"{f[0]:.2f}" for f in full]
+    detail = (f"{without.epochs} vs {with_.epochs} epochs, {len(with_.records)} trials each; "
+              f"configurations tried {without.configurations} vs {with_.configurations}, "
+              f"with all {len(SEEDS)} seeds completed {len(full[0])} vs {len(full[1])} (best "
+              f"mean val top-1 of those {best[0]} vs {best[1]}); the engine's best: "
+              f"{without.engine_best()} vs {with_.engine_best()}")
+    return [Row("seed promotion", f"epochs without / with seed promotion, {len(SEEDS)} seeds, "
+                "default pruner (same trial budget)", f"{speedup:.2f}x", detail,
+                **judge("seed_promotion_speedup", speedup))]
+
+
+PIECES = {"fixed": ("fixed_cost_per_trial_s", "sweep_start_s", "ray_start_s"),
+          "pruning": ("pruning_speedup", "pruning_top1_loss_pts"),
+          "promotion": ("seed_promotion_speedup",)}
+
+
+def run_part(name: str, workdir: Path) -> list[Row]:
+    """``synthetic``: the fixed cost, pruning and promotion pieces (those asked for) in one
+    Ray session; or one of them by name."""
+    from tune_pair import fixed_cost, fixed_rows
+
+    pieces = list(PIECES) if name == "synthetic" else [name]
+    rows: list[Row] = []
+    with _Ray():
+        for piece in pieces:
+            if name == "synthetic" and not wanted(PIECES[piece]):
+                continue
+            root = _fresh(workdir, piece)
+            if piece == "fixed":
+                rows += fixed_rows(fixed_cost(root))
+            elif piece == "pruning":
+                rows += pruning_rows(*pruning(root))
+            elif piece == "promotion":
+                rows += promotion_rows(*promotion(root))
+            else:
+                raise ValueError(f"unknown part {piece!r}")
+    return rows
+
+
+def _fresh(workdir: Path, name: str) -> Path:
+    path = Path(workdir) / name
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("parts", nargs="*", choices=list(PIECES), default=["pruning", "promotion"])
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="bkd-bench-"))
+    rows = [row for part in args.parts for row in run_part(part, workdir)]
+    print(rows_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

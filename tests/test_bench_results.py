@@ -1,0 +1,81 @@
+"""bench/run.py's results.json: the cheapest parts run on tiny sizes through run.py's own
+functions, then the document's keys and shape, and RESULTS.md rendered from it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import figures  # noqa: E402
+import run  # noqa: E402
+
+REQUIRED = ("pruning_speedup", "pruning_top1_loss_pts", "seed_promotion_speedup",
+            "ours_over_plain_sj", "bkd_overhead", "sweep_efficiency", "fixed_cost_per_trial_s",
+            "record_cost_ratio_10k_vs_10", "report_10k_s", "plan_imagenet_s",
+            "wall_vs_plain_tune")
+VERDICTS = {"met", "missed", "reported", "error"}
+
+
+@pytest.fixture(scope="module")
+def tiny_rows(tmp_path_factory) -> list:
+    rows = []
+    for key in ("engine", "store"):
+        workdir = tmp_path_factory.mktemp(key)
+        rows += run.BY_KEY[key].tiny(workdir)
+    return rows
+
+
+def test_every_issue_figure_has_a_target_and_a_part():
+    assert figures.REQUIRED == REQUIRED
+    owned = {k for p in run.PARTS for k in p.keys}
+    assert set(REQUIRED) <= owned
+    assert all(figures.TARGETS[k].text() for k in REQUIRED)
+
+
+def test_tiny_parts_give_judged_named_figures(tiny_rows):
+    named = {r.key: r for r in tiny_rows if r.key}
+    assert {"engine_epoch_cost_ratio_10k_vs_10", "record_cost_ratio_10k_vs_10"} <= set(named)
+    for row in named.values():
+        assert isinstance(row.value, float) and row.value > 0
+        assert row.met in ("yes", "no")
+        assert row.target == figures.TARGETS[row.key].text()
+        assert (row.met == "no") == bool(row.why) or row.met == "yes"
+
+
+def test_results_json_keys_and_shape(tiny_rows, tmp_path):
+    info = run.run_info(["engine", "store"], 12.0, "pytest")
+    info["complete"] = True  # as a full run: every issue figure present, unmeasured = error
+    path = tmp_path / "results.json"
+    run.write_outputs(tiny_rows, info, path, markdown=False)
+    doc = json.loads(path.read_text())
+    assert set(REQUIRED) <= set(doc) and {"run", "rows"} <= set(doc)
+    for key, entry in figures.figures_of(doc).items():
+        assert set(entry) >= {"value", "target", "met", "figure", "measure", "detail", "reason"}
+        assert entry["met"] in VERDICTS, key
+        assert entry["value"] is None or isinstance(entry["value"], (int, float))
+        if entry["met"] in ("missed", "error"):
+            assert entry["reason"], key  # a missed target says why, measured
+    assert doc["record_cost_ratio_10k_vs_10"]["met"] in ("met", "missed")
+    assert doc["pruning_speedup"]["met"] == "error"  # not run here: says so, never absent
+    assert doc["run"]["minutes"] == 0.2 and doc["run"]["machine"]["cores"]
+    assert len(doc["rows"]) == len(tiny_rows)
+    text = figures.render_markdown(doc, "## notes\n")
+    for key in REQUIRED:
+        assert f"`{key}`" in text
+
+
+def test_only_takes_figure_keys_part_names_and_pieces():
+    assert run.parts_for("pruning_speedup,plan,pruning_top1_loss_pts") == {
+        "synthetic": ("pruning_speedup", "pruning_top1_loss_pts"), "plan": ()}
+    assert run.parts_for("fixed") == {"synthetic": ("fixed_cost_per_trial_s", "sweep_start_s",
+                                                    "ray_start_s")}
+    assert run.parts_for("synthetic,pruning") == {"synthetic": ()}
+    assert list(run.parts_for(None)) == run.DEFAULT and "pruning_real" not in run.DEFAULT
+    with pytest.raises(SystemExit, match="not a part or figure"):
+        run.parts_for("speed")
