@@ -14,8 +14,9 @@ NOTES = """\
   absolute seconds (plan, report, fixed cost) are slower than on an idle machine. The load
   average at the end of the run is in results.json.
 * Step timings (BKD step overhead, our step vs plain spikingjelly): the median of
-  interleaved steps (each round times every variant once, in a rotating order) after
-  warm-up steps, `torch.set_num_threads(2)`, one fixed batch. `none+teacher` is a mode-none
+  interleaved steps (each round times every variant once, in a rotating order; 7 rounds,
+  21 for the quickstart pair, fewer when a round is slow: at least 5) after 2 warm-up
+  steps, `torch.set_num_threads(2)`, one fixed batch. `none+teacher` is a mode-none
   step plus the frozen teacher's forward, so `mixed/(none+teacher)` is what BKDSNN itself
   adds. "Ours" is DistillationModel + DistillLoss(mode none) with what run_trial does per
   step; "plain" is forward, cross-entropy, backward, step, `functional.reset_net`. Each
