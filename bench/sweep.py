@@ -80,7 +80,7 @@ class SweepRun:
 def run_sweep(study_file: Path) -> SweepRun:
     """Run a study with the engine in this process (from its directory) and load its results."""
     from bkd_sweep.engine import run_study
-    from bkd_sweep.engine.runner import concurrency
+    from bkd_sweep.engine.ray_setup import concurrency
     from bkd_sweep.results import load
     from bkd_sweep.config import load_study
 
@@ -118,7 +118,7 @@ import logging, time
 started = time.perf_counter()
 import ray
 imported = time.perf_counter()
-# the engine's embedded start (bkd_sweep.engine.runner._init_ray): 384 MB object store
+# the engine's embedded start (bkd_sweep.engine.ray_setup.init_ray): 384 MB object store
 ray.init(object_store_memory=384 * 1024 * 1024, include_dashboard=False,
          logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
 ray.shutdown()

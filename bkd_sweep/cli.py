@@ -1,4 +1,4 @@
-"""bkd-sweep: validate | plan | run | submit | train | report | results | schema.
+"""bkd-sweep: validate | plan | run | submit | status | train | report | results | schema.
 
 Bad input (a malformed study, a missing dataset) prints one line and exits with code 2,
 with nothing written. Heavy imports (torch, ray, mlflow) happen inside the commands that
@@ -26,6 +26,13 @@ class UsageError(Exception):
 
 def _load(path: str):
     return load_study(path)
+
+
+def _load_sweep(args: argparse.Namespace):
+    """The study of run/submit/status with its --set overrides and --storage applied."""
+    overrides = dict(parse_override(item) for item in getattr(args, "set", None) or [])
+    loaded = load_study(args.study, overrides or None)
+    return loaded.with_storage(getattr(args, "storage", None))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -62,9 +69,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bkd_sweep.engine import run_study
     from bkd_sweep.preflight import check_references
 
-    loaded = _load(args.study)
+    if args.retry_failed and not args.resume:
+        raise UsageError("--retry-failed reruns the failed trials of an earlier sweep: "
+                         "use it with --resume")
+    loaded = _load_sweep(args)
     check_references(loaded)
-    summary = run_study(loaded, resume=args.resume)
+    summary = run_study(loaded, resume=args.resume, retry_failed=args.retry_failed)
     print(summary.render() if hasattr(summary, "render") else summary)
     return 0 if getattr(summary, "ok", True) else 1
 
@@ -73,19 +83,30 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from bkd_sweep.engine import submit_study
     from bkd_sweep.preflight import check_references
 
-    loaded = _load(args.study)
+    if args.retry_failed and not args.resume:
+        raise UsageError("--retry-failed reruns the failed trials of an earlier sweep: "
+                         "use it with --resume")
+    loaded = _load_sweep(args)
     check_references(loaded)
     address = args.address or settings().ray_address
     if not address:
         raise UsageError("submit: give --address http://HOST:8265 or set RAY_ADDRESS")
-    from bkd_sweep.engine.submit import JobFailedError
+    from bkd_sweep.engine.submit import JobFailedError, SweepOptions
 
+    options = SweepOptions(resume=args.resume, retry_failed=args.retry_failed)
     try:
-        job_id = submit_study(Path(args.study), address=address, wait=not args.no_wait)
+        job_id = submit_study(loaded, address=address, wait=not args.no_wait, options=options)
     except JobFailedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"job id: {job_id}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bkd_sweep.engine.status import sweep_status
+
+    print(sweep_status(_load_sweep(args)).render())
     return 0
 
 
@@ -155,7 +176,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         results_dir = target.resolve()
         name = results_dir.name
-    if not (results_dir / "trials.parquet").exists():
+    from bkd_sweep.tracking import ResultStore
+
+    if not ResultStore(results_dir).has_tables():
         raise UsageError(f"{results_dir}: no trials.parquet (run the study first)")
     out_dir = Path(args.out).resolve() if args.out else (Path.cwd() / "reports" / name)
     output = build_report(results_dir, out_dir)
@@ -181,12 +204,20 @@ def _attach_report_to_sweep(results_dir: Path, out_dir: Path) -> None:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from bkd_sweep.results import load, summary_table
+    from bkd_sweep.results import load, rebuild, summary_table
+    from bkd_sweep.tracking.parquet_files import DamagedFileError, SchemaVersionError
 
     target = args.target
     if target.endswith((".yaml", ".yml")):
         target = str(_load(target).results_dir())
-    print(summary_table(load(target)))
+    try:
+        if args.rebuild:
+            for line in rebuild(target).lines():
+                print(line)
+            return 0
+        print(summary_table(load(target)))
+    except (FileNotFoundError, DamagedFileError, SchemaVersionError) as exc:  # one line, exit 2
+        raise UsageError(str(exc)) from None
     return 0
 
 
@@ -195,6 +226,20 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     print(json.dumps(study_json_schema(), indent=2))
     return 0
+
+
+def _add_sweep_options(p: argparse.ArgumentParser) -> None:
+    """The options `run` and `submit` share (a submitted job runs `run` with them)."""
+    p.add_argument("study")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted sweep")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="with --resume: run the sweep's failed trials again")
+    p.add_argument("--set", action="append", metavar="PATH=VALUE",
+                   help="override a value of the study file, e.g. --set train.epochs=2 "
+                   "(repeatable)")
+    p.add_argument("--storage", metavar="PATH_OR_URI",
+                   help="storage root (a shared path or s3://bucket/prefix); "
+                   "default BKD_STORAGE, else the study's storage:, else ./results")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,15 +258,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("run", help="run a study on Ray Tune (local, or RAY_ADDRESS)")
-    p.add_argument("study")
-    p.add_argument("--resume", action="store_true", help="finish an interrupted sweep")
+    _add_sweep_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("submit", help="submit a study to a Ray cluster through the job API")
-    p.add_argument("study")
+    _add_sweep_options(p)
     p.add_argument("--address", help="Ray dashboard address, e.g. http://HOST:8265")
     p.add_argument("--no-wait", action="store_true", help="print the job id and return")
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="a sweep's progress, best so far and device-hours, "
+                       "read from its storage root (any machine that sees it)")
+    p.add_argument("study")
+    p.add_argument("--storage", metavar="PATH_OR_URI", help="storage root (as for run)")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("train", help="run one trial from the study's base config")
     p.add_argument("study")
@@ -239,7 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("results", help="a summary table of a study's results")
-    p.add_argument("target", help="a study name, results directory or study file")
+    p.add_argument("target", help="a study name, results directory (or s3://...) or study file")
+    p.add_argument("--rebuild", action="store_true",
+                   help="rebuild the Parquet tables from the per-trial records "
+                        "(trials/<id>/result.json); damaged files are moved aside")
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("schema", help="print the study JSON Schema (for editors)")
@@ -249,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def is_input_error(exc: BaseException) -> bool:
     """Errors that mean bad input (print one line, exit 2) rather than a bug."""
+    from bkd_sweep.tracking.parquet_files import DamagedFileError
+
+    if isinstance(exc, DamagedFileError):  # before the data registry, which imports torch
+        return True
     from bkd_sweep.data import DataError
     from bkd_sweep.registry import UnknownNameError
 

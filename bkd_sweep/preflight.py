@@ -176,7 +176,7 @@ def path_problems(loaded: LoadedStudy) -> list[StudyError]:
     """Data roots and teacher checkpoints missing on this machine, over the configurations
     a sweep can reach (see _configs_to_check)."""
     try:
-        configs = _configs_to_check(loaded.study)
+        configs = configs_to_check(loaded.study)
     except StudyError as exc:
         return [exc]
     problems: list[StudyError] = []
@@ -218,7 +218,7 @@ def _teacher_file_problems(loaded: LoadedStudy, config: TrialConfig) -> list[Stu
     return []
 
 
-def _configs_to_check(study: Study) -> list[TrialConfig]:
+def configs_to_check(study: Study) -> list[TrialConfig]:
     """Configurations whose paths must exist: every grid trial when the grid is small, else
     the base config plus one per linked bundle and per listed path-like value."""
     from bkd_sweep import space
@@ -245,7 +245,17 @@ def _configs_to_check(study: Study) -> list[TrialConfig]:
 
 
 def results_dir_problems(loaded: LoadedStudy) -> list[StudyError]:
-    """A results directory this machine cannot write (or create)."""
+    """A results directory this machine cannot write (or create). (An object-store root is
+    probed by writing to it: engine/nodes.py, before a sweep.)"""
+    location = loaded.results_location()
+    if not location.is_local:  # an object store: write, read back and delete a probe
+        from bkd_sweep.storage import StorageError
+
+        try:
+            location.check_writable()
+        except StorageError as exc:
+            return [loaded.error(str(exc), "storage")]
+        return []
     results = loaded.results_dir()
     if _writable(results):
         return []
@@ -273,13 +283,13 @@ NODE_CHECKS: tuple[Check, ...] = (variable_problems, path_problems, results_dir_
 def _has_trials(study, results) -> bool:
     """Whether the journal holds any trial: a start that failed before its first trial
     leaves a journal without trials, which must not block the next start."""
-    from bkd_sweep.engine.journal import JOURNAL_FILE, journal_storage
+    from bkd_sweep.engine.journal import journal_exists, journal_storage
 
-    if not (results / JOURNAL_FILE).exists():
+    if not journal_exists(results):
         return False
     import optuna
 
-    storage = journal_storage(results)
+    storage = journal_storage(results, read_only=True)
     return any(trial.state != optuna.trial.TrialState.WAITING  # queued, never started
                for name in optuna.get_all_study_names(storage)
                for trial in optuna.load_study(study_name=name, storage=storage).trials)
@@ -288,17 +298,16 @@ def _has_trials(study, results) -> bool:
 def sweep_state_problems(loaded: LoadedStudy, resume: bool = False) -> list[StudyError]:
     """An earlier sweep without ``resume``, or, with it, one of a different study version.
     (The engine's journal is read here, so this imports the engine lazily.)"""
-    from bkd_sweep.engine.journal import (JOURNAL_FILE, stored_fingerprint, stored_world_size,
+    from bkd_sweep.engine.journal import (journal_exists, stored_fingerprint, stored_world_size,
                                           study_fingerprint, world_size_change)
-    from bkd_sweep.tracking.store import TRIALS_FILE
+    from bkd_sweep.tracking.store import ResultStore
 
     study = loaded.study
-    results = loaded.results_dir()
-    journal = results / JOURNAL_FILE
-    if not resume and (_has_trials(study, results) or (results / TRIALS_FILE).exists()):
+    results = loaded.results_location()
+    if not resume and (_has_trials(study, results) or ResultStore(results).has_tables()):
         return [loaded.error(f"{results} already holds a sweep of {study.name!r}; use --resume "
                              "to finish it (or remove that directory to start over)")]
-    if resume and journal.exists():
+    if resume and journal_exists(results):
         changed = world_size_change(study, stored_world_size(study, results))
         if changed:
             return [loaded.error(changed, "resources.per_trial.workers")]

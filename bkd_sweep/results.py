@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
+from bkd_sweep.storage import Location, is_remote
+from bkd_sweep.tracking.rebuild import RebuildReport, rebuild_tables
 from bkd_sweep.tracking.schema import PARAM_PREFIX
-from bkd_sweep.tracking.store import STUDY_FILE, TRIALS_FILE, ResultStore, read_study_json
+from bkd_sweep.tracking.store import (
+    STUDY_FILE,
+    TABLES_DIR,
+    TRIALS_FILE,
+    ResultStore,
+    read_study_json,
+)
 
 STATUSES = ("completed", "pruned", "failed")
 
@@ -24,14 +32,22 @@ STATUSES = ("completed", "pruned", "failed")
 class Results:
     """One study's stored results: trials (one row per trial), epochs (per trial and epoch)."""
 
-    directory: Path
+    directory: Path | str  # the study folder: a Path, or its URI on an object store
     trials: pd.DataFrame
-    epochs: pd.DataFrame
     study: dict[str, Any] | None  # study.json (the validated Study), None if absent
+    read_epochs: Callable[[], pd.DataFrame] = field(repr=False, compare=False)
+    _epochs: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def epochs(self) -> pd.DataFrame:
+        """One row per (trial, epoch), read when first asked for (the summary needs none)."""
+        if self._epochs is None:
+            self._epochs = self.read_epochs()
+        return self._epochs
 
     @property
     def name(self) -> str:
-        return (self.study or {}).get("name") or self.directory.name
+        return (self.study or {}).get("name") or Location.of(self.directory).name
 
     @property
     def seeds(self) -> list[int] | None:
@@ -53,25 +69,48 @@ class Results:
                 and self.trials[c].nunique(dropna=False) > 1]
 
 
-def load(name_or_dir: str | os.PathLike, results_root: Path | None = None) -> Results:
-    """Load results by directory (if ``name_or_dir`` is one) or by study name under
-    ``results_root`` (default ./results). Raises FileNotFoundError naming what exists."""
+def study_location(name_or_dir: str | os.PathLike | Location,
+                   results_root: Path | None = None) -> Location:
+    """The study folder named by a directory, an object-store URI (``s3://bucket/prefix/x``)
+    or a study name under ``results_root`` (default ./results). Raises FileNotFoundError
+    naming the studies that exist when a name is not found."""
+    if isinstance(name_or_dir, Location) or is_remote(name_or_dir):
+        return Location.of(name_or_dir)
     path = Path(name_or_dir)
     if path.is_dir():
-        directory = path
-    else:
-        root = Path(results_root) if results_root is not None else Path.cwd() / "results"
-        directory = root / str(name_or_dir)
-        if not directory.is_dir():
-            known = sorted(p.name for p in root.iterdir()
-                           if (p / TRIALS_FILE).exists() or (p / STUDY_FILE).exists()) \
-                if root.is_dir() else []
-            hint = f"; studies there: {', '.join(known)}" if known else "; none stored there"
-            raise FileNotFoundError(f"no results for {str(name_or_dir)!r}: {directory} does not "
-                                    f"exist{hint}")
-    trials, epochs = ResultStore(directory).read()
-    return Results(directory=directory.resolve(), trials=trials, epochs=epochs,
-                   study=read_study_json(directory))
+        return Location.of(path)
+    root = Path(results_root) if results_root is not None else Path.cwd() / "results"
+    directory = root / str(name_or_dir)
+    if not directory.is_dir():
+        known = sorted(p.name for p in root.iterdir() if _holds_results(p)) \
+            if root.is_dir() else []
+        hint = f"; studies there: {', '.join(known)}" if known else "; none stored there"
+        raise FileNotFoundError(f"no results for {str(name_or_dir)!r}: {directory} does not "
+                                f"exist{hint}")
+    return Location.of(directory)
+
+
+def _holds_results(folder: Path) -> bool:
+    return any((folder / name).exists() for name in (TRIALS_FILE, STUDY_FILE, TABLES_DIR))
+
+
+def load(name_or_dir: str | os.PathLike | Location, results_root: Path | None = None
+         ) -> Results:
+    """Load results by directory or object-store URI (if ``name_or_dir`` is one) or by study
+    name under ``results_root`` (default ./results). Raises FileNotFoundError naming what
+    exists; DamagedFileError (one line, with the repair command) for a damaged file."""
+    location = study_location(name_or_dir, results_root)
+    store = ResultStore(location)
+    directory = location.local_path if location.is_local else location.uri
+    return Results(directory=directory, trials=store.read_trials(),
+                   study=read_study_json(location), read_epochs=store.read_epochs)
+
+
+def rebuild(name_or_dir: str | os.PathLike | Location, results_root: Path | None = None
+            ) -> RebuildReport:
+    """Rebuild a study's Parquet tables from its per-trial records (``bkd-sweep results
+    --rebuild``): damaged files moved aside, missing rows re-recorded, snapshots rewritten."""
+    return rebuild_tables(study_location(name_or_dir, results_root))
 
 
 def summary_table(results: Results) -> str:

@@ -22,9 +22,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BKD_", extra="ignore", frozen=True,
                                       env_ignore_empty=True)
 
+    storage: str | None = Field(
+        None, description="Storage root (a shared path or s3://bucket/prefix) holding every "
+        "study's journal, Parquet, checkpoints and teacher cache; overrides the study's "
+        "`storage:`. `--storage` overrides it.")
     results_dir: Path | None = Field(
-        None, description="Results root; overrides the study's tracking.results_dir. "
-        "Set by `bkd-sweep submit` so a Ray job writes where the submitter reads.")
+        None, description="Older name of the storage root (a local path); used when neither "
+        "`--storage`, BKD_STORAGE nor the study's `storage:` is set.")
     cache_dir: Path | None = Field(
         None, description="Teacher cache (trained teachers, teacher evaluations); "
         "default <results root>/cache.")

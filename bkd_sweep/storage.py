@@ -36,6 +36,19 @@ def is_remote(uri: str | os.PathLike) -> bool:
     return str(uri).startswith(_REMOTE_SCHEMES)
 
 
+def _remote_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's filesystem for a URI. S3 is built directly (not by ``from_uri``, which asks
+    AWS for the bucket's region over the network): region from AWS_REGION /
+    AWS_DEFAULT_REGION, endpoint from AWS_ENDPOINT_URL (passed explicitly: the
+    S3FileSystem constructor does not read it, from_uri did)."""
+    if uri.startswith("s3://") and "?" not in uri:
+        options = {"region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+                   "endpoint_override": os.environ.get("AWS_ENDPOINT_URL")}
+        fs = pafs.S3FileSystem(**{k: v for k, v in options.items() if v})
+        return fs, uri[len("s3://"):]
+    return pafs.FileSystem.from_uri(uri)
+
+
 @dataclass(frozen=True)
 class Location:
     """One folder (``uri``) and the pyarrow filesystem that reaches it."""
@@ -52,7 +65,7 @@ class Location:
         text = str(where)
         if is_remote(text):
             try:
-                fs, path = pafs.FileSystem.from_uri(text)
+                fs, path = _remote_filesystem(text)
             except (ValueError, OSError) as exc:
                 raise StorageError(f"storage {text}: {exc}") from None
             return cls(uri=text.rstrip("/"), fs=fs, path=path.rstrip("/"))

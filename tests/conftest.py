@@ -13,6 +13,7 @@ from types import ModuleType
 import pytest
 
 from tests.data import dataset_files as dataset_files_module
+from tests.servers import s3 as s3_module
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +28,29 @@ def ray_session():
                  logging_level=logging.WARNING, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One real S3-compatible server process (moto) for the session: its endpoint URL. Tests
+    using it must be marked ``server``; ``s3_env`` points the AWS variables at it."""
+    with s3_module.moto_server(tmp_path_factory.mktemp("moto") / "server.log") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """The standard AWS variables pointing at the session's S3 server; returns a function
+    ``bucket(name) -> endpoint`` that creates the bucket if needed."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    for name, value in s3_module.ACCESS.items():
+        monkeypatch.setenv(name, value)
+
+    def bucket(name: str) -> str:
+        s3_module.ensure_bucket(s3_server, name)
+        return s3_server
+
+    return bucket
 
 
 @pytest.fixture(scope="session")

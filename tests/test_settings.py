@@ -48,7 +48,7 @@ def test_readme_table_lists_exactly_the_settings_fields() -> None:
 
 
 def test_env_var_names_each_field_by_its_variable() -> None:
-    assert ENV_NAMES == {"BKD_RESULTS_DIR": "results_dir", "BKD_CACHE_DIR": "cache_dir",
+    assert ENV_NAMES == {"BKD_STORAGE": "storage", "BKD_RESULTS_DIR": "results_dir", "BKD_CACHE_DIR": "cache_dir",
                          "BKD_DATA": "data", "BKD_CKPT": "ckpt",
                          "MLFLOW_TRACKING_URI": "mlflow_tracking_uri", "RAY_ADDRESS": "ray_address"}
 

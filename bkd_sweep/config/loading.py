@@ -16,6 +16,7 @@ from bkd_sweep.config.errors import StudyError
 from bkd_sweep.config.study import Study
 from bkd_sweep.config.yaml_tree import interpolate, node_tree, protect_variables
 from bkd_sweep.settings import settings
+from bkd_sweep.storage import Location, is_remote
 
 
 class LoadedStudy(BaseModel):
@@ -28,6 +29,7 @@ class LoadedStudy(BaseModel):
     raw: dict[str, Any]
     lines: dict[str, int]  # dotted path -> line in the file
     unresolved: list[str]  # ${VARS} that were unset (an error for `run`, not for `validate`)
+    storage_flag: str | None = None  # `--storage` of run/submit/status: wins over the rest
 
     def line_of(self, dotted: str) -> int | None:
         parts = dotted.split(".")
@@ -42,18 +44,55 @@ class LoadedStudy(BaseModel):
         return StudyError(message, file=self.path, line=self.line_of(field) if field else None,
                           field=field)
 
+    def storage_uri(self) -> str:
+        """The storage root, absolute: --storage > BKD_STORAGE > the study's ``storage:`` >
+        BKD_RESULTS_DIR > tracking.results_dir > ./results (the last three: the older names)."""
+        env = settings()
+        chosen = (self.storage_flag or env.storage or self.study.storage
+                  or (str(env.results_dir) if env.results_dir else None)
+                  or self.study.tracking.results_dir)
+        if not chosen:
+            return str((Path.cwd() / "results").resolve())
+        if is_remote(chosen):
+            return chosen.rstrip("/")
+        return str(Path(chosen.removeprefix("file://")).expanduser().resolve())
+
+    def storage_root(self) -> Location:
+        return Location.of(self.storage_uri())
+
+    def results_location(self) -> Location:
+        """<storage root>/<name>: the journal, Parquet, trial records and checkpoints."""
+        return self.storage_root().child(self.study.name)
+
     def results_dir(self) -> Path:
-        """results/<name>, absolute: BKD_RESULTS_DIR (set for Ray jobs, whose working dir is a
-        temporary copy) > tracking.results_dir > ./results."""
-        base = settings().results_dir or self.study.tracking.results_dir
-        root = Path(base).expanduser() if base else Path.cwd() / "results"
-        return (root / self.study.name).resolve()
+        """<storage root>/<name> as a local (or shared-filesystem) path."""
+        location = self.results_location()
+        if not location.is_local:
+            raise self.error(f"storage {location.uri}: this command needs a filesystem path "
+                             "(object-store roots are read by `results`, `report` and "
+                             "`status`)", "storage")
+        return location.local_path
+
+    def with_storage(self, uri: str | None) -> "LoadedStudy":
+        """This study with ``--storage`` applied (None: unchanged)."""
+        return self if uri is None else self.model_copy(update={"storage_flag": uri})
 
 
 _RELATIVE_PATH_FIELDS = (("data", "root"), ("teacher", "checkpoint"), ("tracking", "results_dir"))
 
 
+def resolve_relative_paths(raw: dict[str, Any], study_dir: Path) -> dict[str, Any]:
+    """A copy of a study tree with its relative paths made absolute against ``study_dir``."""
+    tree = copy.deepcopy(raw)
+    _resolve_relative(tree, study_dir)
+    return tree
+
+
 def _resolve_relative(raw: dict[str, Any], study_dir: Path) -> None:
+    storage = raw.get("storage")
+    if isinstance(storage, str) and storage and "${" not in storage and not is_remote(storage):
+        if not Path(storage).expanduser().is_absolute():
+            raw["storage"] = str((study_dir / Path(storage).expanduser()).resolve())
     for section, key in _RELATIVE_PATH_FIELDS:
         node = raw.get(section)
         if not isinstance(node, dict):
@@ -66,8 +105,12 @@ def _resolve_relative(raw: dict[str, Any], study_dir: Path) -> None:
             node[key] = str((study_dir / path).resolve())
 
 
-def load_study(path: str | os.PathLike) -> LoadedStudy:
-    """Read, interpolate and validate a study file. Raises StudyError (one line) on any fault."""
+def load_study(path: str | os.PathLike, overrides: dict[str, Any] | None = None
+               ) -> LoadedStudy:
+    """Read, interpolate and validate a study file. Raises StudyError (one line) on any fault.
+
+    ``overrides`` (``--set train.epochs=2``) replace values of the file before validation, as
+    if they had been written in it."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -75,10 +118,24 @@ def load_study(path: str | os.PathLike) -> LoadedStudy:
         raise StudyError("file not found", file=path) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise StudyError(f"cannot read: {exc.__class__.__name__}", file=path) from None
-    return load_study_text(text, path)
+    return load_study_text(text, path, overrides)
 
 
-def load_study_text(text: str, path: str | os.PathLike = "<study>") -> LoadedStudy:
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, path: Path) -> None:
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise StudyError(f"--set {dotted}: {part} is not a section", file=path, field=dotted)
+        node = child
+    node[parts[-1]] = value
+
+
+def load_study_text(text: str, path: str | os.PathLike = "<study>",
+                    overrides: dict[str, Any] | None = None) -> LoadedStudy:
     path = Path(path)
     lines_by_tuple: dict[tuple, int] = {}
     text, variables = protect_variables(text)
@@ -107,6 +164,8 @@ def load_study_text(text: str, path: str | os.PathLike = "<study>") -> LoadedStu
     lines = {".".join(str(p) for p in k): v for k, v in lines_by_tuple.items() if k}
     unresolved: set[str] = set()
     raw = interpolate(raw, variables, unresolved)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value, path)
     resolved = copy.deepcopy(raw)
     _resolve_relative(resolved, path.parent.resolve() if path.name != "<study>" else Path.cwd())
     try:

@@ -160,6 +160,13 @@ def auto_pruner(search: "SearchConfig", epochs: int) -> "PrunerConfig":
                                  max_resource=epochs, reduction_factor=3)
 
 
+class BudgetConfig(Strict):
+    """What a sweep may spend: no new trial starts once the projection passes a limit."""
+
+    device_hours: float | None = Field(None, gt=0)  # GPU-hours (CPU-process-hours on CPU)
+    wall_hours: float | None = Field(None, gt=0)  # since the sweep first started
+
+
 class SearchConfig(Strict):
     sampler: Literal["grid", "random", "tpe", "nsga2"] = "grid"
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=1000)
@@ -172,6 +179,7 @@ class SearchConfig(Strict):
     n_trials: int | None = Field(None, ge=1, le=1_000_000)  # budget; grid: None = the full factorial x seeds
     sampler_seed: int = 0
     pruned_metric: str = "top1"  # the per-epoch value pruners compare
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
     @field_validator("params", mode="before")
     @classmethod
@@ -230,9 +238,15 @@ class TrialResources(Strict):
 
 class ResourcesConfig(Strict):
     per_trial: TrialResources = Field(default_factory=TrialResources)
-    max_concurrent: int | None = Field(None, ge=1, le=100_000)
+    # auto (or null): as many trials as the cluster fits, growing as nodes join
+    max_concurrent: Annotated[int, Field(ge=1, le=100_000)] | Literal["auto"] | None = "auto"
     max_failures: int = Field(2, ge=0, le=1000)  # retries of a crashed trial (from its checkpoint)
     object_store_mb: int | None = Field(None, ge=64)
+
+    @property
+    def concurrency_cap(self) -> int | None:
+        """A fixed number of trials at once, or None (auto: what the cluster fits)."""
+        return self.max_concurrent if isinstance(self.max_concurrent, int) else None
 
 
 class TrackingConfig(Strict):
@@ -265,6 +279,8 @@ class ReportConfig(Strict):
 class Study(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     description: str = ""
+    # the storage root: a shared path (NFS, Lustre) or s3://bucket/prefix; default ./results
+    storage: str | None = None
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_serializer, field_validator, model_validator
 
 from bkd_sweep.config.base import Seed, Strict, config_id_of, flatten, stable_hash
 
@@ -100,7 +100,34 @@ class TeacherTrainConfig(ScheduleConfig):
     optimizer: OptimizerConfig = Field(
         default_factory=lambda: OptimizerConfig(name="adamw", lr=1e-3, weight_decay=1e-4))
     batch_size: int | None = Field(None, ge=1, le=65536)  # None = data.batch_size
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # also smooths the teacher's mixup targets
+    # the teacher's own augmentation (transforms, mixup/cutmix); None = the study's data.augment
+    augment: AugmentConfig | None = None
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _null_entries_are_unset(cls, value: Any) -> Any:
+        # dumps show an inherited augmentation as null leaves (below), so flat views (Parquet
+        # columns, MLflow params, --set paths) have one column per leaf: all null = None
+        if isinstance(value, dict) and value and all(v is None for v in value.values()):
+            return None
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if v is not None}
+        return value
+
+    @field_validator("augment")
+    @classmethod
+    def _one_label_smoothing(cls, augment: AugmentConfig | None) -> AugmentConfig | None:
+        # one field says the teacher's smoothing; a second one, ignored, would mislead
+        if augment is not None and augment.label_smoothing:
+            raise ValueError("label_smoothing: the teacher's is teacher.train.label_smoothing")
+        return augment
+
+    @field_serializer("augment")
+    def _as_leaves(self, augment: AugmentConfig | None) -> dict[str, Any]:
+        if augment is None:
+            return dict.fromkeys(AugmentConfig.model_fields)
+        return augment.model_dump(mode="json")
 
 
 class TeacherConfig(Strict):

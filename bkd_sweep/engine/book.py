@@ -14,6 +14,7 @@ scheduler and callbacks are thin adapters over this class.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bkd_sweep import space
 from bkd_sweep.config import Study, StudyError
+from bkd_sweep.engine.budget import STARTED_AT_ATTR, SweepBudget
 from bkd_sweep.engine.journal import (STUDY_HASH_ATTR, WORLD_SIZE_ATTR, world_size_change,
                                       journal_storage, open_study,
                                       study_fingerprint)
@@ -29,6 +31,7 @@ from bkd_sweep.engine.live_trials import LiveTrials, TrialSpec
 from bkd_sweep.engine.objectives import objective_values
 from bkd_sweep.engine.seed_units import SeedUnits
 from bkd_sweep.engine.trial_files import TrialFiles
+from bkd_sweep.storage import Location
 from bkd_sweep.records import EpochMetrics, TrialRecord, TrialResult, TrialStatus, trial_id_of
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 SEED_ATTR = "seed"
 PROMOTE_ATTR = "promote_seeds"  # a sampled configuration's other seeds wait for its first
 PRUNED_EPOCH_ATTR = "pruned_epoch"
+RETRY_OF_ATTR = "retry_of"  # `--retry-failed`: the failed trial this one runs again
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _STATE_NAMES = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned",
                 TrialState.FAIL: "failed", TrialState.RUNNING: "running",
@@ -49,19 +53,23 @@ class SweepBook:
                  device: str = "cpu", devices_per_trial: float = 1.0):
         self.study = study
         self.search = study.search
-        self.results_dir = Path(results_dir).resolve()
-        self.total = space.count_trials(self.search)
+        self.location = Location.of(results_dir)  # a local/shared path or an object store
+        self.results_dir = (self.location.local_path if self.location.is_local
+                            else self.location.uri)
+        self.planned = space.count_trials(self.search)  # the study's trials
         self.device = device
         self.devices_per_trial = devices_per_trial
         self.multi_objective = len(self.search.objectives) > 1
         self.storage = (optuna.storages.get_storage(storage) if storage is not None
-                        else journal_storage(self.results_dir))
+                        else journal_storage(self.location, repair=True))  # the driver
         self.optuna = open_study(study, self.storage)
-        self.files = TrialFiles(self.results_dir)
+        self.files = TrialFiles(self.location)
         self.live = LiveTrials()
         self.units = SeedUnits(self)  # seeds of one configuration are one unit
         self._reruns: list[int] = []
         self._check_fingerprint()
+        started_at = self.optuna.user_attrs.get(STARTED_AT_ATTR) or time.time()
+        self.budget = SweepBudget(study, float(started_at), devices_per_trial)
 
     def _check_fingerprint(self) -> None:
         """A new sweep stores the study's fingerprint; an old one must match it."""
@@ -74,6 +82,7 @@ class SweepBook:
                 self.optuna = open_study(self.study, self.storage)
             self.optuna.set_user_attr(STUDY_HASH_ATTR, fingerprint)
             self.optuna.set_user_attr(WORLD_SIZE_ATTR, self.study.resources.per_trial.workers)
+            self.optuna.set_user_attr(STARTED_AT_ATTR, time.time())
             return
         changed = world_size_change(self.study, self.optuna.user_attrs.get(WORLD_SIZE_ATTR))
         if changed:
@@ -101,6 +110,29 @@ class SweepBook:
                                           user_attrs={SEED_ATTR: seed})
         self._reruns = sorted(t.number for t in trials if t.state == TrialState.RUNNING
                               and t.number not in self.live)
+        if self.budget.active:  # what earlier sessions spent (read once per session)
+            for number in self.finished_numbers():
+                found = self.files.read_result(number)
+                if found is not None:
+                    self.budget.tally.add_finished(found[0].device_seconds,
+                                                   found[0].wall_seconds)
+
+    @property
+    def total(self) -> int:
+        """Trials to hand out: the study's, plus the reruns of failed ones."""
+        return self.planned + sum(RETRY_OF_ATTR in t.user_attrs for t in self._frozen())
+
+    def retry_failed(self) -> list[int]:
+        """Queue every failed trial not yet retried again, same params and seed (a new
+        Optuna trial: a finished one cannot be reopened). Returns the failed numbers."""
+        frozen = self._frozen()
+        retried = {t.user_attrs.get(RETRY_OF_ATTR) for t in frozen}
+        failed = [t for t in frozen if t.state == TrialState.FAIL and t.number not in retried]
+        for trial in failed:
+            self.optuna.enqueue_trial(dict(trial.params), user_attrs={
+                SEED_ATTR: int(trial.user_attrs.get(SEED_ATTR, self.search.seeds[0])),
+                RETRY_OF_ATTR: trial.number})
+        return [t.number for t in failed]
 
     def remaining(self) -> int:
         """Trials still to run this session (interrupted ones included)."""
@@ -118,6 +150,8 @@ class SweepBook:
         frozen = self._frozen()
         if sum(1 for t in frozen if t.state != TrialState.WAITING) >= self.total:
             return None
+        if self.budget.stop_reason():
+            return None  # the budget is spent: no new trial (the summary says why)
         trial = self.optuna.ask()
         params = space.suggest(trial, self.search)
         seed = trial.user_attrs.get(SEED_ATTR)
@@ -149,6 +183,7 @@ class SweepBook:
             return self.next_trial()
         spec = TrialSpec(number, params, seed, config, rerun)
         self.live.add(spec, trial, self.files.read_epochs(number))
+        self.budget.trial_started(number)
         return spec
 
     def _params_and_seed(self, frozen: FrozenTrial) -> tuple[dict[str, Any], int]:
@@ -235,14 +270,20 @@ class SweepBook:
         current = self.state(number)
         if current in FINISHED:
             if state == TrialState.FAIL and current == TrialState.FAIL:
-                self.files.write_result(number, result, pruned_epoch)  # a better reason
+                self._write_result(number, result, pruned_epoch)  # a better reason
             return current
-        self.files.write_result(number, result, pruned_epoch)
+        self._write_result(number, result, pruned_epoch)
+        self.budget.trial_finished(number, result.device_seconds, result.wall_seconds)
         trial = self.live.get(number).trial if number in self.live else self._trial_of(number)
         if pruned_epoch is not None:
             trial.set_user_attr(PRUNED_EPOCH_ATTR, pruned_epoch)
         self.optuna.tell(trial, values, state=state, skip_if_finished=True)
         return state
+
+    def _write_result(self, number: int, result: TrialResult, pruned_epoch: int | None) -> None:
+        """result.json with the trial's params and seed (what `results --rebuild` needs)."""
+        spec = self.live.spec(number) if number in self.live else self._spec_from_optuna(number)
+        self.files.write_result(number, result, pruned_epoch, params=spec.params, seed=spec.seed)
 
     def _result_from_history(self, number: int, status: TrialStatus, reason: str
                              ) -> TrialResult:
@@ -300,10 +341,14 @@ class SweepBook:
         return [t.number for t in self._frozen() if t.state in FINISHED]
 
     def counts(self) -> dict[str, int]:
-        """Trials by outcome over the whole sweep (all sessions)."""
-        counts = {name: 0 for name in _STATE_NAMES.values()}
-        for t in self._frozen():
-            counts[_STATE_NAMES[t.state]] += 1
+        """Trials by outcome over the whole sweep (all sessions); a failed trial that was run
+        again counts as ``retried``, its rerun in its place."""
+        frozen = self._frozen()
+        retried = {t.user_attrs.get(RETRY_OF_ATTR) for t in frozen}
+        counts = {name: 0 for name in (*_STATE_NAMES.values(), "retried")}
+        for t in frozen:
+            retried_here = t.state == TrialState.FAIL and t.number in retried
+            counts["retried" if retried_here else _STATE_NAMES[t.state]] += 1
         return counts
 
     def best(self) -> list[FrozenTrial]:

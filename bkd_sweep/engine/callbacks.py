@@ -69,7 +69,7 @@ class Progress:
         counts = self.book.counts()
         done = counts["completed"] + counts["pruned"] + counts["failed"]
         text = (f"[{time.strftime('%H:%M:%S')}] {trial_id} {event}"
-                f"{(' ' + detail) if detail else ''} | {done}/{self.book.total} done "
+                f"{(' ' + detail) if detail else ''} | {done}/{self.book.planned} done "
                 f"({counts['completed']} completed, {counts['pruned']} pruned, "
                 f"{counts['failed']} failed), {len(self.running)} running | {self.best_text()}")
         print(text, file=self.stream or sys.stdout, flush=True)

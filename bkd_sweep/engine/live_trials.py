@@ -61,6 +61,9 @@ class LiveTrials:
     def __contains__(self, number: object) -> bool:
         return number in self._by_number
 
+    def numbers(self) -> list[int]:
+        return list(self._by_number)
+
     def get(self, number: int) -> LiveTrial:
         return self._by_number[number]
 

@@ -354,12 +354,12 @@ def plan(loaded: LoadedStudy, cluster: Cluster | None = None) -> Plan:
         notes.append(f"{where} cannot run one trial (needs "
                      f"{per_trial.cpu * per_trial.workers:g} cpus, "
                      f"{per_trial.gpu * per_trial.workers:g} gpus): use a cluster")
-    concurrency = max(1, min(n_trials, study.resources.max_concurrent or max(fits, 1)))
+    concurrency = max(1, min(n_trials, study.resources.concurrency_cap or max(fits, 1)))
     wall = total_hours / (concurrency * devices_per_trial)
     return Plan(
         study=study.name, sampler=search.sampler, pruner=search.pruner.name, n_trials=n_trials,
         trials=trials, trials_listed=exact,
         per_trial={"cpu": per_trial.cpu, "gpu": per_trial.gpu, "workers": per_trial.workers},
-        max_concurrent=study.resources.max_concurrent, where=where, fits_here=fits,
+        max_concurrent=study.resources.concurrency_cap, where=where, fits_here=fits,
         device=device, throughput_gflops=throughput, device_hours=total_hours,
         wall_hours=wall, method=METHOD, notes=notes)

@@ -43,14 +43,15 @@ from typing import Any, Callable
 
 from bkd_sweep import space
 from bkd_sweep.config import LoadedStudy, Study, StudyError, load_study
-from bkd_sweep.engine.plan import trials_fitting
+from bkd_sweep.engine.lease import DriverLease
+from bkd_sweep.engine.ray_setup import (capacity_now, check_reachable, concurrency, init_ray,
+                                        is_embedded, quiet_tune, warn_local_mlflow)
 from bkd_sweep.preflight import check_runnable
 from bkd_sweep.records import trial_id_of
 from bkd_sweep.settings import cache_dir_for, settings
+from bkd_sweep.storage import Location
 
 log = logging.getLogger(__name__)
-
-DEFAULT_OBJECT_STORE_MB = 384
 
 
 @dataclass
@@ -58,13 +59,14 @@ class SweepSummary:
     """The end of a sweep session: outcome counts over the whole sweep and the best trials."""
 
     study: str
-    results_dir: Path
+    results_dir: Path | str
     total: int
     counts: dict[str, int]  # completed / pruned / failed / running / waiting
     best: list[dict[str, Any]]  # the best trial, or the Pareto set (multi-objective)
     wall_seconds: float
     resumed: bool
     ran: list[str] = field(default_factory=list)  # trial ids finished in this session
+    stopped_by: str | None = None  # the budget limit that ended the sweep early
 
     @property
     def done(self) -> int:
@@ -72,15 +74,20 @@ class SweepSummary:
 
     @property
     def ok(self) -> bool:
-        """Every trial finished (completed, pruned or failed)."""
-        return self.done >= self.total
+        """Every trial finished (completed, pruned or failed), or the budget ended it."""
+        return self.done >= self.total or (self.stopped_by is not None
+                                           and self.counts["running"] == 0)
 
     def render(self) -> str:
         c = self.counts
+        again = f", {c['retried']} failed then rerun" if c.get("retried") else ""
         lines = [f"study {self.study}: {self.done}/{self.total} trials done "
-                 f"({c['completed']} completed, {c['pruned']} pruned, {c['failed']} failed) "
+                 f"({c['completed']} completed, {c['pruned']} pruned, {c['failed']} failed"
+                 f"{again}) "
                  f"in {self.wall_seconds:.1f}s; results in {self.results_dir}"]
-        if not self.ok:
+        if self.stopped_by:
+            lines.append(f"stopped by the budget after {self.done} trials: {self.stopped_by}")
+        elif not self.ok:
             lines.append(f"unfinished: {self.total - self.done} trial(s); "
                          "run again with --resume to finish")
         for entry in self.best:
@@ -93,56 +100,17 @@ class SweepSummary:
         return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------------------
-# Ray
-
-
-def _quiet_tune() -> None:
-    """Our progress lines replace Tune's tables (the legacy reporter honours verbose=0)."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-
-
-def _init_ray(study: Study) -> bool:
-    """Connect to RAY_ADDRESS's cluster, or start an embedded Ray. True if we started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    quiet = dict(logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
-    if not _is_embedded():
-        ray.init(address="auto", **quiet)
-        return True
-    mb = study.resources.object_store_mb or DEFAULT_OBJECT_STORE_MB
-    # "local": always a fresh embedded instance, never another user's `ray start` cluster
-    ray.init(address="local", object_store_memory=mb * 1024 * 1024, include_dashboard=False,
-             **quiet)
-    return True
-
-
-def _is_embedded() -> bool:
-    """No cluster to join: RAY_ADDRESS unset, or a dashboard URL (that is for job submission)."""
-    address = settings().ray_address or ""
-    return not address or address.startswith(("http://", "https://"))
-
-
-def concurrency(study: Study, cluster: dict[str, float], remaining: int) -> int:
-    """Trials to run at once: resources.max_concurrent, else as many as the cluster fits."""
-    per_trial = study.resources.per_trial
-    fits = trials_fitting(per_trial, cluster.get("CPU", 0.0), cluster.get("GPU", 0.0))
-    if fits == 0 and _is_embedded():
-        raise StudyError(
-            f"one trial needs {per_trial.cpu * per_trial.workers:g} CPUs and "
-            f"{per_trial.gpu * per_trial.workers:g} GPUs; this machine has "
-            f"{cluster.get('CPU', 0):g} CPUs and {cluster.get('GPU', 0):g} GPUs",
-            field="resources.per_trial")
-    wanted = study.resources.max_concurrent or max(fits, 1)
-    return max(1, min(wanted, remaining))
-
-
-def _session_name(ray_dir: Path) -> str:
-    existing = list(ray_dir.glob("session-*")) if ray_dir.exists() else []
+def _session_name(ray_dir: Location) -> str:
+    existing = [name for name in ray_dir.list_dirs() if name.startswith("session-")]
     return f"session-{len(existing) + 1:03d}"
+
+
+def teacher_cache(results_dir: Location) -> str:
+    """The teacher cache: $BKD_CACHE_DIR, else <storage root>/cache (a path or a URI)."""
+    if settings().cache_dir:
+        return str(cache_dir_for(Path(".")))
+    root = results_dir.uri.rsplit("/", 1)[0]
+    return str(cache_dir_for(Path(root))) if results_dir.is_local else f"{root}/cache"
 
 
 def _record_missing(book, tracker) -> list[str]:
@@ -176,61 +144,114 @@ def _best(book) -> list[dict[str, Any]]:
     return entries
 
 
-def run_study(loaded: LoadedStudy, *, resume: bool = False,
+def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool = False,
               trial_fn: Callable | None = None, progress: bool = True,
               tracker: Any = None) -> SweepSummary:
     """Run (or, with ``resume``, finish) a study's sweep and return its summary.
+    ``retry_failed`` (with ``resume``) runs the sweep's failed trials again.
 
     ``trial_fn`` replaces ``bkd_sweep.trial.run_trial`` (same signature) and ``tracker``
     replaces the StudyTracker built from the study (both for tests and embedding).
     """
     check_runnable(loaded, resume)
+    if not is_embedded():
+        check_reachable(settings().ray_address or "")  # before anything is written
+    results_dir = loaded.results_location()  # a local/shared path or an object store
+    lease = DriverLease(results_dir, loaded.study.name).acquire()  # one driver a study
+    from bkd_sweep.engine.journal import repair_journal
+
+    for note in (lease.took_over, repair_journal(results_dir)):
+        if note and progress:
+            print(f"note: {note}", flush=True)
     started = time.perf_counter()
-    study = loaded.study
-    results_dir = loaded.results_dir()
-    _quiet_tune()
+    quiet_tune()
     import ray
 
-    from bkd_sweep.engine.book import SweepBook
-    from bkd_sweep.engine.callbacks import Progress, SweepCallback
-
-    we_started = _init_ray(study)
+    we_started = False
     try:
-        cluster = ray.cluster_resources()
-        concurrency(study, cluster, 1)  # a trial must fit (embedded) before anything is written
+        we_started = init_ray(loaded.study)
+        concurrency(loaded.study, ray.cluster_resources(), 1)  # a trial must fit (embedded)
+        nodes = 1
+        if not is_embedded():
+            from bkd_sweep.engine.nodes import preflight_nodes
+
+            nodes = preflight_nodes(loaded, loaded.storage_uri())
+            log.info("preflight passed on %d nodes", nodes)
+        session = _Session(loaded, results_dir, trial_fn, progress, nodes)
+        return session.run(resume, retry_failed, tracker, started)
+    finally:
+        if we_started:
+            ray.shutdown()
+        lease.release()
+
+
+@dataclass
+class _Session:
+    """One driver session of a sweep, once Ray is up and every node passed preflight."""
+
+    loaded: LoadedStudy
+    results_dir: Location
+    trial_fn: Callable | None
+    progress: bool
+    nodes: int
+
+    def run(self, resume: bool, retry_failed: bool, tracker: Any, started: float
+            ) -> SweepSummary:
+        from bkd_sweep.engine.book import SweepBook
+        from bkd_sweep.engine.callbacks import Progress, SweepCallback
+
+        study = self.loaded.study
         per_trial = study.resources.per_trial
-        device = "cuda" if per_trial.gpu > 0 else "cpu"
-        book = SweepBook(study, results_dir, device=device,
+        book = SweepBook(study, self.results_dir, device="cuda" if per_trial.gpu > 0 else "cpu",
                          devices_per_trial=float(per_trial.workers))
         resumed = resume and not book.is_empty()
         if tracker is None:
             from bkd_sweep.tracking import StudyTracker
 
-            tracker = StudyTracker(study, results_dir=results_dir, study_file=loaded.path)
+            tracker = StudyTracker(study, results_dir=self.results_dir,
+                                   study_file=self.loaded.path)
+        warn_local_mlflow(tracker, self.nodes)
         tracker.start_sweep(resume=resumed)
         book.settle_interrupted()
         recovered = _record_missing(book, tracker)
         book.open()
+        if retry_failed:
+            again = book.retry_failed()
+            if again and self.progress:
+                print(f"retrying {len(again)} failed trial(s): "
+                      + " ".join(trial_id_of(n) for n in again), flush=True)
         remaining = book.remaining()
-        callback = SweepCallback(book, tracker, Progress(book, enabled=progress))
+        callback = SweepCallback(book, tracker, Progress(book, enabled=self.progress))
+        if remaining and self.trial_fn is None:  # stand-in trial functions need no teacher
+            _teachers_first(study, self.results_dir, tracker, self.progress)
         if remaining:
-            _fit(study, book, callback, trial_fn, results_dir,
-                 concurrency(study, cluster, remaining), remaining)
+            _fit(study, book, callback, self.trial_fn, self.results_dir, remaining)
         recovered += _record_missing(book, tracker)
-        counts = book.counts()
-        summary = SweepSummary(study=study.name, results_dir=results_dir, total=book.total,
-                               counts=counts, best=_best(book),
+        summary = SweepSummary(study=study.name, results_dir=book.results_dir,
+                               total=book.planned, counts=book.counts(), best=_best(book),
                                wall_seconds=time.perf_counter() - started, resumed=resumed,
-                               ran=callback.finished + recovered)
+                               ran=callback.finished + recovered,
+                               stopped_by=book.budget.stopped_by)
+        if summary.stopped_by:
+            tracker.record_stop(summary.stopped_by)
         if summary.ok:
             tracker.finish_sweep()
         return summary
-    finally:
-        if we_started:
-            ray.shutdown()
 
 
-def _fit(study: Study, book, callback, trial_fn, results_dir: Path, max_concurrent: int,
+def _teachers_first(study: Study, results_dir: Location, tracker, progress: bool) -> None:
+    """Train or evaluate each distinct teacher once, as Ray tasks, before the trials."""
+    from bkd_sweep.engine.teachers_first import describe, prepare_teachers
+
+    reports = prepare_teachers(study, teacher_cache(results_dir))
+    for report in reports:
+        if progress:
+            print(describe(report), flush=True)
+    if reports and hasattr(tracker, "record_teachers"):
+        tracker.record_teachers(reports)
+
+
+def _fit(study: Study, book, callback, trial_fn, results_dir: Location,
          remaining: int) -> None:
     from ray import tune
 
@@ -239,11 +260,10 @@ def _fit(study: Study, book, callback, trial_fn, results_dir: Path, max_concurre
     from bkd_sweep.engine.worker import WorkerSetup, make_tune_function
 
     per_trial = study.resources.per_trial
-    ray_dir = results_dir / "ray"
-    setup = WorkerSetup(results_dir=str(results_dir),
-                        cache_dir=str(cache_dir_for(results_dir.parent)),
+    ray_dir = results_dir.child("ray")  # Ray's own state: retries within this session
+    setup = WorkerSetup(results_dir=results_dir.uri, cache_dir=teacher_cache(results_dir),
                         cpu=per_trial.cpu, gpu=per_trial.gpu, workers=per_trial.workers,
-                        cwd=os.getcwd(), train_storage=str(ray_dir / "train"))
+                        cwd=os.getcwd(), train_storage=ray_dir.child("train").uri)
     if per_trial.workers > 1:
         # the trial only drives Train workers that hold the CPUs/GPUs; Ray needs a non-empty
         # request, so it asks for a little memory instead (no CPU to starve the workers of)
@@ -251,6 +271,9 @@ def _fit(study: Study, book, callback, trial_fn, results_dir: Path, max_concurre
     else:
         resources = {"cpu": per_trial.cpu, "gpu": per_trial.gpu}
     function = make_tune_function(setup, trial_fn)
+    cap = study.resources.concurrency_cap
+    # auto: Tune may hold every remaining trial; the searcher asks only as many as fit now
+    searcher = OptunaSearcher(book, capacity=None if cap else capacity_now(study, remaining))
 
     def trial_name(trial) -> str:
         return str(trial.config.get("trial_id", trial.trial_id))
@@ -261,11 +284,13 @@ def _fit(study: Study, book, callback, trial_fn, results_dir: Path, max_concurre
     tuner = tune.Tuner(
         tune.with_resources(function, resources),
         tune_config=tune.TuneConfig(
-            search_alg=OptunaSearcher(book), scheduler=OptunaPruningScheduler(book),
-            num_samples=remaining, max_concurrent_trials=max_concurrent, reuse_actors=True,
+            search_alg=searcher, scheduler=OptunaPruningScheduler(book),
+            num_samples=remaining, max_concurrent_trials=min(cap or remaining, remaining),
+            reuse_actors=True,
             trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=_session_name(ray_dir), storage_path=str(ray_dir),
+            name=_session_name(ray_dir), storage_path=ray_dir.path,
+            storage_filesystem=ray_dir.fs,
             failure_config=tune.FailureConfig(max_failures=study.resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[callback], verbose=0),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from ray.tune.search import Searcher
 
@@ -30,16 +30,27 @@ def final_result(result: dict[str, Any] | None) -> TrialResult | None:
 
 
 class OptunaSearcher(Searcher):
-    """Ray Tune searcher backed by a SweepBook (one Optuna study, journal storage)."""
+    """Ray Tune searcher backed by a SweepBook (one Optuna study, journal storage).
 
-    def __init__(self, book: SweepBook):
+    ``capacity`` (``max_concurrent: auto``) says how many trials the cluster fits right now;
+    no new trial is asked while that many run, so the sampler sees results as early as it can
+    and the sweep grows onto nodes that join (Tune asks again later when we answer None).
+    """
+
+    def __init__(self, book: SweepBook, capacity: Callable[[], int] | None = None):
         super().__init__(metric=None, mode=None)
         self.book = book
+        self.capacity = capacity
+
+    def running(self) -> int:
+        return sum(not self.book.is_finished(n) for n in self.book.live.numbers())
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # the space comes from the study, not from Tune's param_space
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.capacity is not None and self.running() >= self.capacity():
+            return None  # the cluster is full; Tune asks again
         spec = self.book.next_trial()
         if spec is None:
             return Searcher.FINISHED

@@ -1,10 +1,18 @@
 """``submit_study``: run a study on a Ray cluster through the Ray Jobs API.
 
-The job runs ``<python> -m bkd_sweep.cli run <study>`` in a temporary copy of the project
-(``runtime_env.working_dir``), so outputs written to relative paths would vanish with it:
-the job gets ``BKD_RESULTS_DIR`` = the absolute results root this machine would use, and
-``run_study`` writes there (a path the cluster must see: the same machine or a shared mount).
-The study's ${VARS} that are set here travel with the job as environment variables.
+What travels with the job, and why:
+
+* **The study, resolved here.** The job's working dir is a small folder made for this
+  submission holding only ``<name>.yaml``: the study as this machine reads it (``${VARS}``
+  filled in, relative paths made absolute, ``--set`` overrides applied). The driver never
+  depends on a copy of the project that Ray may unpack again or clean away, and each
+  submission has its own package (no two jobs share one unpacked folder). The code that runs
+  is the bkd-sweep installed on the cluster; preflight checks every node has the driver's.
+* **The storage root**, absolute (``--storage``), so results land where the submitter reads,
+  never in the job's working dir.
+* **The environment**: the settings bkd-sweep reads (BKD_*, MLFLOW_TRACKING_URI) and the
+  standard AWS variables for an object-store root, as runtime_env ``env_vars``. They are
+  sent to the cluster, never printed (a credential in them stays out of every log).
 
 Token authentication (on by default since Ray 2.59): the client sends the token from
 ``~/.ray/auth_token`` / ``RAY_AUTH_TOKEN(_PATH)`` when one is available and RAY_AUTH_MODE is
@@ -14,23 +22,37 @@ unset; without that, a token-protected dashboard answers "Missing authentication
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import sys
+import tempfile
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from bkd_sweep.config import StudyError, load_study
-from bkd_sweep.settings import env_var
+import yaml
 
-# Never shipped with the job: outputs, environments, VCS data, weights and data sets.
-EXCLUDES = ["/results/", "/reports/", "/.venv/", "/venv/", "/.git/", "/data/", "/datasets/",
-            "/weights/", "/checkpoints/", "/build/", "/dist/", "*.pt", "*.pth", "*.ckpt",
-            "mlflow.db", "mlruns/", "mlartifacts/", "__pycache__/", ".pytest_cache/",
-            ".hypothesis/", "*.egg-info/", ".ruff_cache/"]
-PASSED_SETTINGS = ("cache_dir", "mlflow_tracking_uri")  # travel with the job when set here
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+from bkd_sweep.config import LoadedStudy, StudyError
+from bkd_sweep.redact import redact_text
+from bkd_sweep.settings import Settings, env_var
+
+# sent with every job when set here: bkd-sweep's own settings and the object-store variables
+AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                 "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION")
+_NOT_SENT = ("ray_address", "results_dir", "storage")  # the job gets --storage instead
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """The `run` options a submitted job runs with (`run` and `submit` take the same)."""
+
+    resume: bool = False
+    retry_failed: bool = False
+
+    def flags(self) -> list[str]:
+        return (["--resume"] if self.resume else []) + (
+            ["--retry-failed"] if self.retry_failed else [])
 
 
 class JobFailedError(RuntimeError):
@@ -42,15 +64,7 @@ class JobFailedError(RuntimeError):
         self.status = status
 
 
-def project_root(start: Path) -> Path:
-    """The nearest folder at or above ``start`` holding pyproject.toml (else the cwd)."""
-    for folder in [start, *start.parents]:
-        if (folder / "pyproject.toml").exists():
-            return folder
-    return Path.cwd().resolve()
-
-
-def _enable_token_auth() -> None:
+def enable_token_auth() -> None:
     """Send the local Ray token when one exists and RAY_AUTH_MODE was left unset."""
     try:
         from ray._private.authentication.authentication_token_setup import (
@@ -64,51 +78,58 @@ def _enable_token_auth() -> None:
 def job_client(address: str):
     from ray.job_submission import JobSubmissionClient
 
-    _enable_token_auth()
-    return JobSubmissionClient(address)
+    enable_token_auth()
+    try:
+        return JobSubmissionClient(address)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StudyError(f"cannot reach the Ray dashboard at {address}: {first}") from None
 
 
-def job_spec(study_path: Path, *, python: str | None = None, resume: bool = False
-             ) -> tuple[str, dict]:
-    """(entrypoint, runtime_env) for a study file: validated, with an absolute results root."""
-    loaded = load_study(study_path)
-    study_file = Path(study_path).resolve()
-    root = project_root(study_file.parent)
-    try:
-        relative = study_file.relative_to(root)
-    except ValueError:
-        raise StudyError(f"the study must lie inside the project directory {root} "
-                         "(the job runs in a copy of it)", file=study_path) from None
-    results_root = loaded.results_dir().parent
-    excludes = list(EXCLUDES)
-    try:
-        excludes.append("/" + results_root.relative_to(root).as_posix() + "/")
-    except ValueError:
-        pass  # results outside the project are not shipped anyway
-    variables = set(_VAR.findall(study_file.read_text(encoding="utf-8")))
-    # the study's own ${VARS} and the passed settings travel as this shell has them
-    passed = {env_var(field) for field in PASSED_SETTINGS}
-    env = {name: os.environ[name] for name in sorted(variables | passed) if os.environ.get(name)}
-    env[env_var("results_dir")] = str(results_root)
-    command = [python or sys.executable, "-m", "bkd_sweep.cli", "run", relative.as_posix()]
-    if resume:
-        command.append("--resume")
-    runtime_env = {"working_dir": str(root), "excludes": excludes, "env_vars": env}
+def resolved_study_text(loaded: LoadedStudy) -> str:
+    """The study as this machine reads it: variables filled in, relative paths absolute."""
+    from bkd_sweep.config.loading import resolve_relative_paths
+
+    tree = resolve_relative_paths(loaded.raw, loaded.path.parent.resolve())
+    header = (f"# {loaded.path.name} as resolved by `bkd-sweep submit` "
+              f"(submission {uuid.uuid4().hex[:12]})\n")
+    return header + yaml.safe_dump(tree, sort_keys=False)
+
+
+def job_environment() -> dict[str, str]:
+    """The variables a job needs from this shell: bkd-sweep's settings and AWS_*."""
+    names = [env_var(field) for field in Settings.model_fields if field not in _NOT_SENT]
+    return {name: os.environ[name] for name in [*names, *AWS_VARIABLES] if os.environ.get(name)}
+
+
+def job_spec(loaded: LoadedStudy, staging: Path, *, python: str | None = None,
+             options: SweepOptions = SweepOptions()) -> tuple[str, dict]:
+    """(entrypoint, runtime_env) of the job; ``staging`` (a new empty folder) becomes its
+    working dir, holding the resolved study."""
+    study_file = staging / f"{loaded.study.name}.yaml"
+    study_file.write_text(resolved_study_text(loaded), encoding="utf-8")
+    command = [python or sys.executable, "-m", "bkd_sweep.cli", "run", study_file.name,
+               "--storage", loaded.storage_uri(), *options.flags()]
+    runtime_env = {"working_dir": str(staging), "env_vars": job_environment()}
     return shlex.join(command), runtime_env
 
 
-def submit_study(study_path: str | os.PathLike, *, address: str, wait: bool = True,
-                 python: str | None = None, resume: bool = False,
+def submit_study(loaded: LoadedStudy, *, address: str, wait: bool = True,
+                 python: str | None = None, options: SweepOptions = SweepOptions(),
                  stream: TextIO | None = None, poll_seconds: float = 1.0) -> str:
-    """Submit ``bkd-sweep run STUDY`` as a Ray job at ``address`` (the dashboard URL) and
-    return the job id. With ``wait`` the job's log is streamed until it ends; a job that does
-    not succeed raises JobFailedError."""
+    """Submit ``bkd-sweep run`` of the loaded study as a Ray job at ``address`` (the
+    dashboard URL) and return the job id. With ``wait`` the job's log is streamed until it
+    ends; a job that does not succeed raises JobFailedError."""
     out = stream or sys.stdout
-    entrypoint, runtime_env = job_spec(Path(study_path), python=python, resume=resume)
     client = job_client(address)
-    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
-                               metadata={"bkd_sweep.study": Path(study_path).name})
-    print(f"submitted job {job_id} to {address}: {entrypoint}", file=out, flush=True)
+    with tempfile.TemporaryDirectory(prefix="bkd-submit-") as staging:
+        entrypoint, runtime_env = job_spec(loaded, Path(staging), python=python,
+                                           options=options)
+        job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
+                                   metadata={"bkd_sweep.study": loaded.study.name})
+    # the entrypoint holds the storage URI: hide a user:password part if it has one
+    print(f"submitted job {job_id} to {address}: {redact_text(entrypoint)}", file=out,
+          flush=True)
     if not wait:
         return job_id
     status = follow_job(client, job_id, out, poll_seconds)

@@ -2,19 +2,25 @@
 
 * ``epochs.jsonl``, the epoch log: one EpochMetrics JSON line per epoch the driver saw, so a
   resumed driver still has the epochs of a trial it must record as pruned or failed;
-* ``result.json``: the trial's outcome, written (atomically) *before* Optuna is told, so a
-  driver killed in between finishes the bookkeeping on ``--resume`` without rerunning it.
+* ``result.json``: the trial's outcome (with its number, and its searched params and seed
+  when the caller gives them), written (atomically) *before* Optuna is told, so a driver
+  killed in between finishes the bookkeeping on ``--resume`` without rerunning it, and the
+  Parquet rows can be rebuilt from it (``bkd-sweep results --rebuild``).
 
 (``ckpt/`` beside them is the trial's own checkpoint folder, written by run_trial.)
+
+The folder is a storage ``Location``: a local or shared path, or an object store. Object stores
+have no append, so there the epoch log is rewritten whole at each epoch (a few KB per trial).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
+from typing import Any
 
-from bkd_sweep.fileio import write_json_atomic
 from bkd_sweep.records import EpochMetrics, TrialResult, trial_id_of
+from bkd_sweep.storage import Location
 
 TRIALS_DIR = "trials"
 RESULT_FILE = "result.json"
@@ -25,41 +31,58 @@ CHECKPOINT_DIR = "ckpt"
 class TrialFiles:
     """The per-trial files of one sweep (results/<study>)."""
 
-    def __init__(self, results_dir: Path):
-        self.results_dir = Path(results_dir)
+    def __init__(self, results_dir: Location | str | os.PathLike):
+        self.location = Location.of(results_dir)
 
-    def trial_dir(self, number: int) -> Path:
-        return self.results_dir / TRIALS_DIR / trial_id_of(number)
+    def trial_dir(self, number: int) -> Location:
+        return self.location.child(TRIALS_DIR, trial_id_of(number))
 
     def append_epoch(self, number: int, metrics: EpochMetrics) -> None:
         """Add one epoch to the trial's epoch log."""
-        path = self.trial_dir(number) / EPOCH_LOG_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(metrics.model_dump_json() + "\n")
+        folder = self.trial_dir(number)
+        line = metrics.model_dump_json() + "\n"
+        if folder.is_local:
+            folder.makedirs()
+            with open(folder.file(EPOCH_LOG_FILE), "a", encoding="utf-8") as handle:
+                handle.write(line)
+            return
+        old = folder.read_text(EPOCH_LOG_FILE) if folder.exists(EPOCH_LOG_FILE) else ""
+        folder.write_text(old + line, EPOCH_LOG_FILE)
 
     def read_epochs(self, number: int) -> dict[int, EpochMetrics]:
         """The epoch log by epoch (the last line of an epoch wins; a line cut by a kill is
         skipped)."""
-        path = self.trial_dir(number) / EPOCH_LOG_FILE
+        folder = self.trial_dir(number)
         history: dict[int, EpochMetrics] = {}
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    metrics = EpochMetrics.model_validate_json(line)
-                except ValueError:
-                    continue
-                history[metrics.epoch] = metrics
+        try:
+            text = folder.read_text(EPOCH_LOG_FILE)
+        except FileNotFoundError:
+            return history
+        for line in text.splitlines():
+            try:
+                metrics = EpochMetrics.model_validate_json(line)
+            except ValueError:
+                continue
+            history[metrics.epoch] = metrics
         return history
 
-    def write_result(self, number: int, result: TrialResult, pruned_epoch: int | None) -> None:
-        payload = {"result": result.model_dump(mode="json"), "pruned_epoch": pruned_epoch}
-        write_json_atomic(payload, self.trial_dir(number) / RESULT_FILE, indent=None)
+    def write_result(self, number: int, result: TrialResult, pruned_epoch: int | None, *,
+                     params: dict[str, Any] | None = None, seed: int | None = None) -> None:
+        """Write result.json. The trial number, and the searched ``params`` and ``seed`` when
+        given, are stored too, so the trial's Parquet rows can be rebuilt from this file alone
+        (``bkd-sweep results --rebuild``): a ``linked.<group>`` label is not in the config."""
+        payload: dict[str, Any] = {"result": result.model_dump(mode="json"),
+                                   "pruned_epoch": pruned_epoch, "trial_number": number}
+        if params is not None:
+            payload["params"] = params
+        if seed is not None:
+            payload["seed"] = seed
+        self.trial_dir(number).write_text(json.dumps(payload), RESULT_FILE)
 
     def read_result(self, number: int) -> tuple[TrialResult, int | None] | None:
         """(result, pruned epoch) from result.json, or None when the trial has none."""
-        path = self.trial_dir(number) / RESULT_FILE
-        if not path.exists():
+        try:
+            payload = json.loads(self.trial_dir(number).read_text(RESULT_FILE))
+        except FileNotFoundError:
             return None
-        payload = json.loads(path.read_text(encoding="utf-8"))
         return TrialResult.model_validate(payload["result"]), payload.get("pruned_epoch")

@@ -5,10 +5,14 @@ calls a *trial function* with run_trial's signature (``run_trial`` itself, or a 
 tests and embedders pass as ``trial_fn``).
 
 Per epoch the trial's ``report`` sends ``{bkd_kind: epoch, bkd_epoch: <EpochMetrics JSON>,
-top1, ...}`` with the epoch's checkpoint directory as a Ray checkpoint; at the end one last
-report ``{bkd_kind: final, bkd_result: <TrialResult JSON>}`` carries the result to the driver
-(the scheduler and pruner ignore it). A retried trial restores its Ray checkpoint into the
-trial's checkpoint dir when that dir has none, and ``run_trial`` resumes from it.
+top1, ...}``; at the end one last report ``{bkd_kind: final, bkd_result: <TrialResult JSON>}``
+carries the result to the driver (the scheduler and pruner ignore it).
+
+Checkpoints are written once: run_trial keeps the trial's own (``last.pt``, ``best.pt``) in
+``trials/<id>/ckpt`` of the storage root (local, shared or an object store), and a retried
+trial resumes from there. A single-worker trial hands Ray no checkpoint (it would copy every
+epoch's into its storage_path); only a multi-worker trial reports one to Ray Train, which
+keeps the last.
 
 With ``workers > 1`` the function starts a Ray Train ``TorchTrainer`` (gloo on CPU, nccl on
 GPU) and fits it; every rank runs the trial under torch.distributed and rank 0's reports reach
@@ -26,6 +30,7 @@ from typing import Any, Callable
 from bkd_sweep.config import TrialConfig
 from bkd_sweep.engine.trial_files import CHECKPOINT_DIR, TRIALS_DIR
 from bkd_sweep.records import CHECKPOINT_FILE, EpochMetrics, TrialResult
+from bkd_sweep.storage import Location
 
 KIND_KEY, EPOCH_KEY, RESULT_KEY = "bkd_kind", "bkd_epoch", "bkd_result"
 TrialFn = Callable[..., TrialResult]  # run_trial's signature
@@ -35,8 +40,8 @@ TrialFn = Callable[..., TrialResult]  # run_trial's signature
 class WorkerSetup:
     """What every trial's worker needs besides its own config (small and picklable)."""
 
-    results_dir: str  # absolute results/<study>
-    cache_dir: str  # absolute; trained teachers are cached here
+    results_dir: str  # results/<study>: an absolute path or an object-store URI
+    cache_dir: str  # the teacher cache (trained teachers, evaluations): path or URI
     cpu: float  # per worker
     gpu: float  # per worker
     workers: int
@@ -61,13 +66,22 @@ def _default_trial_fn() -> TrialFn:
     return run_trial
 
 
-def _has_checkpoint(directory: Path) -> bool:
-    return (directory / CHECKPOINT_FILE).exists()
+def _as_given(folder: Location) -> Path | Location:
+    """A Path for a local or shared folder (what trial functions have always received),
+    else the Location."""
+    return folder.local_path if folder.is_local else folder
 
 
-def _restore(checkpoint, directory: Path) -> None:
-    """Copy a Ray checkpoint into the trial's checkpoint dir unless it already has one."""
-    if checkpoint is None or _has_checkpoint(directory):
+def trial_checkpoints(setup: WorkerSetup, trial_id: str) -> Path | Location:
+    """The trial's own checkpoint folder in the storage root: what a retry resumes from."""
+    results = Location.of(setup.results_dir)
+    return _as_given(results.child(TRIALS_DIR, trial_id, CHECKPOINT_DIR))
+
+
+def _restore(checkpoint, directory: Path | Location) -> None:
+    """Copy a Ray Train checkpoint into a local checkpoint dir unless it already has one."""
+    if checkpoint is None or not isinstance(directory, Path) \
+            or (directory / CHECKPOINT_FILE).exists():
         return
     directory.mkdir(parents=True, exist_ok=True)
     with checkpoint.as_directory() as src:
@@ -96,21 +110,19 @@ def make_tune_function(setup: WorkerSetup, trial_fn: TrialFn | None) -> Callable
         if os.path.isdir(setup.cwd):
             os.chdir(setup.cwd)
         trial_config = TrialConfig.model_validate(config["trial_config"])
-        checkpoint_dir = Path(setup.results_dir) / TRIALS_DIR / config["trial_id"] / CHECKPOINT_DIR
-        cache_dir = Path(setup.cache_dir)
+        checkpoint_dir = trial_checkpoints(setup, config["trial_id"])
+        cache_dir = _as_given(Location.of(setup.cache_dir))
         if setup.workers > 1:
             _run_distributed(setup, trial_fn, trial_config, config["trial_id"], checkpoint_dir,
                              cache_dir)
             return
         _set_threads(setup.cpu)
-        _restore(tune.get_checkpoint(), checkpoint_dir)
         fn = trial_fn or _default_trial_fn()
 
-        def report(metrics: EpochMetrics, ckpt_dir: Path | None) -> None:
-            checkpoint = None
-            if ckpt_dir is not None and Path(ckpt_dir).is_dir():
-                checkpoint = tune.Checkpoint.from_directory(str(ckpt_dir))
-            tune.report(epoch_payload(metrics), checkpoint=checkpoint)
+        def report(metrics: EpochMetrics, _checkpoints: Path | Location | None) -> None:
+            # no Ray checkpoint: the trial's own, in the storage root, is what a retry
+            # resumes from, so Ray need not copy it each epoch
+            tune.report(epoch_payload(metrics))
 
         result = fn(trial_config, report, checkpoint_dir=checkpoint_dir, cache_dir=cache_dir)
         tune.report(final_payload(result))
@@ -119,8 +131,10 @@ def make_tune_function(setup: WorkerSetup, trial_fn: TrialFn | None) -> Callable
 
 
 def _run_distributed(setup: WorkerSetup, trial_fn: TrialFn | None, trial_config: TrialConfig,
-                     trial_id: str, checkpoint_dir: Path, cache_dir: Path) -> None:
-    """Fit a TorchTrainer of ``setup.workers`` ranks inside this Tune trial."""
+                     trial_id: str, checkpoint_dir: Path | Location,
+                     cache_dir: Path | Location) -> None:
+    """Fit a TorchTrainer of ``setup.workers`` ranks inside this Tune trial (rank 0's
+    checkpoint folder goes to Ray Train as its checkpoint, the last one kept)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -140,9 +154,9 @@ def _run_distributed(setup: WorkerSetup, trial_fn: TrialFn | None, trial_config:
             dist.barrier()
         fn = trial_fn or _default_trial_fn()
 
-        def report(metrics: EpochMetrics, ckpt_dir: Path | None) -> None:
+        def report(metrics: EpochMetrics, ckpt_dir: Path | Location | None) -> None:
             checkpoint = None
-            if rank == 0 and ckpt_dir is not None and Path(ckpt_dir).is_dir():
+            if rank == 0 and isinstance(ckpt_dir, Path) and ckpt_dir.is_dir():
                 checkpoint = Checkpoint.from_directory(str(ckpt_dir))
             ray.train.report(epoch_payload(metrics), checkpoint=checkpoint,
                              delete_local_checkpoint_after_upload=False)
@@ -158,6 +172,7 @@ def _run_distributed(setup: WorkerSetup, trial_fn: TrialFn | None, trial_config:
         run_config=ray.train.RunConfig(
             name=trial_id, storage_path=setup.train_storage,
             failure_config=ray.train.FailureConfig(max_failures=0),  # Tune retries the trial
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()]),
     )
     trainer.fit()

@@ -1,8 +1,10 @@
-"""Loading a network's weights from a local checkpoint file (never from a hub), with
-one-line errors: nested dicts, DataParallel / torch.compile prefixes, weights_only."""
+"""Loading a network's weights from a local checkpoint file or from saved bytes (never from
+a hub), with one-line errors: nested dicts, DataParallel / torch.compile prefixes,
+weights_only."""
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
@@ -45,24 +47,40 @@ def _examples(keys: list[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
 
 
+def read_weights_file(path: str | os.PathLike) -> bytes:
+    """The bytes of a local checkpoint file; FileNotFoundError with a one-line message."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"teacher checkpoint not found: {path}")
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
 def load_weights(net: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load a checkpoint into ``net`` (strictly) and return it.
+    """Load a local checkpoint file into ``net`` (strictly) and return it.
+
+    Raises FileNotFoundError or CheckpointError with a one-line message (see
+    ``load_weights_from_bytes`` for what is accepted).
+    """
+    return load_weights_from_bytes(net, read_weights_file(path), os.fspath(path))
+
+
+def load_weights_from_bytes(net: nn.Module, data: bytes, source: str) -> nn.Module:
+    """Load saved checkpoint bytes (read from a file or a storage Location, named ``source``
+    in errors) into ``net`` (strictly) and return it.
 
     Accepts a raw state_dict or ``{"model" | "state_dict" | "model_state": state_dict}``;
     strips ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes; BatchNorm
     ``num_batches_tracked`` counters missing from old checkpoints are tolerated.
-    Raises FileNotFoundError or CheckpointError with a one-line message.
+    Raises CheckpointError with a one-line message.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"teacher checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"{path}: cannot load ({type(exc).__name__}: {first[:200]})") \
+        raise CheckpointError(f"{source}: cannot load ({type(exc).__name__}: {first[:200]})") \
             from None
-    state = _extract_state_dict(obj, path)
+    state = _extract_state_dict(obj, source)
     own = net.state_dict()
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
@@ -76,7 +94,7 @@ def load_weights(net: nn.Module, path: str | os.PathLike) -> nn.Module:
             parts.append(f"{len(unexpected)} unexpected ({_examples(unexpected)})")
         if shapes:
             parts.append(f"{len(shapes)} shape mismatches ({_examples(shapes, 2)})")
-        raise CheckpointError(f"{path} does not fit {type(net).__name__}: " + "; ".join(parts))
+        raise CheckpointError(f"{source} does not fit {type(net).__name__}: " + "; ".join(parts))
     for key, value in own.items():  # keep our counters where the checkpoint has none
         state.setdefault(key, value)
     net.load_state_dict(state, strict=True)

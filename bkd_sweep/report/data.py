@@ -33,6 +33,8 @@ class ResultsData:
     study: Study
     trials: pd.DataFrame
     epochs: pd.DataFrame
+    stopped_by: str | None = None  # the budget limit that ended the sweep (sweep.json)
+    teacher_device_hours: float = 0.0  # teachers prepared before the trials (sweep.json)
 
     @property
     def config_keys(self) -> list[str]:
@@ -186,7 +188,21 @@ def load_results_dir(results_dir: str | Path) -> ResultsData:
     sort_cols = [c for c in ("trial_number", "trial_id") if c in trials.columns]
     trials = trials.sort_values(sort_cols, kind="stable").reset_index(drop=True)
     epochs = epochs.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
-    return ResultsData(study=study, trials=trials, epochs=epochs)
+    info = _sweep_info(results_dir)
+    teacher_seconds = sum(float(t.get("device_seconds", 0.0)) for t in info.get("teachers", []))
+    return ResultsData(study=study, trials=trials, epochs=epochs,
+                       stopped_by=info.get("stopped_by"),
+                       teacher_device_hours=teacher_seconds / 3600)
+
+
+def _sweep_info(results_dir: Path) -> dict[str, Any]:
+    """sweep.json (written by the tracker), or {} when absent or unreadable."""
+    import json
+
+    try:
+        return json.loads((results_dir / "sweep.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def norm_value(value: Any) -> Any:

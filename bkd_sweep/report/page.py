@@ -95,13 +95,18 @@ def _status_section(data: ResultsData) -> str:
     t = data.trials
     device_h = float(t["device_seconds"].fillna(0).sum()) / 3600 if "device_seconds" in t else 0
     wall_h = float(t["wall_seconds"].fillna(0).sum()) / 3600 if "wall_seconds" in t else 0
-    head = "".join(f"<th class=\"num\">{k}</th>" for k in (*counts, "total", "device-hours",
-                                                            "trial wall-hours"))
-    cells = [*counts.values(), len(t), f"{device_h:.2f}", f"{wall_h:.2f}"]
+    head = "".join(f"<th class=\"num\">{k}</th>" for k in (
+        *counts, "total", "device-hours", "teacher device-hours", "trial wall-hours"))
+    cells = [*counts.values(), len(t), f"{device_h:.2f}", f"{data.teacher_device_hours:.2f}",
+             f"{wall_h:.2f}"]
     body = "".join(f'<td class="num" data-status-count="{k}">{_esc(v)}</td>'
-                   for k, v in zip((*counts, "total", "device_hours", "wall_hours"), cells))
+                   for k, v in zip((*counts, "total", "device_hours", "teacher_device_hours",
+                                    "wall_hours"), cells))
     out = (f'<section id="status"><h2>Trials</h2><table class="counts"><thead><tr>{head}'
            f"</tr></thead><tbody><tr>{body}</tr></tbody></table>")
+    if data.stopped_by:
+        out += (f'<p class="budget" id="stopped-by">The budget stopped this sweep before all '
+                f"of its trials ran: {_esc(data.stopped_by)}.</p>")
     failed = t[t["status"] == "failed"]
     if len(failed):
         items = []

@@ -14,16 +14,17 @@ import dataclasses
 import json
 import logging
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bkd_sweep.config import Study, flatten
 from bkd_sweep.redact import redact_value
-from bkd_sweep.fileio import write_json_atomic
-from bkd_sweep.records import EpochMetrics, TrialRecord, result_metrics
-from bkd_sweep.settings import settings
+from bkd_sweep.storage import Location
+from bkd_sweep.records import EpochMetrics, TrialRecord
+from bkd_sweep.tracking.mlflow_values import (epoch_metrics, final_metrics, now_ms,
+                                              param_value, resolve_tracking_uri, sqlite_path,
+                                              tag_value, trial_tags)
 from bkd_sweep.tracking.store import STUDY_FILE, ResultStore
 
 if TYPE_CHECKING:
@@ -32,27 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
-MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 _BATCH_PARAMS = 100  # MLflow's limit on params + tags per log_batch
 _BATCH_METRICS = 1000
 _RUN_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
-MAX_TAG_CHARS = 5000  # below MLflow's tag limit; a failure reason may be a long traceback
-
-
-def resolve_tracking_uri(study: Study, results_dir: Path, explicit: str | None = None) -> str:
-    """explicit > study.tracking.mlflow_uri > $MLFLOW_TRACKING_URI > sqlite beside results."""
-    for candidate in (explicit, study.tracking.mlflow_uri, settings().mlflow_tracking_uri):
-        if candidate:
-            return candidate
-    return f"sqlite:///{Path(results_dir).resolve().parent}/mlflow.db"
-
-
-def param_value(value: Any, name: str = "") -> str:
-    """MLflow param text: credentials hidden (bkd_sweep.redact), scalars as str(), containers
-    as JSON, cut to MLflow's 6000 chars."""
-    value = redact_value(value, name)
-    text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
-    return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+COMPACT_EVERY = 100  # trials recorded between two Parquet snapshots during a sweep
 
 
 class StudyTracker:
@@ -63,19 +47,22 @@ class StudyTracker:
         from mlflow.tracking import MlflowClient
 
         self.study = study
-        self.results_dir = Path(results_dir).resolve()
+        self.location = Location.of(results_dir)  # a local/shared path or an object store
+        self.results_dir = (self.location.local_path if self.location.is_local
+                            else self.location.uri)
         self.study_file = Path(study_file).resolve() if study_file else None
-        self._uri = resolve_tracking_uri(study, self.results_dir, mlflow_uri)
+        self._uri = resolve_tracking_uri(study, self.location, mlflow_uri)
         if self._uri.startswith("sqlite:///"):
-            _sqlite_path(self._uri).parent.mkdir(parents=True, exist_ok=True)
+            sqlite_path(self._uri).parent.mkdir(parents=True, exist_ok=True)
         self.client: MlflowClient = MlflowClient(tracking_uri=self._uri)
-        self.store = ResultStore(self.results_dir, study_name=study.name)
+        self.store = ResultStore(self.location, study_name=study.name)
         self._experiment_id: str | None = None
         self._parent_id: str | None = None
         self._children: dict[str, str] = {}  # trial_id -> child run id
         self._logged: dict[str, set[int]] = {}  # trial_id -> epochs already in MLflow
         self._live: dict[str, dict[int, EpochMetrics]] = {}  # epochs seen by log_epoch
         self._warned: set[str] = set()
+        self._recorded = 0  # trials recorded by this tracker (a snapshot every COMPACT_EVERY)
 
     # ---------------------------------------------------------------- properties
 
@@ -90,7 +77,7 @@ class StudyTracker:
             info = self._read_sweep_info()
             if not info.get("parent_run_id"):
                 raise RuntimeError(f"no sweep started for study {self.study.name!r} "
-                                   f"({self.results_dir / SWEEP_FILE} missing)")
+                                   f"({self.location.file(SWEEP_FILE)} missing)")
             self._parent_id = info["parent_run_id"]
             self._experiment_id = info.get("experiment_id")
         return self._parent_id
@@ -107,9 +94,9 @@ class StudyTracker:
         """Open (or, on resume, reopen) the parent run; write study.json; return the run id."""
         from mlflow.exceptions import MlflowException
 
-        self.results_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(redact_value(self.study.model_dump(mode="json")),
-                          self.results_dir / STUDY_FILE)
+        self.location.makedirs()
+        study_json = json.dumps(redact_value(self.study.model_dump(mode="json")), indent=2)
+        self.location.write_text(study_json, STUDY_FILE)
         experiment_id = self.experiment_id
         info = self._read_sweep_info()
         parent = None
@@ -136,23 +123,50 @@ class StudyTracker:
         else:
             info.setdefault("resumed_at", []).append(now)
             info.pop("finished_at", None)
+            info.pop("stopped_by", None)  # a resumed sweep may go on (a raised budget)
         self._parent_id = parent
-        write_json_atomic(info, self.results_dir / SWEEP_FILE)
+        self._write_sweep_info(info)
         if self.study_file is not None and self.study_file.exists():
             self.client.log_artifact(parent, str(self.study_file), artifact_path="study")
-        self.client.log_artifact(parent, str(self.results_dir / STUDY_FILE), artifact_path="study")
+        self.client.log_text(parent, study_json, f"study/{STUDY_FILE}")
         return parent
 
+    def _compact(self) -> None:
+        """Snapshot the per-trial Parquet files (a cache: the trial files stay the truth)."""
+        try:
+            self.store.compact()
+        except Exception as exc:  # noqa: BLE001 - a failed snapshot loses nothing
+            log.warning("Parquet snapshot not written (%s); readers use the trial files", exc)
+
     def finish_sweep(self) -> None:
-        """Attach the Parquet tables to the parent run and end it (FINISHED)."""
+        """Snapshot the Parquet tables, attach them to the parent run and end it (FINISHED)."""
+        self._compact()
         parent = self.parent_run_id
-        for path in (self.store.trials_path, self.store.epochs_path):
+        for path in ((self.store.trials_path, self.store.epochs_path)
+                     if self.store.location.is_local else ()):
             if path.exists():
                 self.client.log_artifact(parent, str(path), artifact_path="results")
         self.client.set_terminated(parent, status="FINISHED")
         info = self._read_sweep_info()
         info["finished_at"] = datetime.now(UTC).isoformat()
-        write_json_atomic(info, self.results_dir / SWEEP_FILE)
+        self._write_sweep_info(info)
+
+    def record_stop(self, reason: str) -> None:
+        """The budget ended the sweep early: say so in sweep.json (the report shows it) and
+        on the parent run."""
+        info = self._read_sweep_info()
+        info["stopped_by"] = reason
+        self._write_sweep_info(info)
+        self.client.set_tag(self.parent_run_id, "bkd.stopped_by", reason)
+
+    def record_teachers(self, reports: list[dict[str, Any]]) -> None:
+        """The teachers prepared before the trials (what each cost: device-seconds), in
+        sweep.json for the report and summed on the parent run. A resumed sweep adds its own."""
+        info = self._read_sweep_info()
+        info.setdefault("teachers", []).extend(reports)
+        self._write_sweep_info(info)
+        spent = sum(float(r.get("device_seconds", 0.0)) for r in info["teachers"])
+        self.client.log_metric(self.parent_run_id, "teacher_device_hours", spent / 3600)
 
     def log_report(self, report_dir: Path) -> None:
         """Attach a built report folder to the parent run (artifact path ``report``)."""
@@ -171,7 +185,7 @@ class StudyTracker:
             if metrics.epoch in self._logged[trial_id]:
                 return
             new_params = [Param(k, param_value(v, k)) for k, v in params.items()] if created else []
-            self._log_batches(run_id, metrics=_epoch_metrics(metrics), params=new_params)
+            self._log_batches(run_id, metrics=epoch_metrics(metrics), params=new_params)
             self._logged[trial_id].add(metrics.epoch)
         except Exception as exc:  # noqa: BLE001 - MLflow is a view; the trial goes on
             self._warn(trial_id, "log_epoch", exc)
@@ -194,6 +208,9 @@ class StudyTracker:
             self._warn(record.trial_id, "finish_trial", exc)
             run_id = run_id or self._children.get(record.trial_id)
         self.store.upsert(record, mlflow_run_id=run_id)
+        self._recorded += 1
+        if self._recorded % COMPACT_EVERY == 0:
+            self._compact()  # keeps mid-sweep reads (status, report) to a snapshot + a few files
         # forget the run: a retry after this finish finds it again by tag and reopens it
         self._children.pop(record.trial_id, None)
         self._logged.pop(record.trial_id, None)
@@ -212,24 +229,24 @@ class StudyTracker:
         run_id, _ = self._child(record.trial_id, record.params)
         logged = self._logged[record.trial_id]
         backfill = [m for m in result.history if m.epoch not in logged]
-        epoch_metrics = [x for m in backfill for x in _epoch_metrics(m)]
+        backfilled = [x for m in backfill for x in epoch_metrics(m)]
 
         run = self.client.get_run(run_id)
         leaves = {**record.params, **flatten(result.config or {})}
         leaves.setdefault("seed", record.seed)
         params = [Param(k, param_value(v, k)) for k, v in leaves.items()
                   if k not in run.data.params]  # a logged param cannot change value
-        finals = _final_metrics(record)
-        stamp = _now_ms()
+        finals = final_metrics(record)
+        stamp = now_ms()
         step = int(result.epochs_run)
-        final_metrics = [Metric(k, v, stamp, step) for k, v in finals.items()
-                         if run.data.metrics.get(k) != v]  # a retry adds no duplicate point
-        tags = {k: v for k, v in _trial_tags(self.study.name, record).items() if v is not None}
+        closing = [Metric(k, v, stamp, step) for k, v in finals.items()
+                   if run.data.metrics.get(k) != v]  # a retry adds no duplicate point
+        tags = {k: v for k, v in trial_tags(self.study.name, record).items() if v is not None}
         for stale in ("reason", "pruned_epoch"):
             if stale in run.data.tags and stale not in tags:
                 self.client.delete_tag(run_id, stale)
-        self._log_batches(run_id, metrics=epoch_metrics + final_metrics, params=params,
-                          tags=[RunTag(k, _tag_value(v)) for k, v in tags.items()])
+        self._log_batches(run_id, metrics=backfilled + closing, params=params,
+                          tags=[RunTag(k, tag_value(v)) for k, v in tags.items()])
         logged.update(m.epoch for m in backfill)
         with tempfile.TemporaryDirectory(prefix="bkd_trial_") as tmp:
             config_path = Path(tmp) / "config.json"
@@ -315,7 +332,7 @@ class StudyTracker:
         be ./mlruns under whatever directory the driver runs in). Servers choose their own."""
         if not self._uri.startswith("sqlite:///"):
             return None
-        return (_sqlite_path(self._uri).parent / "mlartifacts" / self.study.name).as_uri()
+        return (sqlite_path(self._uri).parent / "mlartifacts" / self.study.name).as_uri()
 
     def _log_batches(self, run_id: str, *, metrics: list | None = None,
                      params: list | None = None, tags: list | None = None) -> None:
@@ -329,64 +346,16 @@ class StudyTracker:
             self.client.log_batch(run_id, metrics=m, params=p, tags=t, synchronous=True)
 
     def _read_sweep_info(self) -> dict[str, Any]:
-        path = self.results_dir / SWEEP_FILE
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        try:
+            return json.loads(self.location.read_text(SWEEP_FILE))
+        except FileNotFoundError:
+            return {}
+
+    def _write_sweep_info(self, info: dict[str, Any]) -> None:
+        self.location.write_text(json.dumps(info, indent=2), SWEEP_FILE)
 
     def _warn(self, trial_id: str, where: str, exc: Exception) -> None:
         if trial_id not in self._warned:
             self._warned.add(trial_id)
             log.warning("MLflow %s failed for trial %s (%s: %s); Parquet results are kept",
                         where, trial_id, type(exc).__name__, exc)
-
-
-def _tag_value(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= MAX_TAG_CHARS else text[: MAX_TAG_CHARS - 3] + "..."
-
-
-def _sqlite_path(uri: str) -> Path:
-    return Path(uri[len("sqlite:///"):].split("?", 1)[0]).resolve()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _epoch_metrics(m: EpochMetrics) -> list:
-    """One epoch's metrics for MLflow, all at step = epoch."""
-    from mlflow.entities import Metric
-
-    values = {"top1": m.top1, "top5": m.top5, "val_loss": m.val_loss, "loss": m.loss,
-              "lr": m.lr, "epoch_seconds": m.wall_seconds,
-              "samples_per_second": m.samples_per_second,
-              **{f"loss.{k}": v for k, v in m.loss_terms.items()}}
-    stamp = _now_ms()
-    return [Metric(k, float(v), stamp, m.epoch) for k, v in values.items()]
-
-
-def _final_metrics(record: TrialRecord) -> dict[str, float]:
-    r = record.result
-    # the same names as Parquet's metric.<name>; the per-epoch series are top1, top5 (val)
-    values = dict(result_metrics(r))
-    values.update(epochs_run=r.epochs_run, wall_seconds=r.wall_seconds,
-                  device_seconds=r.device_seconds)
-    return {k: float(v) for k, v in values.items() if v is not None}
-
-
-def _trial_tags(study: str, record: TrialRecord) -> dict[str, Any]:
-    config = record.result.config or {}
-    student = config.get("student") or {}
-    return {
-        "study": study,
-        "trial_id": record.trial_id,
-        "trial_number": record.trial_number,
-        "status": record.result.status,
-        "reason": record.result.reason,
-        "mode": (config.get("distill") or {}).get("mode"),
-        "arch": student.get("arch"),
-        "T": student.get("timesteps"),
-        "seed": record.seed,
-        "pruned_epoch": record.pruned_epoch,
-        "config_hash": record.result.config_hash,
-        "code_version": record.result.code_version,
-    }

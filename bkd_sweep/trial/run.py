@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -12,27 +13,35 @@ from bkd_sweep.config import TrialConfig
 from bkd_sweep.data import first_samples
 from bkd_sweep.energy import measure_with
 from bkd_sweep.records import EnergyReport, EpochMetrics, TrialResult, TrialStatus
+from bkd_sweep.storage import Location
 from bkd_sweep.trial.evaluate import evaluate
 from bkd_sweep.trial.state import (TrialState, build_state, load_selected, resume,
                                    save_checkpoint, track_best)
 from bkd_sweep.trial.step import NonFiniteLoss, train_epoch
+from bkd_sweep.trial.teacher_cache import CacheWhere, TeacherCache
 
-ReportFn = Callable[[EpochMetrics, "Path | None"], None]
+# report(metrics, checkpoint folder): a Path for a local or shared folder, else the Location
+ReportFn = Callable[[EpochMetrics, "Path | Location | None"], None]
 
 
 def run_trial(config: TrialConfig, report: ReportFn | None = None, *,
-              checkpoint_dir: Path | None = None, cache_dir: Path | None = None) -> TrialResult:
+              checkpoint_dir: Location | str | os.PathLike | None = None,
+              cache_dir: TeacherCache | CacheWhere | None = None) -> TrialResult:
     """Train one configuration; returns its TrialResult (completed, or failed with a reason).
 
-    Resumes from ``checkpoint_dir/last.pt`` when present. Calls ``report(metrics, ckpt_dir)``
-    after each epoch once that epoch's checkpoint is written. Data and configuration faults
-    raise; a non-finite loss ends the trial as failed.
+    ``checkpoint_dir`` and ``cache_dir`` (the teacher cache) are folders on a local or shared
+    path or an object store (a Location, URI or path). Resumes from ``last.pt`` in the
+    checkpoint folder when present. Calls ``report(metrics, checkpoint folder)`` after each
+    epoch once that epoch's checkpoint is written. Data and configuration faults raise; a
+    non-finite loss ends the trial as failed.
     """
     started = time.perf_counter()
     state = build_state(config, cache_dir=cache_dir)
-    checkpoint_dir = Path(checkpoint_dir).resolve() if checkpoint_dir else None
-    if checkpoint_dir:
-        resume(state, checkpoint_dir)
+    checkpoints = Location.of(checkpoint_dir) if checkpoint_dir is not None else None
+    if checkpoints is not None:
+        resume(state, checkpoints)
+    reported_dir = None if checkpoints is None else (
+        checkpoints.local_path if checkpoints.is_local else checkpoints)
 
     def wall() -> float:
         return state.prior_seconds + (time.perf_counter() - started)
@@ -43,13 +52,13 @@ def run_trial(config: TrialConfig, report: ReportFn | None = None, *,
         except NonFiniteLoss as exc:
             return trial_result(state, "failed", wall(), reason=str(exc))
         state.history.append(metrics)
-        track_best(state, metrics, checkpoint_dir)
-        if checkpoint_dir and state.group.is_main:
-            save_checkpoint(state, epoch, checkpoint_dir, wall())
+        track_best(state, metrics)
+        if checkpoints is not None and state.group.is_main:
+            save_checkpoint(state, epoch, checkpoints, wall())
         if state.group.enabled:
             dist.barrier()
         if report is not None:
-            report(metrics, checkpoint_dir)
+            report(metrics, reported_dir)
     load_selected(state)
     test_top1, test_top5, _ = evaluate(state.student, state.loaders.test, state.device,
                                        state.group, state.autocast)

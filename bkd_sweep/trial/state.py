@@ -1,5 +1,12 @@
 """A trial's state: data, models, optimizer, schedule, AMP and its history, built once and
-resumable from the trial's checkpoint."""
+resumable from the trial's checkpoint.
+
+A trial's checkpoint folder (a storage Location: local, shared or an object store) holds
+what resume and selection need and nothing else: ``last.pt`` (everything, overwritten each
+epoch) and, with ``train.select: best``, ``best.pt`` (weights) only while the best epoch is
+an earlier one than last.pt's; while the newest epoch is the best, last.pt holds its
+weights and says so, and no second copy is written.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +20,20 @@ import torch
 from torch import nn
 
 from bkd_sweep.config import TrialConfig
-from bkd_sweep.data import DataBundle, Loaders, build_data, make_loaders, make_mixup
+from bkd_sweep.data import DataBundle, Loaders, make_loaders, make_mixup
 from bkd_sweep.distill import DistillLoss
-from bkd_sweep.fileio import save_torch_atomic
+from bkd_sweep.fileio import load_torch, save_torch
 from bkd_sweep.models import SpikingStudent, Teacher, create_student
 from bkd_sweep.records import CHECKPOINT_FILE, EpochMetrics
 from bkd_sweep.trial.environment import (ProcessGroup, process_group, rng_state,
                                          seed_everything, select_device)
 from bkd_sweep.trial.model import DistillationModel
 from bkd_sweep.trial.optim import UpdateSchedule, make_optimizer, make_scheduler
-from bkd_sweep.trial.teacher import TeacherInfo, prepare_teacher
+from bkd_sweep.storage import Location
+from bkd_sweep.trial.teacher import TeacherInfo, prepare_teacher, study_data
+from bkd_sweep.trial.teacher_cache import CacheWhere, TeacherCache
 
 log = logging.getLogger(__name__)
-
-DATA_SPLIT_SEED = 0
 
 
 @dataclass
@@ -53,6 +60,7 @@ class TrialState:
     start_epoch: int = 1
     prior_seconds: float = 0.0  # wall seconds spent before a resume
     best: "SelectedWeights | None" = None  # train.select best: the best val epoch so far
+    best_file_epoch: int | None = None  # the epoch whose weights best.pt holds (None: none)
 
     @property
     def teacher(self) -> Teacher | None:
@@ -86,7 +94,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
-def build_state(config: TrialConfig, *, cache_dir: Path | None = None) -> TrialState:
+def build_state(config: TrialConfig, *,
+                cache_dir: TeacherCache | CacheWhere | None = None) -> TrialState:
     """Data, student, teacher, loss, optimizer and schedule, in a fixed order (the order
     draws from the seeded generators, so it is part of reproducibility)."""
     group = process_group()
@@ -94,11 +103,7 @@ def build_state(config: TrialConfig, *, cache_dir: Path | None = None) -> TrialS
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     seed_everything(config.seed)
-    teacher_t = config.teacher.timesteps if config.distill.mode != "none" else None
-    frames = max(config.student.timesteps, teacher_t or 0)
-    # One split for every trial of a study (the seed varies init and order, not the data),
-    # so a cached teacher never saw a later trial's validation images.
-    bundle = build_data(config.data, seed=DATA_SPLIT_SEED, timesteps=frames)
+    bundle = study_data(config, teacher_frames=config.distill.mode != "none")
     loaders = make_loaders(bundle, config.data, seed=config.seed, distributed=group.enabled)
     mixup = make_mixup(config.data.augment, bundle.num_classes)
     student = create_student(config.student.arch, num_classes=bundle.num_classes,
@@ -149,6 +154,7 @@ def _with_training_parts(config, device, group, bundle, loaders: Loaders, mixup,
 
 
 BEST_FILE = "best.pt"  # the best-on-val weights (train.select: best), beside last.pt
+_LEGACY = "legacy"  # a last.pt from before it named its best epoch (best.pt was kept current)
 
 
 @dataclass
@@ -160,18 +166,17 @@ class SelectedWeights:
     model: dict[str, torch.Tensor]
 
 
-def track_best(state: TrialState, metrics: EpochMetrics, checkpoint_dir: Path | None) -> None:
-    """Keep the best-on-val weights (in memory, and as best.pt beside the checkpoint)."""
+def _cpu_copy(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
+
+
+def track_best(state: TrialState, metrics: EpochMetrics) -> None:
+    """Keep the best-on-val weights in memory (save_checkpoint stores them when needed)."""
     if state.config.train.select != "best":
         return
     if state.best is not None and metrics.top1 <= state.best.val_top1:
         return
-    weights = {k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()}
-    state.best = SelectedWeights(metrics.epoch, metrics.top1, weights)
-    if checkpoint_dir and state.group.is_main:
-        save_torch_atomic({"epoch": metrics.epoch, "val_top1": metrics.top1, "model": weights,
-                           "config_hash": state.config.config_hash()},
-                          checkpoint_dir / BEST_FILE)
+    state.best = SelectedWeights(metrics.epoch, metrics.top1, _cpu_copy(state.model.state_dict()))
 
 
 def load_selected(state: TrialState) -> None:
@@ -181,18 +186,49 @@ def load_selected(state: TrialState) -> None:
         state.model.load_state_dict(state.best.model)
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: Path | str,
+                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A local checkpoint file (tensors and plain values only)."""
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def resume(state: TrialState, checkpoint_dir: Path) -> None:
-    """Continue from ``checkpoint_dir/last.pt`` when present (same configuration only)."""
-    path = checkpoint_dir / CHECKPOINT_FILE
-    if not path.exists():
+def save_checkpoint(state: TrialState, epoch: int, checkpoints: Location,
+                    wall_seconds: float) -> int:
+    """Store what a resume after ``epoch`` needs; returns the bytes written.
+
+    Safe against a kill between any two writes: best.pt gets the best weights before last.pt
+    stops holding them, and is deleted only once last.pt holds the (newer) best ones.
+    """
+    written = 0
+    best = state.best
+    if best is not None and best.epoch != epoch and state.best_file_epoch != best.epoch:
+        written += save_torch({"epoch": best.epoch, "val_top1": best.val_top1,
+                               "model": best.model, "config_hash": state.config.config_hash()},
+                              checkpoints, BEST_FILE)
+        state.best_file_epoch = best.epoch
+    written += save_torch({
+        "epoch": epoch, "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict(),
+        "history": [h.model_dump() for h in state.history], "warnings": state.warnings,
+        "config_hash": state.config.config_hash(), "rng": rng_state(),
+        "wall_seconds": wall_seconds,
+        "best": None if best is None else {"epoch": best.epoch, "val_top1": best.val_top1},
+    }, checkpoints, CHECKPOINT_FILE)
+    if best is not None and best.epoch == epoch and state.best_file_epoch is not None:
+        checkpoints.delete(BEST_FILE)  # last.pt holds the best weights now
+        state.best_file_epoch = None
+    return written
+
+
+def resume(state: TrialState, checkpoints: Location) -> None:
+    """Continue from ``last.pt`` in ``checkpoints`` when present (same configuration only)."""
+    if not checkpoints.exists(CHECKPOINT_FILE):
         return
-    saved = load_checkpoint(path, map_location=state.device)
+    saved = load_torch(checkpoints, CHECKPOINT_FILE, map_location=state.device)
     if saved.get("config_hash") != state.config.config_hash():
-        raise RuntimeError(f"{path} belongs to another configuration; refusing to resume from it")
+        raise RuntimeError(f"{checkpoints.child(CHECKPOINT_FILE)} belongs to another "
+                           "configuration; refusing to resume from it")
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
@@ -202,22 +238,28 @@ def resume(state: TrialState, checkpoint_dir: Path) -> None:
     state.warnings = list(saved.get("warnings", []))
     state.start_epoch = int(saved["epoch"]) + 1
     state.prior_seconds = float(saved.get("wall_seconds", 0.0))
-    best = checkpoint_dir / BEST_FILE
-    if best.exists():
-        kept = load_checkpoint(best, map_location="cpu")
-        if kept.get("config_hash") == state.config.config_hash():
-            state.best = SelectedWeights(int(kept["epoch"]), float(kept["val_top1"]),
-                                         kept["model"])
-    log.info("resuming %s from epoch %d", checkpoint_dir, state.start_epoch)
+    state.best = _saved_best(state, checkpoints, saved)
+    log.info("resuming %s from epoch %d", checkpoints, state.start_epoch)
 
 
-def save_checkpoint(state: TrialState, epoch: int, checkpoint_dir: Path,
-                    wall_seconds: float) -> None:
-    save_torch_atomic({
-        "epoch": epoch, "model": state.model.state_dict(),
-        "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
-        "scaler": state.scaler.state_dict(),
-        "history": [h.model_dump() for h in state.history], "warnings": state.warnings,
-        "config_hash": state.config.config_hash(), "rng": rng_state(),
-        "wall_seconds": wall_seconds,
-    }, checkpoint_dir / CHECKPOINT_FILE)
+def _saved_best(state: TrialState, checkpoints: Location,
+                saved: dict[str, Any]) -> SelectedWeights | None:
+    """The best-on-val weights a last.pt names: its own weights, or best.pt's."""
+    marker = saved.get("best", _LEGACY)
+    if marker is None:
+        return None
+    if marker != _LEGACY and int(marker["epoch"]) == int(saved["epoch"]):
+        return SelectedWeights(int(marker["epoch"]), float(marker["val_top1"]),
+                               _cpu_copy(saved["model"]))
+    if not checkpoints.exists(BEST_FILE):
+        if marker == _LEGACY:
+            return None
+        raise RuntimeError(f"{checkpoints.child(BEST_FILE)} is missing: {CHECKPOINT_FILE} "
+                           f"names epoch {marker['epoch']} as the best")
+    kept = load_torch(checkpoints, BEST_FILE, map_location="cpu")
+    wanted = kept.get("epoch") if marker == _LEGACY else marker["epoch"]
+    if kept.get("config_hash") != state.config.config_hash() or kept.get("epoch") != wanted:
+        raise RuntimeError(f"{checkpoints.child(BEST_FILE)} is not the best epoch "
+                           f"{CHECKPOINT_FILE} names; refusing to resume from it")
+    state.best_file_epoch = int(kept["epoch"])
+    return SelectedWeights(int(kept["epoch"]), float(kept["val_top1"]), kept["model"])

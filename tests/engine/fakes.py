@@ -149,8 +149,21 @@ class FakeTracker:
     def finish_sweep(self) -> None:
         self.calls.append(("end",))
 
+    def record_stop(self, reason: str) -> None:
+        self.calls.append(("stopped", reason))
+
     def finishes(self) -> list[str]:
         return [c[1] for c in self.calls if c[0] == "finish"]
 
     def epochs(self, trial_id: str) -> list[int]:
         return [c[2] for c in self.calls if c[0] == "epoch" and c[1] == trial_id]
+
+
+def flaky_trial(config: TrialConfig, report=None, *, checkpoint_dir=None, cache_dir=None
+                ) -> TrialResult:
+    """curve_trial, but a trial of the mode named in <results>/<study>/fail_mode raises (a
+    crash). A file, not a variable: Ray workers started earlier do not see a new variable."""
+    marker = Path(checkpoint_dir).parents[2] / "fail_mode"
+    if marker.exists() and config.distill.mode == marker.read_text().strip():
+        raise RuntimeError(f"injected crash for mode {config.distill.mode}")
+    return curve_trial(config, report, checkpoint_dir=checkpoint_dir, cache_dir=cache_dir)

@@ -34,7 +34,7 @@ def test_median_pruner_prunes_worse_trials_early(ray_session, tmp_path, fakes, f
     # curves: plateau bkd 75, mixed 80, none 60, logit 70, x (1 - exp(-epoch/2)); sequential.
     # epoch 2 (first prunable): none 37.9 and logit 44.2 < median(47.4, 50.6) of completed
     assert summary.counts == {"completed": 2, "pruned": 2, "failed": 0, "running": 0,
-                              "waiting": 0}
+                              "waiting": 0, "retried": 0}
     assert summary.ok and summary.best[0]["trial_id"] == "t0001"
     assert summary.best[0]["params"] == {"distill.mode": "mixed"}
     book = SweepBook(loaded.study, tmp_path / "pruning")

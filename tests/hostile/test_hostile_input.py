@@ -228,3 +228,54 @@ def test_checkpoints_load_with_weights_only_and_cannot_run_code(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match=rf"(?s){refused}.*GLOBAL \w+\.system"):
         load_checkpoint(evil)
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------------------
+# Bad places: unreachable storage, a wrong cluster address, options that do not go together
+
+
+def _tiny_study(root: Path) -> Path:
+    file = root / "tiny.yaml"
+    study = {**VALID, "distill": {"mode": "none"},
+             "search": {"sampler": "grid", "params": {"student.timesteps": [1]}}}
+    file.write_text(yaml.safe_dump(study))
+    return file
+
+
+def test_unreachable_object_store_is_one_line_and_nothing_is_written(tmp_path, monkeypatch):
+    file = _tiny_study(tmp_path)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-printed-7")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    before = listing(tmp_path)
+    code, out, err = run_cli(["run", str(file), "--storage", "s3://no-bucket/x"], tmp_path)
+    assert_study_error(code, out, err, file, line=None, field="storage",
+                       message="storage s3://no-bucket/x/hostile: not writable")
+    assert "not-printed-7" not in err
+    assert listing(tmp_path) == before
+
+
+def test_wrong_ray_address_is_one_line_at_once_and_nothing_is_written(tmp_path, monkeypatch):
+    file = _tiny_study(tmp_path)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
+    code, out, err = run_cli(["run", str(file), "--storage", str(tmp_path / "res")], tmp_path)
+    assert_one_line_error(code, out, err)
+    assert "cannot reach the Ray cluster at RAY_ADDRESS=127.0.0.1:9" in err
+    assert not (tmp_path / "res").exists()
+
+
+def test_retry_failed_needs_resume(tmp_path):
+    file = _tiny_study(tmp_path)
+    for command in ("run", "submit"):
+        code, out, err = run_cli([command, str(file), "--retry-failed"], tmp_path)
+        assert_one_line_error(code, out, err)
+        assert "use it with --resume" in err
+
+
+def test_status_of_a_study_never_run_is_one_line(tmp_path):
+    file = _tiny_study(tmp_path)
+    code, out, err = run_cli(["status", str(file), "--storage", str(tmp_path / "none")],
+                             tmp_path)
+    assert_study_error(code, out, err, file, line=None, field=None,
+                       message="no sweep of 'hostile' in")

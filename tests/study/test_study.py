@@ -130,3 +130,30 @@ def test_json_schema_describes_the_sections():
     schema = study_json_schema()
     assert {"name", "data", "student", "search"} <= set(schema["properties"])
     json.dumps(schema)
+
+
+def test_storage_root_precedence_flag_env_study_then_older_names(tmp_path, monkeypatch):
+    for name in ("BKD_STORAGE", "BKD_RESULTS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    study = tmp_path / "s.yaml"
+    study.write_text(GOOD.replace("name: tiny", "name: tiny\nstorage: shared/bkd"))
+    loaded = load_study(study)
+    assert loaded.storage_uri() == str(tmp_path / "shared/bkd")  # relative to the study file
+    assert loaded.results_dir() == tmp_path / "shared/bkd/tiny"
+    monkeypatch.setenv("BKD_RESULTS_DIR", str(tmp_path / "older"))
+    assert loaded.storage_uri() == str(tmp_path / "shared/bkd")  # storage: beats the old name
+    monkeypatch.setenv("BKD_STORAGE", "s3://bucket/prefix/")
+    assert loaded.storage_uri() == "s3://bucket/prefix"
+    assert loaded.results_location().uri == "s3://bucket/prefix/tiny"
+    with pytest.raises(StudyError, match="needs a filesystem path"):
+        loaded.results_dir()
+    assert loaded.with_storage(str(tmp_path / "flag")).results_dir() == tmp_path / "flag/tiny"
+
+
+def test_set_overrides_replace_file_values_before_validation(tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text(GOOD)
+    loaded = load_study(study, {"distill.alpha": 0.5, "search.seeds": [3, 4]})
+    assert loaded.study.distill.alpha == 0.5 and loaded.study.search.seeds == [3, 4]
+    with pytest.raises(StudyError, match="alpha"):
+        load_study(study, {"distill.alpha": -1})

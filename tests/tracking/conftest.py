@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import json
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from bkd_sweep.config import Study
 from bkd_sweep.records import EnergyReport, EpochMetrics, TrialRecord, TrialResult
+from bkd_sweep.tracking.schema import SCHEMA_VERSION_KEY
+from tests.servers import s3 as s3_module
 
 MODES = ("none", "bkd")
 SEEDS = (0, 1)
@@ -108,3 +114,75 @@ def _make_study_fixture():
 @pytest.fixture(name="epoch_top1")
 def _epoch_top1_fixture():
     return epoch_top1
+
+
+# ---------------------------------------------------------------- what a sweep leaves per trial
+
+
+def record_like_a_sweep(results_dir: Path, store, record: TrialRecord,
+                        run_id: str | None = None) -> None:
+    """What the sweep driver writes for one finished trial: the epoch log and result.json
+    (engine/trial_files.py, the real writer), then the trial's Parquet rows."""
+    from bkd_sweep.engine.trial_files import TrialFiles
+
+    files = TrialFiles(results_dir)
+    for metrics in record.result.history:
+        files.append_epoch(record.trial_number, metrics)
+    files.write_result(record.trial_number, record.result, record.pruned_epoch,
+                       params=record.params, seed=record.seed)
+    store.upsert(record, mlflow_run_id=run_id)
+
+
+def write_v1(results_dir: Path) -> None:
+    """A results folder as schema v1 wrote it (before three splits): two trials, one epoch,
+    and the study.json of make_study("old")."""
+    results_dir.mkdir(parents=True)
+    meta = {SCHEMA_VERSION_KEY: b"1"}
+    trials = pa.table({
+        "trial_id": ["t0000", "t0001"], "trial_number": [0, 1], "study": ["old", "old"],
+        "status": ["completed", "completed"], "reason": [None, None], "seed": [0, 1],
+        "param.distill.mode": ["none", "none"], "metric.top1": [91.5, 92.5],
+        "metric.top5": [99.0, 99.5], "metric.teacher_top1": [95.0, 95.0],
+        "metric.energy_mj": [0.01, 0.01], "schema_version": pa.array([1, 1], pa.int32()),
+    }).replace_schema_metadata(meta)
+    pq.write_table(trials, results_dir / "trials.parquet")
+    epochs = pa.table({"trial_id": ["t0000"], "epoch": [1], "metric.top1": [91.5],
+                       "schema_version": pa.array([1], pa.int32())}).replace_schema_metadata(meta)
+    pq.write_table(epochs, results_dir / "epochs.parquet")
+    study = make_study("old").model_dump(mode="json")
+    (results_dir / "study.json").write_text(json.dumps(study))
+
+
+@pytest.fixture(name="write_v1")
+def _write_v1_fixture():
+    return write_v1
+
+
+@pytest.fixture(name="record_like_a_sweep")
+def _record_like_a_sweep_fixture():
+    return record_like_a_sweep
+
+
+# ---------------------------------------------------------------- a real S3-compatible server
+
+S3_BUCKET = "bkd-results"
+
+
+@pytest.fixture
+def moto_server(s3_server: str) -> str:
+    """The session's S3 server (tests/conftest.py), with the bucket ``bkd-results``."""
+    s3_module.ensure_bucket(s3_server, S3_BUCKET)
+    return s3_server
+
+
+@pytest.fixture
+def s3(moto_server: str, monkeypatch: pytest.MonkeyPatch):
+    """(boto3 client, study URI): the standard AWS variables point at the moto server, and
+    each test gets its own prefix in the bucket."""
+    import boto3
+
+    for name, value in (("AWS_ENDPOINT_URL", moto_server), ("AWS_ACCESS_KEY_ID", "test"),
+                        ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    prefix = uuid.uuid4().hex[:12]
+    return boto3.client("s3"), f"s3://{S3_BUCKET}/{prefix}/demo"

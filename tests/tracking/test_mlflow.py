@@ -44,6 +44,7 @@ def test_sweep_makes_one_parent_and_a_nested_child_per_trial(
     report = tmp_path / "report"
     report.mkdir()
     (report / "index.html").write_text("<html></html>")
+    tracker.store.compact()  # the sweep's end: snapshots for the parent's results/ artifacts
     tracker.finish_sweep()
     # `bkd-sweep report` runs later in another process: the parent comes from sweep.json
     StudyTracker(study, results_dir=results_dir, study_file=None,

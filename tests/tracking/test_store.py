@@ -18,7 +18,7 @@ from bkd_sweep.tracking import (
     SchemaVersionError,
     trials_schema,
 )
-from bkd_sweep import fileio
+from bkd_sweep import storage
 from bkd_sweep.tracking.schema import arrow_type_for_annotation, param_types
 
 P = {"distill.mode": "bkd", "student.timesteps": 4}
@@ -79,23 +79,30 @@ def test_dtypes_match_the_schema_even_for_all_null_columns(study, results_dir,
     store = ResultStore(results_dir)
     # no energy: every metric.energy column is null; data.root is None in every trial
     store.upsert(make_record(study, 0, P, 0, status="failed", energy=False, epochs=0))
-    trials_file = pq.read_table(store.trials_path)
-    expected = trials_schema()
-    assert trials_file.schema.equals(expected, check_metadata=False)
-    assert trials_file.schema.field("param.data.root").type == pa.string()
-    assert trials_file.schema.field("param.student.timesteps").type == pa.int64()
-    assert trials_file.schema.field("param.distill.blur_ratio").type == pa.float64()
-    assert trials_file.schema.field("param.train.compile").type == pa.bool_()
-    assert trials_file.schema.field("param.teacher.timesteps").type == pa.int64()
-    assert trials_file.schema.field("metric.energy_mj").type == pa.float64()
-    assert trials_file.schema.field("finished_at").type == pa.timestamp("us", tz="UTC")
-    assert trials_file.schema.field("schema_version").type == pa.int32()
-    assert trials_file["schema_version"].to_pylist() == [SCHEMA_VERSION]
-    epochs_file = pq.read_table(store.epochs_path)
-    assert epochs_file.num_rows == 0
-    assert epochs_file.schema.equals(EPOCHS_SCHEMA, check_metadata=False)
-    for path in (store.trials_path, store.epochs_path):
-        assert pq.read_schema(path).metadata[SCHEMA_VERSION_KEY] == str(SCHEMA_VERSION).encode()
+    trial_part = results_dir / "tables/trials/t0000.parquet"
+    epoch_part = results_dir / "tables/epochs/t0000.parquet"
+    assert store.compact() == (1, 0)
+    # the trial's own files and the snapshots both carry the explicit schema
+    for trials_path, epochs_path in ((trial_part, epoch_part),
+                                     (store.trials_path, store.epochs_path)):
+        trials_file = pq.read_table(trials_path)
+        expected = trials_schema()
+        assert trials_file.schema.equals(expected, check_metadata=False)
+        assert trials_file.schema.field("param.data.root").type == pa.string()
+        assert trials_file.schema.field("param.student.timesteps").type == pa.int64()
+        assert trials_file.schema.field("param.distill.blur_ratio").type == pa.float64()
+        assert trials_file.schema.field("param.train.compile").type == pa.bool_()
+        assert trials_file.schema.field("param.teacher.timesteps").type == pa.int64()
+        assert trials_file.schema.field("metric.energy_mj").type == pa.float64()
+        assert trials_file.schema.field("finished_at").type == pa.timestamp("us", tz="UTC")
+        assert trials_file.schema.field("schema_version").type == pa.int32()
+        assert trials_file["schema_version"].to_pylist() == [SCHEMA_VERSION]
+        epochs_file = pq.read_table(epochs_path)
+        assert epochs_file.num_rows == 0
+        assert epochs_file.schema.equals(EPOCHS_SCHEMA, check_metadata=False)
+        for path in (trials_path, epochs_path):
+            assert pq.read_schema(path).metadata[SCHEMA_VERSION_KEY] == \
+                str(SCHEMA_VERSION).encode()
     # every TrialConfig leaf has a column, and pandas dtypes do not depend on nulls
     flat = study.base_config().flat()
     assert set(param_types()) == set(flat)
@@ -124,20 +131,21 @@ def test_crash_between_temp_write_and_replace_leaves_old_file(study, results_dir
     before_trials, _ = store.read()
     real_replace = os.replace
 
-    def crash_on_trials(src, dst):
-        if str(dst).endswith("trials.parquet"):
+    def crash_on_trial_row(src, dst):
+        if str(dst).endswith("tables/trials/t0002.parquet"):
             raise OSError("simulated crash before rename")
         real_replace(src, dst)
 
-    monkeypatch.setattr(fileio.os, "replace", crash_on_trials)
+    monkeypatch.setattr(storage.os, "replace", crash_on_trial_row)
     with pytest.raises(OSError, match="simulated crash"):
         store.upsert(records[2])
     monkeypatch.undo()
     after_trials, after_epochs = store.read()  # still readable, still the old rows
     assert after_trials.equals(before_trials)
-    assert not [p for p in os.listdir(results_dir) if p.endswith(".tmp")]
+    assert not [p for p in results_dir.rglob("*") if p.name.endswith(".tmp")]
     # epochs are written first; the retried upsert leaves them exactly once
-    (results_dir / ".trials.parquet.dead.tmp").write_bytes(b"partial")  # a killed writer's
+    parts = results_dir / "tables/trials"
+    (parts / ".t0002.parquet.dead.tmp").write_bytes(b"partial")  # a killed writer's
     store.upsert(records[2])
     trials, epochs = store.read()
     assert list(trials["trial_id"]) == ["t0000", "t0001", "t0002"]
@@ -147,9 +155,17 @@ def test_crash_between_temp_write_and_replace_leaves_old_file(study, results_dir
 def test_other_schema_version_is_refused(study, results_dir, make_record):
     store = ResultStore(results_dir)
     store.upsert(make_record(study, 0, P, 0))
-    table = pq.read_table(store.trials_path)
-    pq.write_table(table.replace_schema_metadata({SCHEMA_VERSION_KEY: b"99"}), store.trials_path)
+    part = results_dir / "tables/trials/t0000.parquet"
+    table = pq.read_table(part)
+    pq.write_table(table.replace_schema_metadata({SCHEMA_VERSION_KEY: b"99"}), part)
+    with pytest.raises(SchemaVersionError, match="t0000.parquet: schema version 99"):
+        store.read()
     with pytest.raises(SchemaVersionError, match="version 99"):
+        store.trial_ids()
+    # the same in a snapshot (a folder written by a newer bkd-sweep)
+    part.unlink()
+    pq.write_table(table.replace_schema_metadata({SCHEMA_VERSION_KEY: b"99"}), store.trials_path)
+    with pytest.raises(SchemaVersionError, match="trials.parquet: schema version 99"):
         store.read()
 
 
@@ -159,6 +175,10 @@ def test_unknown_param_leaf_is_kept_with_a_value_type(study, results_dir, make_r
     rec = make_record(study, 1, P, 1)
     rec.params["future.knob"] = 3  # a leaf today's TrialConfig does not declare
     store.upsert(rec)
+    table, _ = store.read_tables()
+    assert table.schema.field("param.future.knob").type == pa.int64()
+    assert table["param.future.knob"].to_pylist() == [None, 3]
+    store.compact()  # the snapshot keeps it too
     table = pq.read_table(store.trials_path)
     assert table.schema.field("param.future.knob").type == pa.int64()
     assert table["param.future.knob"].to_pylist() == [None, 3]

@@ -121,14 +121,15 @@ def test_loss_imbalance_is_warned(cache_dir):
 
 def _train_teacher_in_process(args):
     cache_dir, queue = args
-    from bkd_sweep.data import build_data
-    from bkd_sweep.trial.teacher import trained_teacher_path
+    from bkd_sweep.trial.teacher import study_data, trained_teacher_weights
+    from bkd_sweep.trial.teacher_cache import TeacherCache
 
     torch.set_num_threads(1)
     config = make_config(distill__mode="mixed")
-    bundle = build_data(config.data, seed=0, timesteps=2)
-    weights, trained = trained_teacher_path(config, bundle, torch.device("cpu"), Path(cache_dir))
-    return trained, str(weights)
+    bundle = study_data(config, teacher_frames=True)
+    weights = trained_teacher_weights(config, bundle, torch.device("cpu"),
+                                      TeacherCache.of(cache_dir))
+    return weights.trained, weights.source
 
 
 @pytest.mark.slow

@@ -1,0 +1,113 @@
+"""Joining or starting Ray for a sweep, and how many trials it runs at once.
+
+Engines: embedded Ray (``ray.init(address="local")``, this machine's CPUs/GPUs, a capped
+object store), or the cluster at RAY_ADDRESS (e.g. inside a Ray job), joined with the local
+Ray token and checked for reachability first (``ray.init`` would retry for minutes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Callable
+
+from bkd_sweep.config import Study, StudyError
+from bkd_sweep.engine.plan import trials_fitting
+from bkd_sweep.settings import settings
+
+DEFAULT_OBJECT_STORE_MB = 384
+
+
+def quiet_tune() -> None:
+    """Our progress lines replace Tune's tables (the legacy reporter honours verbose=0)."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def init_ray(study: Study) -> bool:
+    """Connect to RAY_ADDRESS's cluster, or start an embedded Ray. True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    quiet = dict(logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
+    if not is_embedded():
+        from bkd_sweep.engine.submit import enable_token_auth
+
+        enable_token_auth()  # a token-protected cluster (Ray's default) refuses us without it
+        try:
+            ray.init(address="auto", **quiet)
+        except (ConnectionError, RuntimeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StudyError(f"cannot join the Ray cluster at RAY_ADDRESS="
+                             f"{settings().ray_address}: {first}") from None
+        return True
+    mb = study.resources.object_store_mb or DEFAULT_OBJECT_STORE_MB
+    # "local": always a fresh embedded instance, never another user's `ray start` cluster
+    ray.init(address="local", object_store_memory=mb * 1024 * 1024, include_dashboard=False,
+             **quiet)
+    return True
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """One line at once for a wrong RAY_ADDRESS (ray.init would retry for minutes)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # "auto", ray://..., or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise StudyError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: "
+                         f"{exc.strerror or exc}") from None
+
+
+def is_embedded() -> bool:
+    """No cluster to join: RAY_ADDRESS unset, or a dashboard URL (that is for job submission)."""
+    address = settings().ray_address or ""
+    return not address or address.startswith(("http://", "https://"))
+
+
+def concurrency(study: Study, cluster: dict[str, float], remaining: int) -> int:
+    """Trials to run at once: resources.max_concurrent, else as many as the cluster fits."""
+    per_trial = study.resources.per_trial
+    fits = trials_fitting(per_trial, cluster.get("CPU", 0.0), cluster.get("GPU", 0.0))
+    if fits == 0 and is_embedded():
+        raise StudyError(
+            f"one trial needs {per_trial.cpu * per_trial.workers:g} CPUs and "
+            f"{per_trial.gpu * per_trial.workers:g} GPUs; this machine has "
+            f"{cluster.get('CPU', 0):g} CPUs and {cluster.get('GPU', 0):g} GPUs",
+            field="resources.per_trial")
+    wanted = study.resources.concurrency_cap or max(fits, 1)
+    return max(1, min(wanted, remaining))
+
+
+def capacity_now(study: Study, remaining: int, refresh_s: float = 5.0) -> Callable[[], int]:
+    """Trials the cluster fits now (max_concurrent: auto), re-read from Ray every few
+    seconds so nodes that join (or leave) change it."""
+    import ray
+
+    state = {"at": -1e9, "value": 1}
+
+    def capacity() -> int:
+        now = time.monotonic()
+        if now - state["at"] > refresh_s:
+            state["value"] = concurrency(study, ray.cluster_resources(), remaining)
+            state["at"] = now
+        return state["value"]
+
+    return capacity
+
+
+def warn_local_mlflow(tracker, nodes: int) -> None:
+    """With several nodes, a file-backed MLflow store works (only the driver writes it) but
+    nobody else can watch it: say how to use a server instead."""
+    uri = str(getattr(tracker, "tracking_uri", "") or "")
+    if nodes > 1 and uri.startswith(("sqlite:", "file:", "/")):
+        print(f"warning: MLflow uses a local store ({uri.split(':', 1)[0]}) on a {nodes}-node "
+              "cluster; set tracking.mlflow_uri or MLFLOW_TRACKING_URI to a tracking server "
+              "(mlflow server --backend-store-uri <database> --artifacts-destination <root>)",
+              file=sys.stderr, flush=True)

@@ -1,0 +1,96 @@
+"""The values StudyTracker sends to MLflow: the tracking URI, params, tags and metrics.
+
+Credentials are hidden here (bkd_sweep.redact) before anything reaches MLflow; long values are
+cut to MLflow's limits.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bkd_sweep.config import Study, StudyError
+from bkd_sweep.records import EpochMetrics, TrialRecord, result_metrics
+from bkd_sweep.redact import redact_value
+from bkd_sweep.settings import settings
+from bkd_sweep.storage import Location
+
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+MAX_TAG_CHARS = 5000  # below MLflow's tag limit; a failure reason may be a long traceback
+
+
+def resolve_tracking_uri(study: Study, results_dir, explicit: str | None = None) -> str:
+    """explicit > study.tracking.mlflow_uri > $MLFLOW_TRACKING_URI > sqlite beside results
+    (a filesystem storage root only: an object store cannot hold a database)."""
+    for candidate in (explicit, study.tracking.mlflow_uri, settings().mlflow_tracking_uri):
+        if candidate:
+            return candidate
+    location = Location.of(results_dir)
+    if not location.is_local:
+        raise StudyError(f"storage {location.uri}: an object-store root needs an MLflow "
+                         "tracking server: set tracking.mlflow_uri or MLFLOW_TRACKING_URI",
+                         field="tracking.mlflow_uri")
+    return f"sqlite:///{location.local_path.parent}/mlflow.db"
+
+
+def param_value(value: Any, name: str = "") -> str:
+    """MLflow param text: credentials hidden (bkd_sweep.redact), scalars as str(), containers
+    as JSON, cut to MLflow's 6000 chars."""
+    value = redact_value(value, name)
+    text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+    return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+
+
+def tag_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= MAX_TAG_CHARS else text[: MAX_TAG_CHARS - 3] + "..."
+
+
+def sqlite_path(uri: str) -> Path:
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0]).resolve()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def epoch_metrics(m: EpochMetrics) -> list:
+    """One epoch's metrics for MLflow, all at step = epoch."""
+    from mlflow.entities import Metric
+
+    values = {"top1": m.top1, "top5": m.top5, "val_loss": m.val_loss, "loss": m.loss,
+              "lr": m.lr, "epoch_seconds": m.wall_seconds,
+              "samples_per_second": m.samples_per_second,
+              **{f"loss.{k}": v for k, v in m.loss_terms.items()}}
+    stamp = now_ms()
+    return [Metric(k, float(v), stamp, m.epoch) for k, v in values.items()]
+
+
+def final_metrics(record: TrialRecord) -> dict[str, float]:
+    r = record.result
+    # the same names as Parquet's metric.<name>; the per-epoch series are top1, top5 (val)
+    values = dict(result_metrics(r))
+    values.update(epochs_run=r.epochs_run, wall_seconds=r.wall_seconds,
+                  device_seconds=r.device_seconds)
+    return {k: float(v) for k, v in values.items() if v is not None}
+
+
+def trial_tags(study: str, record: TrialRecord) -> dict[str, Any]:
+    config = record.result.config or {}
+    student = config.get("student") or {}
+    return {
+        "study": study,
+        "trial_id": record.trial_id,
+        "trial_number": record.trial_number,
+        "status": record.result.status,
+        "reason": record.result.reason,
+        "mode": (config.get("distill") or {}).get("mode"),
+        "arch": student.get("arch"),
+        "T": student.get("timesteps"),
+        "seed": record.seed,
+        "pruned_epoch": record.pruned_epoch,
+        "config_hash": record.result.config_hash,
+        "code_version": record.result.code_version,
+    }

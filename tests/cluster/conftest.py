@@ -1,0 +1,39 @@
+"""The cluster tier: one real multi-node Ray cluster (head + a node) shared by the module."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.ray_cluster import RayCluster
+
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def cluster_env(cluster: RayCluster | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a command run against the cluster (as a user's shell would be)."""
+    env = {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
+           "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1", **extra}
+    for name in ("RAY_ADDRESS", "BKD_STORAGE", "BKD_RESULTS_DIR", "MLFLOW_TRACKING_URI"):
+        env.pop(name, None)
+    if cluster is not None:
+        env["RAY_ADDRESS"] = cluster.address
+    return env
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A head with 1 CPU and one more node with 1 CPU: two trials at once, one per node."""
+    logs = tmp_path_factory.mktemp("ray-logs")
+    ray_cluster = RayCluster(logs, head_cpus=1, env={"PATH": cluster_env()["PATH"]})
+    try:
+        ray_cluster.start_head()
+        ray_cluster.wait_for_nodes(1)
+        ray_cluster.add_node("node1", cpus=1)
+        ray_cluster.wait_for_nodes(2)
+        yield ray_cluster
+    finally:
+        ray_cluster.stop()

@@ -1,0 +1,177 @@
+"""The cluster tier: a real two-node Ray cluster on this machine (`ray start` head + node).
+
+(a) the README's `bkd-sweep submit` line ships the resolved study and never prints a secret;
+(b) a second driver on a running study is refused with one line;
+(c) preflight with the data root missing on one node: exit 2, one line naming that node;
+(d) the README's own `ray job submit` line (--working-dir included) runs the quickstart across
+    both nodes, the extra node is killed mid-sweep, and the sweep completes with 0 lost and 0
+    duplicate rows in Parquet and MLflow; `bkd-sweep status` reads it back (last: the node is
+    gone afterwards).
+Commands run as a user would type them: the README's lines, with HEAD and /shared/bkd filled in
+and `--set` options appended to keep the trials short.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.conftest import cluster_env
+from tests.cluster.ray_cluster import RAY
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+# 8 quickstart trials (4 modes x 2 time-steps, one seed), short: teacher 2 epochs, 300 images
+FAST = ["--set", "search.seeds=[0]", "--set", "teacher.train.epochs=2",
+        "--set", "data.limit_train=300", "--set", "data.limit_val=100"]
+
+
+def readme_line(prefix: str) -> str:
+    """The README's "On a cluster" command starting with ``prefix``."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## On a cluster"):text.index("## Environment variables")]
+    lines = [line for line in section.splitlines() if line.startswith(prefix)]
+    assert lines, f"README's On a cluster section has no line starting {prefix!r}"
+    return lines[0]
+
+
+def fill(line: str, cluster, storage: Path) -> str:
+    return (line.replace("http://HEAD:8265", cluster.dashboard)
+            .replace("HEAD:6379", cluster.address).replace("/shared/bkd", str(storage)))
+
+
+def run_shell(command: str, env: dict, timeout: float = 420) -> subprocess.CompletedProcess:
+    return subprocess.run(command, shell=True, cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def trial_nodes(cluster) -> set[str]:
+    """Node ids of the Tune trial actors the cluster ran (Ray's state API keeps dead ones)."""
+    out = subprocess.run([RAY, "list", "actors", "--detail", "--format", "json", "--limit",
+                          "1000", "--address", cluster.dashboard], capture_output=True,
+                         text=True, env=cluster_env(), timeout=120, check=True)
+    actors = json.loads(out.stdout)
+    return {a["node_id"] for a in actors if "ImplicitFunc" in (a.get("class_name") or "")}
+
+
+def read_trials(storage: Path, study: str = "quickstart"):
+    from bkd_sweep.tracking import ResultStore
+
+    return ResultStore(storage / study).read()[0]
+
+
+def test_bkd_sweep_submit_line_ships_the_resolved_study(cluster, tmp_path):
+    storage = tmp_path / "shared"
+    line = fill(readme_line("RAY_AUTH_MODE=token bkd-sweep submit"), cluster, storage)
+    fast = FAST + ["--set", "distill.mode=none", "--set", "search.params={student.timesteps: [1, 2]}"]
+    # a credential in the submitter's environment travels with the job and is never printed
+    done = run_shell(line + " " + shlex.join(fast),
+                     cluster_env(AWS_SECRET_ACCESS_KEY="never-printed-42"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "never-printed-42" not in done.stdout + done.stderr
+    assert "SUCCEEDED" in done.stdout and "2/2 trials done (2 completed" in done.stdout
+    trials = read_trials(storage)
+    assert sorted(trials["param.student.timesteps"]) == [1, 2]
+    assert set(trials["param.distill.mode"]) == {"none"}
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_a_second_driver_on_a_running_study_is_refused(cluster, tmp_path):
+    storage = tmp_path / "shared"
+    command = ["bkd-sweep", "run", "studies/quickstart.yaml", "--storage", str(storage), *FAST]
+    first = subprocess.Popen(command, cwd=ROOT, env=cluster_env(cluster),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: (storage / "quickstart/driver.lease").exists(), 180, "the lease")
+        second = subprocess.run(command, cwd=ROOT, env=cluster_env(cluster),
+                                capture_output=True, text=True, timeout=180)
+        assert second.returncode == 2, second.stdout + second.stderr
+        errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "another driver" in errors[0]
+        assert f"pid {first.pid}" in errors[0]
+    finally:
+        first.terminate()
+        first.wait(timeout=120)
+
+
+def test_preflight_names_the_node_that_lacks_the_data_root(cluster, tmp_path, dataset_files):
+    data = tmp_path / "datasets"
+    dataset_files.write_cifar10(data / "cifar10")
+    study = tmp_path / "cifar.yaml"
+    study.write_text(f"""\
+name: cifar_tiny
+data: {{dataset: cifar10, root: {data / 'cifar10'}, limit_train: 20}}
+student: {{arch: spiking_cnn_small}}
+distill: {{mode: none}}
+search: {{sampler: grid, params: {{student.timesteps: [1]}}}}
+resources: {{per_trial: {{cpu: 1}}}}
+""")
+    blind = cluster.add_node("blind", cpus=1, hide=[data])  # its own mount namespace
+    try:
+        cluster.wait_for_nodes(3)
+        done = subprocess.run(["bkd-sweep", "run", str(study), "--storage",
+                               str(tmp_path / "shared")], cwd=ROOT, env=cluster_env(cluster),
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        blind.stop()
+    assert done.returncode == 2, done.stdout + done.stderr
+    node_lines = [line for line in done.stderr.splitlines() if line.startswith("node ")]
+    assert len(node_lines) == 1, done.stderr
+    assert "data root" in node_lines[0] and "does not exist" in node_lines[0]
+    assert "preflight failed on 1 of 3 nodes; nothing was started" in done.stderr
+    assert not (tmp_path / "shared/cifar_tiny/trials").exists()  # no trial started
+
+
+def test_readme_job_submit_line_survives_losing_a_node_mid_sweep(cluster, tmp_path):
+    """The README's own `ray job submit` line (--working-dir . included) runs the quickstart
+    across both nodes; the extra node is killed mid-sweep; the sweep still completes with
+    every trial once in Parquet and in MLflow. (Last: the node is gone afterwards.)"""
+    storage = tmp_path / "shared"
+    line = fill(readme_line("RAY_AUTH_MODE=token ray job submit"), cluster, storage)
+    fast = FAST + ["--set", "search.params={distill.mode: [none, mixed], "
+                   "student.timesteps: [2, 4]}", "--set", "train.epochs=2"]
+    job = subprocess.Popen(line + " " + shlex.join(fast), shell=True, cwd=ROOT,
+                           env=cluster_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    trials_dir = storage / "quickstart/trials"
+    # the first two trials run at once, one per node: kill the node once both have finished
+    # an epoch and the next ones are under way
+    _wait_for(lambda: len(list(trials_dir.glob("*/result.json"))) >= 2, 400,
+              "two finished trials")
+    nodes_used = trial_nodes(cluster)
+    cluster.nodes[1].kill()  # SIGKILL to the node's whole process group
+    out, _ = job.communicate(timeout=600)
+    assert job.returncode == 0, out[-4000:]
+    assert len(nodes_used) == 2  # trials ran on the head and on the other node
+    assert "4/4 trials done (4 completed" in out
+    assert "warning: MLflow uses a local store (sqlite) on a 2-node cluster" in out
+    trials = read_trials(storage)
+    assert sorted(trials.trial_id) == [f"t{i:04d}" for i in range(4)]  # 0 lost, 0 duplicated
+    assert set(trials.status) == {"completed"}
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{storage}/mlflow.db")
+    experiment = client.get_experiment_by_name("quickstart")
+    runs = client.search_runs([experiment.experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.tags["trial_id"] for r in children) == sorted(trials.trial_id)
+
+    status = run_shell(fill(readme_line("bkd-sweep status"), cluster, storage), cluster_env())
+    assert status.returncode == 0, status.stderr
+    assert "trials: 4 planned; 4 done (4 completed, 0 pruned, 0 failed)" in status.stdout
+    assert re.search(r"best so far: val_top1=\d", status.stdout)

@@ -1,0 +1,84 @@
+"""A whole sweep with its storage root on a real S3-compatible server process (moto): the
+journal, per-trial records, Parquet, checkpoints and the teacher cache are objects, nothing of
+the study is written to the local disk, and results / status read it back from there."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.ray]
+
+ROOT = Path(__file__).resolve().parents[2]
+BUCKET = "bkd-sweeps"
+STUDY = """\
+name: onstore
+data: {dataset: digits, batch_size: 64, limit_train: 200, limit_val: 60, limit_test: 60}
+teacher: {arch: cnn_small, checkpoint: train, feature: features, train: {epochs: 1}}
+student: {arch: spiking_cnn_small, timesteps: 2}
+train: {epochs: 2, threads: 1}
+distill: {mode: mixed, beta: 1.0e-5}
+energy: {samples: 4}
+search:
+  sampler: grid
+  params: {distill.mode: [none, mixed]}
+resources: {per_trial: {cpu: 1}}
+"""
+
+
+def _cli(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    bkd = str(Path(sys.executable).with_name("bkd-sweep"))
+    return subprocess.run([bkd, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_a_sweep_on_an_object_store_root(s3_env, tmp_path, monkeypatch):
+    import os
+
+    import boto3
+
+    endpoint = s3_env(BUCKET)
+    prefix = uuid.uuid4().hex[:10]
+    storage = f"s3://{BUCKET}/{prefix}"
+    study = tmp_path / "onstore.yaml"
+    study.write_text(STUDY)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow/mlflow.db"}
+    env.pop("RAY_ADDRESS", None)
+
+    # an object-store root without an MLflow server is refused before anything runs
+    refused = _cli("run", str(study), "--storage", storage, cwd=work,
+                   env={k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"})
+    assert refused.returncode == 2 and "needs an MLflow tracking server" in refused.stderr
+
+    done = _cli("run", str(study), "--storage", storage, cwd=work, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "2/2 trials done (2 completed" in done.stdout
+    assert "teacher cnn_small trained" in done.stdout
+
+    keys = {o["Key"].removeprefix(f"{prefix}/") for page in boto3.client(
+        "s3", endpoint_url=endpoint).get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET, Prefix=prefix) for o in page.get("Contents", [])}
+    for expected in ("onstore/tables/trials/t0000.parquet", "onstore/trials/t0001/result.json",
+                     "onstore/trials/t0001/ckpt/last.pt", "onstore/study.json",
+                     "onstore/sweep.json", "onstore/journal/000000000000.jsonl"):
+        assert expected in keys, sorted(keys)
+    assert any(k.startswith("cache/teachers/cnn_small-") for k in keys)
+    assert not any(k.endswith("driver.lease") for k in keys)  # released at the end
+    assert sorted(p.name for p in work.iterdir()) == []  # nothing of the study on this disk
+
+    status = _cli("status", str(study), "--storage", storage, cwd=work, env=env)
+    assert status.returncode == 0, status.stderr
+    assert "trials: 2 planned; 2 done (2 completed, 0 pruned, 0 failed)" in status.stdout
+    results = _cli("results", f"{storage}/onstore", cwd=work, env=env)
+    assert results.returncode == 0, results.stderr
+    assert f"onstore: 2 trials (2 completed, 0 pruned, 0 failed) in {storage}/onstore" \
+        in results.stdout
+
+    again = _cli("run", str(study), "--storage", storage, cwd=work, env=env)
+    assert again.returncode == 2 and "already holds a sweep" in again.stderr
