@@ -47,7 +47,7 @@ class _Ray:
         import time
 
         from bkd_sweep.config import load_study
-        from bkd_sweep.engine.runner import _init_ray, _quiet_tune
+        from bkd_sweep.engine.ray_setup import init_ray as _init_ray, quiet_tune as _quiet_tune
 
         for name in ("RAY_ADDRESS", "BKD_RESULTS_DIR", "BKD_CACHE_DIR"):
             os.environ.pop(name, None)

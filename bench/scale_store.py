@@ -3,12 +3,14 @@ trials, and `bkd-sweep results` / `bkd-sweep report` on 10,000 trials x 300 epoc
 
 The results set is synthetic (bench/studies/scale_10k.yaml: 3,334 configurations x 3 seeds,
 300 epochs each, learning curves by distillation mode) and written through the public API,
-``ResultStore.upsert`` one trial at a time, so the bench measures whatever the store is.
-When upserts grow with the study (a store that rewrites whole tables), building 10,000
-trials through them would take hours; the bench then writes the same rows the store's
-upsert writes (its own ``trial_row`` / ``epoch_rows``, its two files) in one go, checks that
-the public API reads them back, and times real upserts on top. Should neither work, the
-upsert time at 10,000 is extrapolated from the sizes reached, and labelled so.
+``ResultStore.upsert`` one trial at a time (by 2 processes between the timed sizes; the
+timed upserts run alone). Upserts are timed with 10, 100 and 1,000 trials stored (a fresh
+set each run) and with 10,000 (the large set, kept between runs by bench/scale_cache.py:
+input, not a measurement), then the snapshot a sweep's tracker writes (``compact()``) after
+that one more trial, then `bkd-sweep results` and `bkd-sweep report` on the large set.
+Should the large set not fit BUILD_BUDGET_S at the pace measured (a store whose upserts grow
+with the study), the upsert time at 10,000 is extrapolated, labelled so, and the reads are
+not judged.
 
     python bench/scale_store.py [--trials 10000] [--epochs 300]
 """
@@ -35,7 +37,8 @@ from commands import CliRun, cli_seconds, profile_top  # noqa: E402
 
 STUDY = HERE / "studies" / "scale_10k.yaml"
 MODES = {"none": 80.0, "logit": 84.0, "bkd": 85.0, "mixed": 87.0}
-BUILD_BUDGET_S = 120.0  # upserts one by one up to this long, then the one-go writer
+BUILD_BUDGET_S = 600.0  # the large set is built when its upserts fit this at the pace measured
+WORKERS = 2  # processes upserting the set (timed upserts run alone)
 UPSERT_REPEATS = 3
 
 
@@ -121,50 +124,45 @@ def time_upserts(store, records: Records, number: int, repeats: int = UPSERT_REP
     return statistics.median(times)
 
 
-def bulk_write(directory: Path, records: Records, count: int) -> bool:
-    """Write trials 0..count-1 the way the store's upsert lays them out (its own row
-    functions and files), then check the public API reads them all back. False when the
-    store is not laid out that way (nothing usable written)."""
-    import numpy as np
-    import pyarrow as pa
+def _upsert_range(directory: str, epochs: int, lo: int, hi: int) -> int:
+    """Upsert trials lo .. hi-1 (in a worker process: its own Records)."""
+    from bkd_sweep.tracking import ResultStore
 
-    from bkd_sweep.fileio import write_parquet_atomic
-    from bkd_sweep.tracking import store as store_module
+    records = Records(epochs)
+    store = ResultStore(Path(directory), study_name=records.study.name)
+    for number in range(lo, hi):
+        store.upsert(records.record(number))
+    return hi - lo
 
-    needed = ("trial_row", "epoch_rows", "trials_schema", "EPOCHS_SCHEMA", "_extra_param_types")
-    if not all(hasattr(store_module, name) for name in needed):
-        return False
-    store = store_module.ResultStore(directory, study_name=records.study.name)
-    if not (hasattr(store, "trials_path") and hasattr(store, "epochs_path")):
-        return False
-    rows = [store_module.trial_row(records.record(n), study=records.study.name)
-            for n in range(count)]
-    schema = store_module.trials_schema(store_module._extra_param_types(None, rows[0]))
-    trials = pa.Table.from_pylist(rows, schema=schema)
-    one = pa.Table.from_pylist(store_module.epoch_rows(records.record(0)),
-                               schema=store_module.EPOCHS_SCHEMA)
-    per = one.num_rows
-    epochs = one.take(pa.array(np.tile(np.arange(per), count)))
-    ids = pa.array(np.repeat(np.array([r["trial_id"] for r in rows], dtype=object), per),
-                   pa.string())
-    epochs = epochs.set_column(epochs.schema.get_field_index("trial_id"), "trial_id", ids)
-    write_parquet_atomic(epochs.replace_schema_metadata(store_module.EPOCHS_SCHEMA.metadata),
-                         store.epochs_path)
-    write_parquet_atomic(trials.sort_by([("trial_number", "ascending")])
-                         .replace_schema_metadata(schema.metadata), store.trials_path)
-    return len(store_module.ResultStore(directory).trial_ids()) == count
+
+def fill(directory: Path, records: Records, lo: int, hi: int) -> None:
+    """Upsert trials lo .. hi-1 through the public API, in WORKERS processes when there are
+    many (the store takes one writer per trial; nothing here is timed)."""
+    if hi - lo < 200:
+        _upsert_range(str(directory), records.epochs, lo, hi)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    bounds = [lo + (hi - lo) * k // WORKERS for k in range(WORKERS + 1)]
+    with ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn")) as pool:
+        done = pool.map(_upsert_range, [str(directory)] * WORKERS, [records.epochs] * WORKERS,
+                        bounds[:-1], bounds[1:])
+        assert sum(done) == hi - lo
 
 
 @dataclass
 class StoreScale:
-    """Upsert seconds by stored trials, how the large sets were built, and where."""
+    """Upsert seconds by trials stored, the snapshot after one more trial, the sets."""
 
     upsert_s: dict[int, float] = field(default_factory=dict)
-    method: str = "upserts"  # "upserts" | "one-go writer" | "extrapolated"
-    build_seconds: float = 0.0
-    big_dir: Path | None = None  # the largest set, for results/report timing
+    compact_s: dict[int, float] = field(default_factory=dict)  # by trials stored before
+    method: str = "upserts"  # "upserts" | "extrapolated"
+    build_seconds: float | None = None  # None: the large set came from the cache
+    big_dir: Path | None = None  # the large set, for results/report timing
     big_count: int = 0
-    dirs: dict[int, Path] = field(default_factory=dict)  # trials stored -> a set that size
+    small_dir: Path | None = None  # the up-to-1,000-trial set (profiles)
+    epochs: int = 300
 
     def ratio(self, big: int, small: int = 10) -> float | None:
         if big in self.upsert_s and small in self.upsert_s:
@@ -172,82 +170,71 @@ class StoreScale:
         return None
 
 
-def build_by_upserts(directory: Path, records: Records, target: int, scale: StoreScale,
-                     budget_s: float) -> int:
-    """Upsert trials one by one up to ``target`` (timing upserts at 10, 100, 1,000 and
-    ``target``) or until ``budget_s`` is spent; returns the trials stored."""
+def _time_compact(store, scale: StoreScale, stored: int) -> None:
+    """The snapshot a sweep's tracker writes every 100 trials and at the end (when the
+    store has one), timed with one trial not in the previous snapshot."""
+    if hasattr(store, "compact"):
+        start = time.perf_counter()
+        store.compact()
+        scale.compact_s[stored] = time.perf_counter() - start
+
+
+def build_small(directory: Path, records: Records, marks: list[int], scale: StoreScale) -> None:
+    """Upserts timed with each of ``marks`` trials stored (trial number = mark, new); at
+    the last mark also the snapshot after that one more trial."""
     from bkd_sweep.tracking import ResultStore
 
     store = ResultStore(directory, study_name=records.study.name)
     records.write_study_json(directory)
-    started, stored = time.perf_counter(), 0
-    checkpoints = sorted({10, 100, 1000, target} - {t for t in (100, 1000) if t >= target})
-    for mark in checkpoints:
-        while stored < mark:
-            store.upsert(records.record(stored))
-            stored += 1
-            if mark > 10 and time.perf_counter() - started > budget_s:
-                return stored  # the baseline (10 stored) is always timed
-        scale.upsert_s[mark] = time_upserts(store, records, stored)
-        stored += 1
-        say(f"scale: upsert with {mark} trials stored: {scale.upsert_s[mark] * 1e3:.0f} ms")
-        projected = _projected_seconds(scale, target - stored)
-        if projected > budget_s - (time.perf_counter() - started):
-            return stored
-    return stored
-
-
-def _projected_seconds(scale: StoreScale, more: int) -> float:
-    """Seconds ``more`` upserts would take, growing linearly from the timings so far."""
-    sizes = sorted(scale.upsert_s)
-    if len(sizes) < 2:
-        return 0.0
-    lo, hi = sizes[0], sizes[-1]
-    slope = max(0.0, (scale.upsert_s[hi] - scale.upsert_s[lo]) / (hi - lo))
-    return more * scale.upsert_s[hi] + slope * more * more / 2
+    stored = 0
+    for mark in marks:
+        fill(directory, records, stored, mark)
+        if mark == marks[-1] and hasattr(store, "compact"):
+            store.compact()  # untimed: the earlier trials are in a snapshot, as mid-sweep
+        scale.upsert_s[mark] = time_upserts(store, records, mark)
+        stored = mark + 1
+        say(f"scale: upsert with {mark:,} trials stored: {scale.upsert_s[mark] * 1e3:.0f} ms")
+    _time_compact(store, scale, marks[-1])
+    scale.small_dir = directory
 
 
 def measure_store(workdir: Path, target: int = 10_000, epochs: int = 300,
-                  budget_s: float = BUILD_BUDGET_S) -> StoreScale:
-    """Upsert timings at 10 .. ``target`` stored trials, and a ``target``-trial set on disk."""
+                  budget_s: float = BUILD_BUDGET_S, cache: Path | None = None) -> StoreScale:
+    """Upsert timings at 10 .. ``target`` stored trials, the snapshot after one more, and a
+    ``target``-trial set (from the cache, or built through upserts when the pace measured
+    fits ``budget_s``)."""
     from bkd_sweep.tracking import ResultStore
+    from scale_cache import build_set, cached_set
 
-    records, scale = Records(epochs), StoreScale()
-    started = time.perf_counter()
-    by_upserts = Path(workdir) / "by_upserts"
-    stored = build_by_upserts(by_upserts, records, target, scale, budget_s)
-    scale.big_dir, scale.big_count = by_upserts, stored
-    scale.dirs[stored] = by_upserts
-    if target in scale.upsert_s:
-        scale.build_seconds = time.perf_counter() - started
-        return scale
-    for size in sorted({min(1000, target), target} - set(scale.upsert_s)):
-        directory = Path(workdir) / f"one_go_{size}"
-        records.write_study_json(directory)
-        say(f"scale: writing {size} trials x {epochs} epochs in one go (upserts grow with "
-            "the study)")
-        if not bulk_write(directory, records, size):
-            break
-        scale.upsert_s[size] = time_upserts(ResultStore(directory), records, size)
-        say(f"scale: upsert with {size} trials stored: {scale.upsert_s[size] * 1e3:.0f} ms")
-        scale.method, scale.big_dir, scale.big_count = "one-go writer", directory, size + 1
-        scale.dirs[size + 1] = directory
-    if target not in scale.upsert_s:  # neither way reached the target: extrapolate
-        scale.method = "extrapolated"
-        scale.upsert_s[target] = _extrapolated(scale, target)
-    scale.build_seconds = time.perf_counter() - started
+    records, scale = Records(epochs), StoreScale(epochs=epochs)
+    build_small(Path(workdir) / "small", records, [m for m in (10, 100, 1000) if m < target],
+                scale)
+    big = cached_set(target, epochs, cache)
+    if big is None:
+        top = max(scale.upsert_s)
+        pace = scale.upsert_s[top] / WORKERS
+        if 2 * target * pace > budget_s:  # upserts and the snapshot would not fit
+            scale.method = "extrapolated"
+            scale.upsert_s[target] = _extrapolated(scale, target)
+            scale.big_dir, scale.big_count = scale.small_dir, top + 1
+            return scale
+        say(f"scale: building {target:,} trials x {epochs} epochs through upserts "
+            f"(~{target * pace:.0f} s; kept for the next runs)")
+        big, scale.build_seconds = build_set(records, target, fill, cache)
+    store = ResultStore(big, study_name=records.study.name)
+    scale.upsert_s[target] = time_upserts(store, records, target)  # new, or its own again
+    say(f"scale: upsert with {target:,} trials stored: {scale.upsert_s[target] * 1e3:.0f} ms")
+    _time_compact(store, scale, target)
+    scale.big_dir, scale.big_count = big, target + 1
     return scale
 
 
 def _extrapolated(scale: StoreScale, size: int) -> float:
+    """A straight line through the smallest and largest sizes timed."""
     sizes = sorted(scale.upsert_s)
     lo, hi = sizes[0], sizes[-1]
     slope = (scale.upsert_s[hi] - scale.upsert_s[lo]) / max(1, hi - lo)
     return scale.upsert_s[hi] + slope * (size - hi)
-
-
-# --------------------------------------------------------------------------------------
-# bkd-sweep results / report on the large set
 
 
 @dataclass
@@ -286,34 +273,34 @@ def time_reads(scale: StoreScale, workdir: Path, profile: bool = True) -> ReadTi
 
 def _profile_set(scale: StoreScale, seconds: float | None) -> tuple[Path, str]:
     """Where to profile a slow read: the large set, or (when the read took over 15 s there:
-    the profile would take longer still) the largest set of at most 1,000 trials, said in
-    the label."""
-    if seconds is not None and seconds < 15:
+    under the profiler it would take several times that) the small set, said in the label."""
+    if seconds is not None and seconds < 15 or scale.small_dir is None:
         return scale.big_dir, ""
-    small = max((n for n in scale.dirs if n <= 1001), default=None)
-    if small is None:
-        return scale.big_dir, ""
-    return scale.dirs[small], f"profiled on {small:,} trials: "
+    return scale.small_dir, "profiled on 1,001 trials: "
 
 
 def store_rows(scale: StoreScale, reads: ReadTimes | None, target: int, epochs: int
                ) -> list[Row]:
-    sizes = ", ".join(f"{n}: {s * 1e3:.0f} ms" for n, s in sorted(scale.upsert_s.items()))
-    label = {"upserts": "every trial upserted", "one-go writer": "the sizes past the "
-             "build budget written in one go in the store's layout, upserts timed on them",
-             "extrapolated": f"EXTRAPOLATED from upserts up to {scale.big_count} trials"}
+    sizes = ", ".join(f"{n:,}: {s * 1e3:.0f} ms" for n, s in sorted(scale.upsert_s.items()))
+    compact = ", ".join(f"{n:,}: {s:.1f} s" for n, s in sorted(scale.compact_s.items()))
+    built = {"upserts": "the 10,000-trial set " + (
+        "from the bench cache (built through upserts by an earlier run of this code)"
+        if scale.build_seconds is None else
+        f"built through upserts in this run ({WORKERS} processes, {scale.build_seconds:.0f} s)"),
+        "extrapolated": f"EXTRAPOLATED: at the pace measured the {target:,} upserts would "
+        f"not fit the build budget"}[scale.method]
     ratio = scale.ratio(target)
-    why = (f"one upsert rewrites what is stored: {sizes}" if ratio and ratio > 1.5 else "")
+    why = f"upsert by trials stored: {sizes}" if ratio and ratio > 1.5 else ""
+    detail = (f"upsert by trials stored: {sizes}; {built}" + (
+        f"; the snapshot (compact(): the tracker writes one every 100 trials and at the end) "
+        f"after one more trial, by trials stored: {compact}" if compact else ""))
     rows = [Row("costs at scale", f"one ResultStore.upsert with {target:,} trials stored / with "
-                f"10 ({epochs} epochs each)", f"{ratio:.2f}" if ratio else "error",
-                f"upsert by trials stored: {sizes}; {label[scale.method]}; build "
-                f"{scale.build_seconds:.0f} s", **judge("record_cost_ratio_10k_vs_10", ratio,
-                                                         why))]
+                f"10 ({epochs} epochs each)", f"{ratio:.2f}" if ratio else "error", detail,
+                **judge("record_cost_ratio_10k_vs_10", ratio, why))]
     if reads is None:
         return rows
     on = f"{scale.big_count:,} trials x {epochs} epochs"
-    short = (f"; only {scale.big_count:,} trials could be stored (upserts grow with the study "
-             "and the one-go writer does not know this store's layout)"
+    short = (f"; only {scale.big_count:,} trials stored (the large set was not built)"
              if scale.big_count < target else "")
     for key, run, prof in (("results_10k_s", reads.results, reads.results_profile),
                            ("report_10k_s", reads.report, reads.report_profile)):
@@ -321,8 +308,8 @@ def store_rows(scale: StoreScale, reads: ReadTimes | None, target: int, epochs: 
         judged = run.judged(key, prof)
         if short and judged["met"] != "error":
             judged.update(met="error", value=None, why=short.removeprefix("; "))
-        rows.append(Row("costs at scale", f"`bkd-sweep {command}` on {on} (fresh process, "
-                        "imports included)", run.figure(),
+        rows.append(Row("costs at scale", f"`bkd-sweep {command}` on {on}, compacted (fresh "
+                        "process, imports included)", run.figure(),
                         run.note + (f"; {prof}" if prof else "") + short, **judged))
     return rows
 
