@@ -227,3 +227,16 @@ class TrialRecord:
     seed: int
     result: TrialResult
     pruned_epoch: int | None = None  # the epoch a pruner stopped it at
+
+
+def parse_epoch_log(text: str) -> dict[int, EpochMetrics]:
+    """An epoch log (one EpochMetrics JSON line per epoch the driver saw) by epoch: the last
+    line of an epoch wins, a line cut by a kill is skipped."""
+    history: dict[int, EpochMetrics] = {}
+    for line in text.splitlines():
+        try:
+            metrics = EpochMetrics.model_validate_json(line)
+        except ValueError:
+            continue
+        history[metrics.epoch] = metrics
+    return history

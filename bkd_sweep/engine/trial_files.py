@@ -19,7 +19,7 @@ import json
 import os
 from typing import Any
 
-from bkd_sweep.records import EpochMetrics, TrialResult, trial_id_of
+from bkd_sweep.records import EpochMetrics, TrialResult, parse_epoch_log, trial_id_of
 from bkd_sweep.storage import Location
 
 TRIALS_DIR = "trials"
@@ -50,21 +50,8 @@ class TrialFiles:
         folder.write_text(old + line, EPOCH_LOG_FILE)
 
     def read_epochs(self, number: int) -> dict[int, EpochMetrics]:
-        """The epoch log by epoch (the last line of an epoch wins; a line cut by a kill is
-        skipped)."""
-        folder = self.trial_dir(number)
-        history: dict[int, EpochMetrics] = {}
-        try:
-            text = folder.read_text(EPOCH_LOG_FILE)
-        except FileNotFoundError:
-            return history
-        for line in text.splitlines():
-            try:
-                metrics = EpochMetrics.model_validate_json(line)
-            except ValueError:
-                continue
-            history[metrics.epoch] = metrics
-        return history
+        """The epoch log by epoch (see read_epoch_log)."""
+        return read_epoch_log(self.trial_dir(number))
 
     def write_result(self, number: int, result: TrialResult, pruned_epoch: int | None, *,
                      params: dict[str, Any] | None = None, seed: int | None = None) -> None:
@@ -86,3 +73,12 @@ class TrialFiles:
         except FileNotFoundError:
             return None
         return TrialResult.model_validate(payload["result"]), payload.get("pruned_epoch")
+
+
+
+def read_epoch_log(trial_dir: Location) -> dict[int, EpochMetrics]:
+    """A trial folder's epoch log by epoch (no log: empty)."""
+    try:
+        return parse_epoch_log(trial_dir.read_text(EPOCH_LOG_FILE))
+    except FileNotFoundError:
+        return {}

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from bkd_sweep.config import TrialConfig, flatten
-from bkd_sweep.records import EpochMetrics, TrialRecord, TrialResult
+from bkd_sweep.records import EpochMetrics, TrialRecord, TrialResult, parse_epoch_log
 from bkd_sweep.storage import Location
 from bkd_sweep.tracking.parquet_files import (
     DamagedFileError,
@@ -169,19 +169,11 @@ def _declaration_order(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _epoch_log(location: Location, trial_id: str) -> dict[int, EpochMetrics]:
-    """The epoch log by epoch (the last line of an epoch wins; a cut line is skipped)."""
+    """The trial's epoch log by epoch (no log: empty)."""
     try:
-        text = location.read_text(TRIALS_DIR, trial_id, EPOCH_LOG_FILE)
+        return parse_epoch_log(location.read_text(TRIALS_DIR, trial_id, EPOCH_LOG_FILE))
     except FileNotFoundError:
         return {}
-    log: dict[int, EpochMetrics] = {}
-    for line in text.splitlines():
-        try:
-            metrics = EpochMetrics.model_validate_json(line)
-        except ValueError:
-            continue
-        log[metrics.epoch] = metrics
-    return log
 
 
 def searched_params(config: dict[str, Any], study: dict[str, Any] | None) -> dict[str, Any]:
