@@ -5,7 +5,9 @@ with the synthetic trial function of bench/synthetic.py, so each sweep takes wel
 minute on 2 CPUs; the figures are epoch counts and top-1, not seconds.
 
 * pruning: bench/studies/synthetic_search.yaml (TPE, 24 trials x 12 epochs, one seed) with
-  ``pruner: none`` and with the default ``pruner: auto``; same sampler seed.
+  ``pruner: none`` and with the default ``pruner: auto``, for each of three sampler seeds
+  (one TPE run's savings and best swing with its luck: 1.7x to 2.5x in a 30-seed
+  simulation of this study); epochs pooled, top-1 loss averaged.
 * seed promotion: the same search with seeds [0, 1, 2] (36 trials) and the default pruner,
   with promotion (a configuration's other seeds start once its first seed survived every
   rung: the engine's behaviour) and without it (every sampled configuration's seeds queued at
@@ -68,35 +70,54 @@ class _Ray:
 RAY_START_S = [0.0]  # ray.init seconds of the outermost _Ray
 
 
-def pruning(root: Path, trials: int = 24) -> tuple[SweepOutcome, SweepOutcome]:
-    plain = study_copy(root, "pruning_none", {"search.pruner": {"name": "none"},
-                                              "search.n_trials": trials})
-    auto = study_copy(root, "pruning_auto", {"search.n_trials": trials})
+SAMPLER_SEEDS = (0, 1, 2)  # one TPE run is luck; the figure pools several
+
+
+def pruning(root: Path, trials: int = 24,
+            sampler_seeds: tuple[int, ...] = SAMPLER_SEEDS) -> list[tuple[SweepOutcome, SweepOutcome]]:
+    """One (without, with) pair of sweeps per sampler seed: same study, same trials."""
+    pairs = []
     with _Ray():
-        say(f"sweep: synthetic TPE study, {trials} trials x 12 epochs, pruner none")
-        without = run_synthetic(plain, "none")
-        say(f"sweep: the same with the default pruner (auto)")
-        with_ = run_synthetic(auto, "auto")
-    return without, with_
+        for seed in sampler_seeds:
+            common = {"search.n_trials": trials, "search.sampler_seed": seed}
+            plain = study_copy(root, f"pruning_none_{seed}", {"search.pruner": {"name": "none"},
+                                                              **common})
+            auto = study_copy(root, f"pruning_auto_{seed}", common)
+            say(f"sweep: synthetic TPE study (sampler seed {seed}), {trials} trials x 12 "
+                "epochs, pruner none, then the default pruner (auto)")
+            pairs.append((run_synthetic(plain, "none"), run_synthetic(auto, "auto")))
+    return pairs
 
 
-def pruning_rows(without: SweepOutcome, with_: SweepOutcome) -> list[Row]:
-    speedup = without.epochs / max(1, with_.epochs)
-    loss = without.best_top1() - with_.best_top1()
-    at = with_.pruned_at()
-    full = sum(1 for r in with_.records if r.result.epochs_run >= 12)
-    detail = (f"{without.epochs} vs {with_.epochs} epochs over {len(with_.records)} trials; "
-              f"{len(at)} pruned (after epochs {_spread(at)}), {full} ran all 12; "
-              f"sweep wall {without.wall:.0f} s vs {with_.wall:.0f} s")
-    why = (f"{full} of {len(with_.records)} trials ran all 12 epochs under the pruner "
-           f"({12 * full} of its {with_.epochs} epochs); pruned after epochs {_spread(at)} "
-           "(hyperband's rungs; the last rung saves only the epochs after it)")
+def pruning_rows(pairs: list[tuple[SweepOutcome, SweepOutcome]]) -> list[Row]:
+    """Epochs pooled over the sampler seeds; the top-1 loss is the mean of the per-seed
+    losses (each seed's best without pruning minus its best with)."""
+    without_epochs = sum(w.epochs for w, _ in pairs)
+    with_epochs = sum(p.epochs for _, p in pairs)
+    speedup = without_epochs / max(1, with_epochs)
+    losses = [w.best_top1() - p.best_top1() for w, p in pairs]
+    loss = sum(losses) / len(losses)
+    at = [e for _, p in pairs for e in p.pruned_at()]
+    records = [r for _, p in pairs for r in p.records]
+    full = sum(1 for r in records if r.result.epochs_run >= 12)
+    per_seed = "; ".join(f"seed {i}: {w.epochs} vs {p.epochs} epochs, best {w.best_top1():.2f} "
+                         f"vs {p.best_top1():.2f}" for i, (w, p) in enumerate(pairs))
+    detail = (f"{without_epochs} vs {with_epochs} epochs over {len(pairs)} TPE runs of "
+              f"{len(pairs[0][1].records)} trials; {len(at)} pruned (after epochs "
+              f"{_spread(at)}), {full} ran all 12; {per_seed}")
+    why = (f"{full} of {len(records)} trials ran all 12 epochs under the pruner "
+           f"({12 * full} of its {with_epochs} epochs); pruned after epochs {_spread(at)} "
+           "(hyperband's rungs; the last rung saves only the epochs after it). The curves "
+           "cross (slow learners end higher), so more pruning costs top-1: in a 30-seed "
+           "simulation of this study eta 3 saved 2.08x for 0.96 points, eta 4 2.59x for 1.58")
+    title = (f"(auto: hyperband 1..12, eta 3), TPE, {len(pairs)} sampler seeds x "
+             f"{len(pairs[0][1].records)} synthetic trials x 12 epochs")
     return [
-        Row("pruning savings", f"epochs without / with the default pruner (auto: "
-            f"hyperband 1..12, eta 3), TPE, {len(with_.records)} synthetic trials x 12 epochs",
+        Row("pruning savings", f"epochs without / with the default pruner {title}",
             f"{speedup:.2f}x", detail, **judge("pruning_speedup", speedup, why)),
-        Row("pruning savings", "best val top-1 without - with the default pruner (points)",
-            f"{loss:+.2f}", f"best {without.best_top1():.2f} vs {with_.best_top1():.2f}",
+        Row("pruning savings", "best val top-1 without - with the default pruner (points, "
+            "mean over sampler seeds)", f"{loss:+.2f}",
+            "per seed " + ", ".join(f"{x:+.2f}" for x in losses),
             **judge("pruning_top1_loss_pts", loss,
                     "the best configuration found without pruning was stopped early or "
                     "never sampled with it")),
@@ -182,7 +203,7 @@ def run_part(name: str, workdir: Path) -> list[Row]:
             if piece == "fixed":
                 rows += fixed_rows(fixed_cost(root))
             elif piece == "pruning":
-                rows += pruning_rows(*pruning(root))
+                rows += pruning_rows(pruning(root))
             elif piece == "promotion":
                 rows += promotion_rows(*promotion(root))
             else:
