@@ -13,14 +13,18 @@ from tests.cluster.ray_cluster import RayCluster
 VENV_BIN = str(Path(sys.executable).parent)
 
 
-def cluster_env(cluster: RayCluster | None = None, **extra: str) -> dict[str, str]:
-    """The environment of a command run against the cluster (as a user's shell would be)."""
+def cluster_env(cluster: RayCluster | None = None, connect: bool = False,
+                **extra: str) -> dict[str, str]:
+    """The environment of a command run against the cluster (as a user's shell would be,
+    holding the cluster's token); ``connect``: RAY_ADDRESS names the cluster too."""
     env = {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
            "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1", **extra}
     for name in ("RAY_ADDRESS", "BKD_STORAGE", "BKD_RESULTS_DIR", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
     if cluster is not None:
-        env["RAY_ADDRESS"] = cluster.address
+        env.update(cluster.token_env())
+        if connect:
+            env["RAY_ADDRESS"] = cluster.address
     return env
 
 
@@ -30,6 +34,7 @@ def cluster(tmp_path_factory):
     logs = tmp_path_factory.mktemp("ray-logs")
     ray_cluster = RayCluster(logs, head_cpus=1, env={"PATH": cluster_env()["PATH"]})
     try:
+        ray_cluster.make_token(tmp_path_factory.mktemp("token-home"))
         ray_cluster.start_head()
         ray_cluster.wait_for_nodes(1)
         ray_cluster.add_node("node1", cpus=1)

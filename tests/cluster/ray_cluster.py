@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RAY = str(Path(sys.executable).parent / "ray")
+TOKEN_LINE = "ray get-auth-token --generate > /dev/null"  # as the README writes it
 
 
 def free_port() -> int:
@@ -79,11 +80,23 @@ class RayCluster:
     nodes: list[RayNode] = field(default_factory=list)
     address: str = ""
     dashboard: str = ""
+    token_path: Path | None = None
+
+    def make_token(self, home: Path) -> None:
+        """The README's token line, run with ``home`` as HOME: the cluster's own token file,
+        never the user's ~/.ray/auth_token (`ray start --head` does not create one)."""
+        subprocess.run(TOKEN_LINE, shell=True, check=True, timeout=120,
+                       env={**os.environ, **self.env, "HOME": str(home)})
+        self.token_path = home / ".ray" / "auth_token"
+        assert self.token_path.stat().st_size > 0
+
+    def token_env(self) -> dict[str, str]:
+        return {"RAY_AUTH_TOKEN_PATH": str(self.token_path)} if self.token_path else {}
 
     def _env(self) -> dict[str, str]:
-        env = {**os.environ, **self.env}
+        env = {**os.environ, **self.env, **self.token_env()}
         env.pop("RAY_ADDRESS", None)
-        # nodes joining a token-protected head must send the token (on by default in 2.60)
+        # every node of a token-protected cluster sends the token (on by default in 2.60)
         env.setdefault("RAY_AUTH_MODE", "token")
         return env
 

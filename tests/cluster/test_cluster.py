@@ -56,7 +56,7 @@ def trial_nodes(cluster) -> set[str]:
     """Node ids of the Tune trial actors the cluster ran (Ray's state API keeps dead ones)."""
     out = subprocess.run([RAY, "list", "actors", "--detail", "--format", "json", "--limit",
                           "1000", "--address", cluster.dashboard], capture_output=True,
-                         text=True, env=cluster_env(), timeout=120, check=True)
+                         text=True, env=cluster_env(cluster), timeout=120, check=True)
     actors = json.loads(out.stdout)
     return {a["node_id"] for a in actors if "ImplicitFunc" in (a.get("class_name") or "")}
 
@@ -73,7 +73,7 @@ def test_bkd_sweep_submit_line_ships_the_resolved_study(cluster, tmp_path):
     fast = FAST + ["--set", "distill.mode=none", "--set", "search.params={student.timesteps: [1, 2]}"]
     # a credential in the submitter's environment travels with the job and is never printed
     done = run_shell(line + " " + shlex.join(fast),
-                     cluster_env(AWS_SECRET_ACCESS_KEY="never-printed-42"))
+                     cluster_env(cluster, AWS_SECRET_ACCESS_KEY="never-printed-42"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "never-printed-42" not in done.stdout + done.stderr
     assert "SUCCEEDED" in done.stdout and "2/2 trials done (2 completed" in done.stdout
@@ -93,11 +93,11 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 def test_a_second_driver_on_a_running_study_is_refused(cluster, tmp_path):
     storage = tmp_path / "shared"
     command = ["bkd-sweep", "run", "studies/quickstart.yaml", "--storage", str(storage), *FAST]
-    first = subprocess.Popen(command, cwd=ROOT, env=cluster_env(cluster),
+    first = subprocess.Popen(command, cwd=ROOT, env=cluster_env(cluster, connect=True),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_for(lambda: (storage / "quickstart/driver.lease").exists(), 180, "the lease")
-        second = subprocess.run(command, cwd=ROOT, env=cluster_env(cluster),
+        second = subprocess.run(command, cwd=ROOT, env=cluster_env(cluster, connect=True),
                                 capture_output=True, text=True, timeout=180)
         assert second.returncode == 2, second.stdout + second.stderr
         errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
@@ -124,7 +124,8 @@ resources: {{per_trial: {{cpu: 1}}}}
     try:
         cluster.wait_for_nodes(3)
         done = subprocess.run(["bkd-sweep", "run", str(study), "--storage",
-                               str(tmp_path / "shared")], cwd=ROOT, env=cluster_env(cluster),
+                               str(tmp_path / "shared")], cwd=ROOT,
+                              env=cluster_env(cluster, connect=True),
                               capture_output=True, text=True, timeout=300)
     finally:
         blind.stop()
@@ -145,7 +146,7 @@ def test_readme_job_submit_line_survives_losing_a_node_mid_sweep(cluster, tmp_pa
     fast = FAST + ["--set", "search.params={distill.mode: [none, mixed], "
                    "student.timesteps: [2, 4]}", "--set", "train.epochs=2"]
     job = subprocess.Popen(line + " " + shlex.join(fast), shell=True, cwd=ROOT,
-                           env=cluster_env(), stdout=subprocess.PIPE,
+                           env=cluster_env(cluster), stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     trials_dir = storage / "quickstart/trials"
     # the first two trials run at once, one per node: kill the node once both have finished
@@ -171,7 +172,8 @@ def test_readme_job_submit_line_survives_losing_a_node_mid_sweep(cluster, tmp_pa
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert sorted(r.data.tags["trial_id"] for r in children) == sorted(trials.trial_id)
 
-    status = run_shell(fill(readme_line("bkd-sweep status"), cluster, storage), cluster_env())
+    status = run_shell(fill(readme_line("bkd-sweep status"), cluster, storage),
+                       cluster_env(cluster))
     assert status.returncode == 0, status.stderr
     assert "trials: 4 planned; 4 done (4 completed, 0 pruned, 0 failed)" in status.stdout
     assert re.search(r"best so far: val_top1=\d", status.stdout)
