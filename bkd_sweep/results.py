@@ -35,7 +35,7 @@ class Results:
     directory: Path | str  # the study folder: a Path, or its URI on an object store
     trials: pd.DataFrame
     study: dict[str, Any] | None  # study.json (the validated Study), None if absent
-    read_epochs: Callable[[], pd.DataFrame] = field(repr=False, compare=False)
+    read_epochs: Callable[..., pd.DataFrame] = field(repr=False, compare=False)  # (columns)
     _epochs: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -125,22 +125,17 @@ def summary_table(results: Results) -> str:
         return title + "\nno finished trials yet"
     cols = results.config_columns()
     wanted = len(results.seeds) if results.seeds else None
-    groups = df.groupby(cols, dropna=False, sort=True) if cols else [((), df)]
     top1 = "metric.test_top1"  # schema v1 files are upgraded to it on load
     header = [c.removeprefix(PARAM_PREFIX) for c in cols] + [
         "n", *STATUSES, "test top1 %", "energy mJ"]
-    body: list[list[str]] = []
-    short = False
-    for key, group in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        done = group[group["status"] == "completed"]
-        n_done = len(done)
-        mark = ""
-        if wanted is not None and n_done < wanted:
-            mark, short = "*", True
-        body.append([*(_fmt_value(v) for v in key), str(len(group)), f"{n_done}{mark}",
-                     *(str(int((group["status"] == s).sum())) for s in STATUSES[1:]),
-                     _mean_std(done[top1]), _fmt_num(done["metric.energy_mj"].mean())])
+    cells = _per_configuration(df, cols, top1)
+    short = wanted is not None and any(done < wanted for done in cells["completed"])
+    body = [[*(_fmt_value(v) for v in key),
+             str(n), f"{done}{'*' if wanted is not None and done < wanted else ''}",
+             str(pruned), str(failed), _mean_std(mean, std, count), _fmt_num(energy)]
+            for key, n, done, pruned, failed, mean, std, count, energy in zip(
+                cells["key"], cells["n"], cells["completed"], cells["pruned"],
+                cells["failed"], cells["mean"], cells["std"], cells["count"], cells["energy"])]
     completed = df[df["status"] == "completed"][top1].dropna()
     best = f"best {completed.max():.2f}" if len(completed) else "-"
     total = ["total"] + [""] * (len(cols) - 1) if cols else ["total"]
@@ -170,13 +165,41 @@ def _is_numberish(text: str) -> bool:
     return text == "-" or text[:1].isdigit() or text[:1] == "-" and text[1:2].isdigit()
 
 
-def _mean_std(values: pd.Series) -> str:
-    values = values.dropna()
-    if values.empty:
+def _per_configuration(df: pd.DataFrame, cols: list[str], top1: str) -> dict[str, list]:
+    """Per configuration (sorted; every row one group when there are no config columns):
+    its key tuple, trial count, status counts, and mean/std/count of test top-1 and mean
+    energy over completed trials. One grouped aggregation, not a Python loop over groups."""
+    done = df["status"] == "completed"
+    frame = pd.DataFrame({
+        **{s: (df["status"] == s).astype("int64") for s in STATUSES},
+        "top1": _floats(df[top1]).where(done),
+        "energy": _floats(df["metric.energy_mj"]).where(done)})
+    for col in cols:
+        frame[col] = df[col]
+    if cols:
+        grouped = frame.groupby(cols, dropna=False, sort=True)
+    else:
+        grouped = frame.groupby(pd.Series(0, index=frame.index), sort=False)
+    agg = grouped.agg(n=("completed", "size"), completed=("completed", "sum"),
+                      pruned=("pruned", "sum"), failed=("failed", "sum"),
+                      mean=("top1", "mean"), std=("top1", "std"), count=("top1", "count"),
+                      energy=("energy", "mean"))
+    keys = [k if isinstance(k, tuple) else (k,) for k in agg.index] if cols else [()]
+    return {"key": keys, **{name: agg[name].tolist() for name in agg.columns}}
+
+
+def _floats(column: pd.Series) -> pd.Series:
+    """A numeric column as plain float64 (nullable NA -> NaN), for numpy aggregations."""
+    return pd.Series(column.to_numpy(dtype="float64", na_value=math.nan), index=column.index)
+
+
+def _mean_std(mean: float, std: float, count: int) -> str:
+    """"mean ± std" over ``count`` values (ddof 1); one value alone; "-" for none."""
+    if not count:
         return "-"
-    if len(values) == 1:
-        return f"{values.iloc[0]:.2f}"
-    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
+    if count == 1:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {std:.2f}"
 
 
 def _fmt_num(value: Any) -> str:

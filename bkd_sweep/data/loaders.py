@@ -1,19 +1,19 @@
 """DataLoaders for the three splits, with seeded shuffling (optionally distributed), and
-batch-level mixup/cutmix."""
+batch-level mixup/cutmix (``make_mixup``; timm is imported only when a study mixes)."""
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
-from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from timm.data import Mixup
-from timm.data.mixup import mixup_target
 
 from bkd_sweep.data.base import DataBundle
 from bkd_sweep.config import AugmentConfig, DataConfig
+
+if TYPE_CHECKING:
+    from bkd_sweep.data.mixup import BatchMixup
 
 
 class Loaders(NamedTuple):
@@ -65,28 +65,12 @@ def make_loaders(bundle: DataBundle, cfg: DataConfig, *, seed: int,
     return Loaders(train, val, test)
 
 
-class BatchMixup(Mixup):
-    """timm's Mixup that also takes event batches [B, T, C, H, W] (frames mixed alike) and
-    odd batch sizes (the last sample stays unmixed, with a label-smoothed one-hot target)."""
-
-    def __call__(self, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        if x.dim() == 5:
-            b, t, c, h, w = x.shape
-            mixed, soft = self(x.reshape(b, t * c, h, w), target)
-            return mixed.reshape(b, t, c, h, w), soft
-        if len(x) % 2 == 1:
-            last = mixup_target(target[-1:], self.num_classes, 1.0, self.label_smoothing)
-            if len(x) == 1:
-                return x, last
-            head, soft = super().__call__(x[:-1].contiguous(), target[:-1])
-            return torch.cat([head, x[-1:]]), torch.cat([soft, last])
-        return super().__call__(x, target)
-
-
-def make_mixup(aug: AugmentConfig, num_classes: int) -> Mixup | None:
+def make_mixup(aug: AugmentConfig, num_classes: int) -> "BatchMixup | None":
     """Batch mixup/cutmix with label smoothing (soft targets [B, K]); None when both alphas
     are 0. The trial sets ``mixup.mixup_enabled = False`` from ``aug.mixup_off_epoch`` on."""
     if aug.mixup <= 0 and aug.cutmix <= 0:
         return None
+    from bkd_sweep.data.mixup import BatchMixup  # timm (+ torchvision): ~4 s; plan needs none
+
     return BatchMixup(mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix,
                       label_smoothing=aug.label_smoothing, num_classes=num_classes)

@@ -98,9 +98,11 @@ def pareto_points(data: ResultsData, spec: ParetoSpec) -> tuple[pd.DataFrame, li
     xs, ys = group_stats(done, paths, x_col), group_stats(done, paths, y_col)
     orders = {p: data.order(p, data.trials[param_col(p)].tolist()) for p in paths}
 
+    ranks = {p: {sort_key(o): i for i, o in reversed(list(enumerate(orders[p])))}
+             for p in paths}  # the first position of each value
+
     def position(key: tuple) -> tuple:
-        return tuple(next((i for i, o in enumerate(orders[p]) if sort_key(o) == sort_key(v)),
-                          len(orders[p])) for p, v in zip(paths, key))
+        return tuple(ranks[p].get(sort_key(v), len(orders[p])) for p, v in zip(paths, key))
 
     keys = sorted(set(keys_of(done, paths)), key=position)
     records = []

@@ -116,14 +116,17 @@ class ResultStore:
     def read_trials(self) -> pd.DataFrame:
         return to_pandas(self._table(TRIALS))
 
-    def read_epochs(self) -> pd.DataFrame:
-        return to_pandas(self._table(EPOCHS))
+    def read_epochs(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """The epochs table, or only ``columns`` of it (the report reads three of ~20)."""
+        return to_pandas(self._table(EPOCHS, columns))
 
-    def _table(self, kind: TableKind) -> pa.Table:
-        table = read_view(self.location, kind).table
-        if table is not None:
-            return table
-        return trials_schema().empty_table() if kind is TRIALS else EPOCHS_SCHEMA.empty_table()
+    def _table(self, kind: TableKind, columns: list[str] | None = None) -> pa.Table:
+        table = read_view(self.location, kind, columns).table
+        if table is None:
+            table = (trials_schema() if kind is TRIALS else EPOCHS_SCHEMA).empty_table()
+        if columns is not None:
+            table = table.select([c for c in columns if c in table.column_names])
+        return table
 
     def trial_ids(self, status: str | None = None) -> set[str]:
         """The stored trial ids: all of them, or those stored with ``status`` (completed |
