@@ -96,15 +96,7 @@ def pareto_points(data: ResultsData, spec: ParetoSpec) -> tuple[pd.DataFrame, li
     done = data.completed
     done = done[done[x_col].notna() & done[y_col].notna()]
     xs, ys = group_stats(done, paths, x_col), group_stats(done, paths, y_col)
-    orders = {p: data.order(p, data.trials[param_col(p)].tolist()) for p in paths}
-
-    ranks = {p: {sort_key(o): i for i, o in reversed(list(enumerate(orders[p])))}
-             for p in paths}  # the first position of each value
-
-    def position(key: tuple) -> tuple:
-        return tuple(ranks[p].get(sort_key(v), len(orders[p])) for p, v in zip(paths, key))
-
-    keys = sorted(set(keys_of(done, paths)), key=position)
+    keys = sorted(set(keys_of(done, paths)), key=data.config_order(paths))
     records = []
     for key in keys:
         rec = {param_col(p): v for p, v in zip(paths, key)}

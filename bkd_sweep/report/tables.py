@@ -289,17 +289,7 @@ def main_results_table(data: ResultsData, seeds_expected: int | None) -> Table:
 
 def _config_rows(data: ResultsData, paths: list[str]) -> list[tuple]:
     """Configurations with at least one completed trial, in the fixed value order."""
-    orders = {p: data.order(p, data.trials[param_col(p)].tolist()) for p in paths}
-
-    def position(key: tuple) -> tuple:
-        out = []
-        for p, v in zip(paths, key):
-            idx = next((i for i, o in enumerate(orders[p]) if sort_key(o) == sort_key(v)),
-                       len(orders[p]))
-            out.append((idx, sort_key(v)))
-        return tuple(out)
-
-    return sorted(set(keys_of(data.completed, paths)), key=position)
+    return sorted(set(keys_of(data.completed, paths)), key=data.config_order(paths))
 
 
 def energy_table(data: ResultsData, seeds_expected: int | None) -> Table:

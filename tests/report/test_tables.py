@@ -151,3 +151,20 @@ def test_main_results_teacher_falls_back_to_declared_accuracy(data) -> None:
     trials["param.teacher.accuracy"] = None
     t = main_results_table(ResultsData(data.study, trials, data.epochs), seeds_expected=3)
     assert {r[2].text for r in t.rows} == {"cnn_small"}
+
+
+def test_value_order_declared_first_then_sorted_bool_is_not_int(data) -> None:
+    # declared order (none, logit, bkd, mixed) for values present; an undeclared value after
+    assert data.order("distill.mode", ["mixed", "none", "mixed", None, "extra"]) == [
+        "none", "mixed", "extra", None]
+    # undeclared parameter: sorted with booleans first, then numbers (4 == 4.0), missing last
+    values = [4, 2.0, True, float("nan"), 1, 4.0, None, "b", False]
+    assert data.order("student.timesteps", values) == [False, True, 1, 2.0, 4, "b", None]
+    key = data.config_order(["distill.mode", "student.arch"])
+    configs = [("mixed", "a"), ("none", "b"), ("none", "a"), ("unseen", "a")]
+    order = data.order("student.arch", data.trials["param.student.arch"].tolist())
+    ranked = sorted(configs, key=key)
+    assert [c[0] for c in ranked] == ["none", "none", "mixed", "unseen"]
+    none_rows = [c for c in ranked if c[0] == "none"]
+    assert none_rows == sorted(none_rows, key=lambda c: order.index(c[1]) if c[1] in order
+                               else len(order))
