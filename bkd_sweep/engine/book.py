@@ -97,6 +97,13 @@ class SweepBook:
     def _frozen(self) -> list[FrozenTrial]:
         return self.optuna.get_trials(deepcopy=False)
 
+    def _trial(self, number: int) -> FrozenTrial:
+        """One trial by number, without listing the study (per epoch report: O(1))."""
+        storage = self.optuna._storage  # the study's own (cached) storage
+        trial_id = storage.get_trial_id_from_study_id_trial_number(self.optuna._study_id,
+                                                                   number)
+        return storage.get_trial(trial_id)
+
     def is_empty(self) -> bool:
         return not self._frozen()
 
@@ -145,7 +152,7 @@ class SweepBook:
         """The next trial to run, or None when the sweep has handed out all of them."""
         if self._reruns:
             number = self._reruns.pop(0)
-            params, seed = self._params_and_seed(self._frozen()[number])
+            params, seed = self._params_and_seed(self._trial(number))
             return self._start(number, self._trial_of(number), params, seed, rerun=True)
         frozen = self._frozen()
         if sum(1 for t in frozen if t.state != TrialState.WAITING) >= self.total:
@@ -197,7 +204,7 @@ class SweepBook:
         return optuna.Trial(self.optuna, trial_id)
 
     def _spec_from_optuna(self, number: int) -> TrialSpec:
-        params, seed = self._params_and_seed(self._frozen()[number])
+        params, seed = self._params_and_seed(self._trial(number))
         try:
             config = self.study.trial_config(params, seed)
         except StudyError:
@@ -214,7 +221,7 @@ class SweepBook:
     # ---------------------------------------------------------------- finishing
 
     def state(self, number: int) -> TrialState:
-        return self._frozen()[number].state
+        return self._trial(number).state
 
     def is_finished(self, number: int) -> bool:
         return self.state(number) in FINISHED
@@ -313,7 +320,7 @@ class SweepBook:
             if self.state(number) == TrialState.PRUNED:
                 result = result.model_copy(update={"status": "pruned",
                                                    "reason": "pruned (details lost)"})
-            found = result, self._frozen()[number].user_attrs.get(PRUNED_EPOCH_ATTR)
+            found = result, self._trial(number).user_attrs.get(PRUNED_EPOCH_ATTR)
         result, pruned_epoch = found
         return TrialRecord(trial_id=spec.trial_id, trial_number=number, params=spec.params,
                            seed=spec.seed, result=result, pruned_epoch=pruned_epoch)
