@@ -46,8 +46,10 @@ NOTES = """\
   only when the part's time has room), the teacher trained into the shared cache first.
 * Sweep efficiency: the quickstart study with seeds [0, 1] (16 trials, as in the issue)
   through `run_study`, results in a temp dir; the sweep wall includes Ray's start and shutdown; trial seconds are trials.parquet
-  `wall_seconds`; "teacher wait counted" subtracts the most the concurrent trial can have
-  waited for the shared teacher's training.
+  `wall_seconds`; "teacher wait counted": the engine trains the teacher as its own Ray task
+  before the trials that need it (the trials that need none run beside it), so its time is
+  idle slot time inside the sweep wall; no trial waits on it. (Before that, trials trained
+  it under a lock and the row subtracted the most a concurrent trial could have waited.)
 * Costs at scale: a synthetic 10,000-trial x 300-epoch results set
   (`bench/studies/scale_10k.yaml`) written through `ResultStore.upsert`; when upserts grow
   with the study, the sizes past a 2-minute build budget are written in one go in the

@@ -156,6 +156,7 @@ class EfficiencyResult:
     teacher_files: int
     distilling_trials: int
     teacher_train_seconds: float  # from the cache's metadata
+    teachers_first: bool = False  # the engine prepared the teacher as its own task (sweep.json)
 
     @property
     def efficiency(self) -> float:
@@ -164,7 +165,11 @@ class EfficiencyResult:
     @property
     def lock_wait_bound(self) -> float:
         """Upper bound on trial seconds spent waiting for another trial to train the shared
-        teacher: each concurrent distilling trial may wait once for the whole training."""
+        teacher: each concurrent distilling trial may wait once for the whole training.
+        Zero when the engine prepared the teacher as its own task before any trial that
+        needs it started: no trial waits, the teacher's time is idle time in the wall."""
+        if self.teachers_first:
+            return 0.0
         waiting = min(self.run.concurrency - 1, max(0, self.distilling_trials - 1))
         return self.teacher_train_seconds * waiting
 
@@ -198,7 +203,9 @@ def efficiency(workdir: Path | None = None) -> EfficiencyResult:
     train_seconds = sum(float(json.loads(p.read_text()).get("train_seconds", 0.0))
                         for p in cache.glob("*.json"))
     distilling = int((run.trials["param.distill.mode"] != "none").sum())
-    return EfficiencyResult(run, len(teachers), distilling, train_seconds)
+    sweep_json = run.results_root / run.name / "sweep.json"
+    prepared = json.loads(sweep_json.read_text()).get("teachers") if sweep_json.exists() else None
+    return EfficiencyResult(run, len(teachers), distilling, train_seconds, bool(prepared))
 
 
 def efficiency_rows(result: EfficiencyResult) -> list[Row]:
@@ -211,11 +218,16 @@ def efficiency_rows(result: EfficiencyResult) -> list[Row]:
             f"{run.engine_wall:.1f} s)", f">= {EFFICIENCY_TARGET:.2f}",
             verdict(result.efficiency >= EFFICIENCY_TARGET)),
         Row("sweep efficiency", f"busy trial seconds / (sweep wall x {run.concurrency} "
-            f"concurrent), quickstart ({run.count} trials), teacher wait counted: minus the "
-            "most a concurrent trial can have waited for the teacher's training (lower bound)",
+            f"concurrent), quickstart ({run.count} trials), teacher wait counted: "
+            + ("the teacher's training is in the wall (the engine prepares it first)"
+               if result.teachers_first else "minus the most a concurrent trial can have "
+               "waited for the teacher's training (lower bound)"),
             f"{result.efficiency_without_wait:.3f}",
-            f"teacher trained once in {result.teacher_train_seconds:.1f} s; up to "
-            f"{result.lock_wait_bound:.1f} s of trial time was waiting for it",
+            (f"teacher trained once in {result.teacher_train_seconds:.1f} s as its own Ray "
+             "task, beside the trials that need none (its time is idle slot time in the "
+             "wall; no trial waited on it)") if result.teachers_first else
+            (f"teacher trained once in {result.teacher_train_seconds:.1f} s; up to "
+             f"{result.lock_wait_bound:.1f} s of trial time was waiting for it"),
             **judge("sweep_efficiency", result.efficiency_without_wait,
                     f"idle slot time {result.idle + result.lock_wait_bound:.0f} s of "
                     f"{run.wall * run.concurrency:.0f} s: fixed cost "

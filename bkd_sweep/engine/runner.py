@@ -37,6 +37,7 @@ import logging
 import os
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -168,8 +169,11 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
     import ray
 
     we_started = False
+    early = _tracker_while_ray_starts(loaded, results_dir) if tracker is None else None
     try:
         we_started = init_ray(loaded.study)
+        if early is not None:
+            tracker = early.result()
         concurrency(loaded.study, ray.cluster_resources(), 1)  # a trial must fit (embedded)
         nodes = 1
         if not is_embedded():
@@ -180,9 +184,29 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
         session = _Session(loaded, results_dir, trial_fn, progress, nodes)
         return session.run(resume, retry_failed, tracker, started)
     finally:
+        if early is not None and not early.cancel():
+            early.exception()  # waits: nothing is written after the lease is released
         if we_started:
             ray.shutdown()
         lease.release()
+
+
+def _tracker_while_ray_starts(loaded: LoadedStudy, results_dir: Location) -> Future | None:
+    """On one machine (embedded Ray, no preflight) the tracker is made in a thread while Ray
+    starts: a new MLflow SQLite store runs its migrations (~2 s), Ray ~2-5 s. A cluster
+    driver makes it after every node passed preflight, so a refused start writes nothing."""
+    if not is_embedded():
+        return None
+    pool = ThreadPoolExecutor(1, thread_name_prefix="tracker")
+    future = pool.submit(make_tracker, loaded, results_dir)
+    pool.shutdown(wait=False)  # the thread ends with its one task
+    return future
+
+
+def make_tracker(loaded: LoadedStudy, results_dir: Location) -> Any:
+    from bkd_sweep.tracking import StudyTracker
+
+    return StudyTracker(loaded.study, results_dir=results_dir, study_file=loaded.path)
 
 
 @dataclass
@@ -206,10 +230,7 @@ class _Session:
                          devices_per_trial=float(per_trial.workers))
         resumed = resume and not book.is_empty()
         if tracker is None:
-            from bkd_sweep.tracking import StudyTracker
-
-            tracker = StudyTracker(study, results_dir=self.results_dir,
-                                   study_file=self.loaded.path)
+            tracker = make_tracker(self.loaded, self.results_dir)
         warn_local_mlflow(tracker, self.nodes)
         tracker.start_sweep(resume=resumed)
         book.settle_interrupted()
@@ -222,10 +243,13 @@ class _Session:
                       + " ".join(trial_id_of(n) for n in again), flush=True)
         remaining = book.remaining()
         callback = SweepCallback(book, tracker, Progress(book, enabled=self.progress))
+        teachers = None
         if remaining and self.trial_fn is None:  # stand-in trial functions need no teacher
-            _teachers_first(study, self.results_dir, tracker, self.progress)
+            teachers = _start_teachers(study, self.results_dir, tracker, self.progress)
         if remaining:
-            _fit(study, book, callback, self.trial_fn, self.results_dir, remaining)
+            _fit(study, book, callback, self.trial_fn, self.results_dir, remaining, teachers)
+        if teachers is not None:
+            teachers.wait()  # recorded by now, or a teacher's failure raised here
         recovered += _record_missing(book, tracker)
         summary = SweepSummary(study=study.name, results_dir=book.results_dir,
                                total=book.planned, counts=book.counts(), best=_best(book),
@@ -239,20 +263,23 @@ class _Session:
         return summary
 
 
-def _teachers_first(study: Study, results_dir: Location, tracker, progress: bool) -> None:
-    """Train or evaluate each distinct teacher once, as Ray tasks, before the trials."""
-    from bkd_sweep.engine.teachers_first import describe, prepare_teachers
+def _start_teachers(study: Study, results_dir: Location, tracker, progress: bool):
+    """Start training or evaluating each distinct teacher once, as Ray tasks; the trials
+    that need one wait for it in the searcher, the others run meanwhile."""
+    from bkd_sweep.engine.teachers_first import describe, start_teachers
 
-    reports = prepare_teachers(study, teacher_cache(results_dir))
-    for report in reports:
-        if progress:
-            print(describe(report), flush=True)
-    if reports and hasattr(tracker, "record_teachers"):
-        tracker.record_teachers(reports)
+    def on_ready(reports: list[dict[str, Any]]) -> None:
+        for report in reports:
+            if progress:
+                print(describe(report), flush=True)
+        if reports and hasattr(tracker, "record_teachers"):
+            tracker.record_teachers(reports)
+
+    return start_teachers(study, teacher_cache(results_dir), on_ready)
 
 
 def _fit(study: Study, book, callback, trial_fn, results_dir: Location,
-         remaining: int) -> None:
+         remaining: int, teachers=None) -> None:
     from ray import tune
 
     from bkd_sweep.engine.scheduler import OptunaPruningScheduler
@@ -273,7 +300,8 @@ def _fit(study: Study, book, callback, trial_fn, results_dir: Location,
     function = make_tune_function(setup, trial_fn)
     cap = study.resources.concurrency_cap
     # auto: Tune may hold every remaining trial; the searcher asks only as many as fit now
-    searcher = OptunaSearcher(book, capacity=None if cap else capacity_now(study, remaining))
+    searcher = OptunaSearcher(book, capacity=None if cap else capacity_now(study, remaining),
+                              teachers=teachers)
 
     def trial_name(trial) -> str:
         return str(trial.config.get("trial_id", trial.trial_id))

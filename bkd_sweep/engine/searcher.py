@@ -16,10 +16,14 @@ from typing import Any, Callable
 from ray.tune.search import Searcher
 
 from bkd_sweep.engine.book import SweepBook
+from bkd_sweep.engine.live_trials import TrialSpec
+from bkd_sweep.engine.teachers_first import PendingTeachers, needs_teacher
 from bkd_sweep.engine.worker import KIND_KEY, RESULT_KEY
 from bkd_sweep.records import TrialResult
 
 log = logging.getLogger(__name__)
+HOLD_AT_MOST = 16  # trials asked ahead while a teacher trains, looking for ones needing none
+_WAIT = object()  # suggest: nothing to hand out now, ask again later
 
 
 def final_result(result: dict[str, Any] | None) -> TrialResult | None:
@@ -37,13 +41,18 @@ class OptunaSearcher(Searcher):
     and the sweep grows onto nodes that join (Tune asks again later when we answer None).
     """
 
-    def __init__(self, book: SweepBook, capacity: Callable[[], int] | None = None):
+    def __init__(self, book: SweepBook, capacity: Callable[[], int] | None = None,
+                 teachers: PendingTeachers | None = None):
         super().__init__(metric=None, mode=None)
         self.book = book
         self.capacity = capacity
+        self.teachers = teachers
+        self.held: list[TrialSpec] = []  # asked while their teacher is being prepared
+        self.teacher_error: BaseException | None = None
 
     def running(self) -> int:
-        return sum(not self.book.is_finished(n) for n in self.book.live.numbers())
+        handed = sum(not self.book.is_finished(n) for n in self.book.live.numbers())
+        return handed - len(self.held)
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # the space comes from the study, not from Tune's param_space
@@ -51,11 +60,37 @@ class OptunaSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.capacity is not None and self.running() >= self.capacity():
             return None  # the cluster is full; Tune asks again
-        spec = self.book.next_trial()
+        spec = self._next()
         if spec is None:
-            return Searcher.FINISHED
+            return None if self.held else Searcher.FINISHED
+        if spec is _WAIT:
+            # Tune asks again; after a teacher failed, no new trial (the runner raises it)
+            return Searcher.FINISHED if self.teacher_error is not None else None
         self.book.live.bind(trial_id, spec.number)
         return spec.ray_config()
+
+    def _next(self) -> TrialSpec | object | None:
+        """The next trial to hand out; while the teachers are prepared, trials that need
+        one are held back (up to HOLD_AT_MOST) and the others go first."""
+        if self._teachers_ready():
+            return self.held.pop(0) if self.held else self.book.next_trial()
+        if self.teacher_error is not None or len(self.held) >= HOLD_AT_MOST:
+            return _WAIT
+        while (spec := self.book.next_trial()) is not None and needs_teacher(spec.config):
+            self.held.append(spec)
+            if len(self.held) >= HOLD_AT_MOST:
+                return _WAIT
+        return spec
+
+    def _teachers_ready(self) -> bool:
+        if self.teachers is None:
+            return True
+        if self.teacher_error is None:
+            try:
+                return self.teachers.ready()
+            except Exception as exc:  # noqa: BLE001 - raised again by the runner's wait()
+                self.teacher_error = exc  # no trial that needs it starts; the rest finish
+        return False
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         pass  # epochs are reported to Optuna by the pruning scheduler

@@ -1,15 +1,17 @@
-"""Teachers before trials: each distinct teacher of a sweep is trained (``checkpoint: train``)
-or evaluated once, as its own Ray task, before any trial starts.
+"""Teachers before the trials that need them: each distinct teacher of a sweep is trained
+(``checkpoint: train``) or evaluated once, as its own Ray task, started before any trial.
 
 Otherwise the first trials that need a teacher would train it under a lock while every other
-trial holding a GPU waits. The task asks for one trial's resources; what it spent is recorded
-(sweep.json, the summary, the report) as teacher device-hours.
+trial holding a GPU waits. Trials that need no teacher (``distill.mode: none``) run beside
+the task meanwhile; the searcher holds the others back until every teacher is ready. The task
+asks for one trial's resources; what it spent is recorded (sweep.json, the summary, the
+report) as teacher device-hours.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 from bkd_sweep.config import Study, TrialConfig
 
@@ -22,7 +24,7 @@ def distinct_teachers(study: Study) -> list[TrialConfig]:
     seen: set[str] = set()
     chosen: list[TrialConfig] = []
     for config in configs_to_check(study):
-        if config.distill.mode == "none":
+        if not needs_teacher(config):
             continue
         key = (teacher_cache_key(config) if config.teacher.checkpoint == "train"
                else f"file:{config.teacher.checkpoint}")
@@ -32,9 +34,46 @@ def distinct_teachers(study: Study) -> list[TrialConfig]:
     return chosen
 
 
-def prepare_teachers(study: Study, cache_uri: str) -> list[dict[str, Any]]:
-    """Run ensure_teacher for every distinct teacher as Ray tasks (one trial's resources
-    each); returns one record per teacher with its device-seconds."""
+class PendingTeachers:
+    """The teachers of a sweep being prepared as Ray tasks (one trial's resources each),
+    while trials that need no teacher run. ``ready()`` polls; ``wait()`` blocks. Once all
+    are done ``on_ready`` gets one report per teacher (with its device-seconds); a
+    teacher's failure is raised by ``ready()`` / ``wait()``."""
+
+    def __init__(self, refs: list, gpus: float, on_ready: Callable[[list[dict]], None]):
+        self._refs = refs
+        self._gpus = gpus
+        self._on_ready = on_ready
+        self.reports: list[dict[str, Any]] | None = None
+
+    def ready(self) -> bool:
+        if self.reports is None:
+            import ray
+
+            if self._refs:
+                done, _ = ray.wait(self._refs, num_returns=len(self._refs), timeout=0)
+                if len(done) < len(self._refs):
+                    return False
+            self.wait()
+        return True
+
+    def wait(self) -> list[dict[str, Any]]:
+        if self.reports is None:
+            import ray
+
+            reports = ray.get(self._refs)
+            for report in reports:  # a CPU task counts as one device
+                report["device_seconds"] = report["seconds"] * (self._gpus or 1.0)
+            self.reports = reports
+            self._on_ready(reports)
+        return self.reports
+
+
+def start_teachers(study: Study, cache_uri: str,
+                   on_ready: Callable[[list[dict]], None] = lambda reports: None
+                   ) -> PendingTeachers:
+    """Start ensure_teacher for every distinct teacher as Ray tasks (one trial's resources
+    each, so the trials that need no teacher share the cluster with them meanwhile)."""
     import ray
 
     per_trial = study.resources.per_trial
@@ -51,10 +90,11 @@ def prepare_teachers(study: Study, cache_uri: str) -> list[dict[str, Any]]:
 
     task = prepare.options(num_cpus=cpus, num_gpus=gpus)
     refs = [task.remote(c.model_dump_json()) for c in distinct_teachers(study)]
-    reports = ray.get(refs)
-    for report in reports:
-        report["device_seconds"] = report["seconds"] * (gpus or 1.0)  # a CPU task: one device
-    return reports
+    return PendingTeachers(refs, gpus, on_ready)
+
+
+def needs_teacher(config: TrialConfig) -> bool:
+    return config.distill.mode != "none"
 
 
 def describe(report: dict[str, Any]) -> str:

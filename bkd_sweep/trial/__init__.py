@@ -8,11 +8,28 @@ Named parts: ``state`` (build, resume, checkpoint), ``step`` (train_step, train_
 ``optim`` (optimizer and schedule), ``environment`` (device, DDP group, seeds).
 """
 
-from bkd_sweep.trial.evaluate import evaluate
-from bkd_sweep.trial.model import DistillationModel
-from bkd_sweep.trial.run import ReportFn, run_trial
-from bkd_sweep.trial.state import CHECKPOINT_FILE, TrialState, build_state, load_checkpoint
-from bkd_sweep.trial.step import NonFiniteLoss, StepLosses, train_epoch, train_step
+import importlib
+from typing import Any
 
-__all__ = ["CHECKPOINT_FILE", "DistillationModel", "NonFiniteLoss", "ReportFn", "StepLosses", "TrialState",
-           "build_state", "evaluate", "load_checkpoint", "run_trial", "train_epoch", "train_step"]
+# name -> module: imported on first use, so the driver can import a light part (e.g.
+# ``bkd_sweep.trial.teacher_cache``) without torch models and timm (~2 s per process)
+_EXPORTS = {
+    "evaluate": "evaluate", "DistillationModel": "model", "ReportFn": "run",
+    "run_trial": "run", "CHECKPOINT_FILE": "state", "TrialState": "state",
+    "build_state": "state", "load_checkpoint": "state", "NonFiniteLoss": "step",
+    "StepLosses": "step", "train_epoch": "step", "train_step": "step",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,87 @@
+"""Trials that need no teacher run while the teachers are prepared; the others wait for them
+(the searcher's gate over PendingTeachers), with plain values: no Ray cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ray.tune.search import Searcher
+
+from bkd_sweep.config import load_study_text
+from bkd_sweep.engine.book import SweepBook
+from bkd_sweep.engine.searcher import HOLD_AT_MOST, OptunaSearcher
+
+STUDY = """
+name: gate
+teacher: {arch: cnn_small, checkpoint: train, feature: features}
+student: {arch: spiking_cnn_small}
+data: {dataset: digits}
+distill: {mode: mixed}
+search:
+  sampler: grid
+  seeds: [0, 1]
+  params:
+    distill.mode: [mixed, none, logit]
+"""
+
+
+class FakeTeachers:
+    """PendingTeachers as the searcher sees it: not ready until told, or failing."""
+
+    def __init__(self):
+        self.done = False
+        self.error: Exception | None = None
+
+    def ready(self) -> bool:
+        if self.error is not None:
+            raise self.error
+        return self.done
+
+
+def gate(tmp_path: Path):
+    book = SweepBook(load_study_text(STUDY).study, tmp_path / "gate")
+    book.open()
+    teachers = FakeTeachers()
+    return book, OptunaSearcher(book, teachers=teachers), teachers
+
+
+def mode(config: dict) -> str:
+    return config["trial_config"]["distill"]["mode"]
+
+
+def test_none_trials_go_first_and_the_held_ones_follow_in_order(tmp_path):
+    book, searcher, teachers = gate(tmp_path)
+    # grid order: mixed s0, mixed s1, none s0, none s1, logit s0, logit s1
+    first = [searcher.suggest(f"tune-{i}") for i in range(3)]
+    assert [mode(c) for c in first[:2]] == ["none", "none"]
+    assert first[2] is None  # nothing but distilling trials left: wait, do not finish
+    assert [s.number for s in searcher.held] == [0, 1, 4, 5]
+    assert searcher.running() == 2  # the held trials are not counted as running
+    teachers.done = True
+    after = [searcher.suggest(f"tune-{i}") for i in range(3, 7)]
+    assert [c["number"] for c in after] == [0, 1, 4, 5]
+    assert [mode(c) for c in after] == ["mixed", "mixed", "logit", "logit"]
+    assert searcher.suggest("tune-7") == Searcher.FINISHED
+    assert searcher.held == []
+
+
+def test_at_most_hold_at_most_trials_are_asked_ahead(tmp_path):
+    book, searcher, _ = gate(tmp_path)
+    searcher.held = [object()] * HOLD_AT_MOST  # type: ignore[list-item]
+    assert searcher.suggest("tune-0") is None
+    assert book.counts()["running"] == 0  # nothing more was asked of Optuna
+
+
+def test_a_failed_teacher_starts_no_trial_that_needs_it(tmp_path):
+    book, searcher, teachers = gate(tmp_path)
+    teachers.error = RuntimeError("teacher checkpoint unreadable")
+    assert searcher.suggest("tune-0") == Searcher.FINISHED
+    assert isinstance(searcher.teacher_error, RuntimeError)
+    assert book.counts()["running"] == 0  # no trial asked: the sweep ends, the runner raises
+
+
+def test_without_a_gate_trials_come_in_plain_order(tmp_path):
+    book = SweepBook(load_study_text(STUDY).study, tmp_path / "plain")
+    book.open()
+    searcher = OptunaSearcher(book)
+    assert [mode(searcher.suggest(f"t{i}")) for i in range(3)] == ["mixed", "mixed", "none"]
