@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.conftest import cluster_env
+from tests.cluster.conftest import cluster_env, readme_line
 from tests.cluster.ray_cluster import RAY
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -31,15 +31,6 @@ ROOT = Path(__file__).resolve().parents[2]
 # 8 quickstart trials (4 modes x 2 time-steps, one seed), short: teacher 2 epochs, 300 images
 FAST = ["--set", "search.seeds=[0]", "--set", "teacher.train.epochs=2",
         "--set", "data.limit_train=300", "--set", "data.limit_val=100"]
-
-
-def readme_line(prefix: str) -> str:
-    """The README's "On a cluster" command starting with ``prefix``."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## On a cluster"):text.index("## Environment variables")]
-    lines = [line for line in section.splitlines() if line.startswith(prefix)]
-    assert lines, f"README's On a cluster section has no line starting {prefix!r}"
-    return lines[0]
 
 
 def fill(line: str, cluster, storage: Path) -> str:
