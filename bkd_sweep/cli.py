@@ -312,9 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables and plots from a study's Parquet results")
     p.add_argument("target", help="a study file, a results directory or URI "
                    "(s3://bucket/prefix/<study>), or a study name with --storage")
-    p.add_argument("--storage", metavar="PATH_OR_URI",
-                   help="storage root (as for run): the study's results are read from "
-                   "<root>/<study>; the report is written locally")
+    p.add_argument("--storage", metavar="PATH_OR_URI", help="storage root (as for run)")
     p.add_argument("--out", help="output directory (default reports/<name>)")
     p.add_argument("--no-mlflow", action="store_true",
                    help="do not attach the report to the sweep's MLflow parent run")
