@@ -167,38 +167,66 @@ def result_summary(result) -> dict:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bkd_sweep.report import build_report
-
-    target = Path(args.target)
-    if target.suffix in (".yaml", ".yml"):
-        loaded = _load(args.target)
-        results_dir = loaded.results_dir()
-        name = loaded.study.name
-    else:
-        results_dir = target.resolve()
-        name = results_dir.name
+    from bkd_sweep.storage import StorageError
     from bkd_sweep.tracking import ResultStore
+    from bkd_sweep.tracking.parquet_files import DamagedFileError, SchemaVersionError
 
-    if not ResultStore(results_dir).has_tables():
-        raise UsageError(f"{results_dir}: no trials.parquet (run the study first)")
+    location, name = _report_location(args)
+    try:
+        stored = ResultStore(location).has_tables()
+    except OSError as exc:  # an unreachable object store, a folder that cannot be read
+        raise UsageError(f"storage {location.uri}: cannot be read ({_first_line(exc)})") from None
+    if not stored:
+        raise UsageError(f"{location.uri}: no trials.parquet (run the study first)")
     out_dir = Path(args.out).resolve() if args.out else (Path.cwd() / "reports" / name)
-    output = build_report(results_dir, out_dir)
+    try:
+        output = build_report(location, out_dir)
+    except (FileNotFoundError, DamagedFileError, SchemaVersionError, StorageError) as exc:
+        raise UsageError(_first_line(exc)) from None
     print(f"report: {output.index_html} ({len(output.files)} files, {output.seconds:.1f}s)")
     if not args.no_mlflow:
-        _attach_report_to_sweep(results_dir, out_dir)
+        _attach_report_to_sweep(location, out_dir)
     return 0
 
 
-def _attach_report_to_sweep(results_dir: Path, out_dir: Path) -> None:
+def _report_location(args: argparse.Namespace):
+    """The study folder `report` reads, and the name of its default output folder: a study
+    file's <storage root>/<name> (--storage > BKD_STORAGE > its storage: > ./results, as for
+    status), a study name under --storage, or a results directory or URI (s3://.../<study>)."""
+    from bkd_sweep.storage import Location, StorageError, is_remote
+
+    target = args.target
+    try:
+        if target.endswith((".yaml", ".yml")):
+            loaded = _load(target).with_storage(args.storage)
+            return loaded.results_location(), loaded.study.name
+        if args.storage:
+            if is_remote(target) or "/" in target or target in (".", ".."):
+                raise UsageError(f"report: --storage goes with a study file or a study name, "
+                                 f"not a results directory ({target})")
+            location = Location.of(args.storage).child(target)
+        else:
+            location = Location.of(target)  # a relative path made absolute
+    except StorageError as exc:
+        raise UsageError(str(exc)) from None
+    return location, location.name
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _attach_report_to_sweep(location, out_dir: Path) -> None:
     """Log the report on the sweep's MLflow parent run, when the sweep has one. The report
     itself never reads MLflow; this is only so the parent run carries it."""
-    if not (results_dir / "sweep.json").exists() or not (results_dir / "study.json").exists():
-        return
     try:
+        if not location.exists("sweep.json") or not location.exists("study.json"):
+            return
         from bkd_sweep.config import Study
         from bkd_sweep.tracking import StudyTracker
 
-        study = Study.model_validate_json((results_dir / "study.json").read_text())
-        StudyTracker(study, results_dir=results_dir, study_file=None).log_report(out_dir)
+        study = Study.model_validate_json(location.read_text("study.json"))
+        StudyTracker(study, results_dir=location, study_file=None).log_report(out_dir)
     except Exception as exc:  # the report is written; MLflow being away must not fail it
         logging.getLogger(__name__).warning("report not attached to MLflow: %s", exc)
 
@@ -282,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("report", help="tables and plots from a study's Parquet results")
-    p.add_argument("target", help="a study file or a results directory")
+    p.add_argument("target", help="a study file, a results directory or URI "
+                   "(s3://bucket/prefix/<study>), or a study name with --storage")
+    p.add_argument("--storage", metavar="PATH_OR_URI", help="storage root (as for run)")
     p.add_argument("--out", help="output directory (default reports/<name>)")
     p.add_argument("--no-mlflow", action="store_true",
                    help="do not attach the report to the sweep's MLflow parent run")

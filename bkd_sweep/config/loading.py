@@ -29,7 +29,7 @@ class LoadedStudy(BaseModel):
     raw: dict[str, Any]
     lines: dict[str, int]  # dotted path -> line in the file
     unresolved: list[str]  # ${VARS} that were unset (an error for `run`, not for `validate`)
-    storage_flag: str | None = None  # `--storage` of run/submit/status: wins over the rest
+    storage_flag: str | None = None  # `--storage` of run/submit/status/report: wins over the rest
 
     def line_of(self, dotted: str) -> int | None:
         parts = dotted.split(".")

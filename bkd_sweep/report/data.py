@@ -7,13 +7,16 @@ version 1, through ``bkd_sweep.results.load``), never MLflow: a copy of that fol
 from __future__ import annotations
 
 import math
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
+import pyarrow.fs as pafs
 
 from bkd_sweep.config import CategoricalParam, Study
+from bkd_sweep.storage import Location
 
 STATUSES = ("completed", "pruned", "failed")
 TRIAL_COLUMNS = ("trial_id", "status", "seed")
@@ -190,33 +193,51 @@ def _check_columns(frame: pd.DataFrame, required: tuple[str, ...], what: str) ->
         raise ValueError(f"{what}: missing columns {', '.join(missing)} (not a bkd-sweep table?)")
 
 
-def load_results_dir(results_dir: str | Path) -> ResultsData:
-    """Read one study's folder through ``bkd_sweep.results.load`` (the Parquet reader, which
-    checks the schema version) and validate its study.json."""
+def load_results_dir(results_dir: "str | Path | Location") -> ResultsData:
+    """Read one study's folder (a local path, or a ``Location``: a local or shared folder or
+    an object-store prefix such as ``s3://bucket/prefix/<study>``) through
+    ``bkd_sweep.results.load`` (the Parquet reader, which checks the schema version) and
+    validate its study.json."""
     from bkd_sweep.results import load  # the tracking stage's reader: pandas + pyarrow only
 
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise FileNotFoundError(f"{results_dir}: no such results directory")
-    results = load(results_dir)
+    location = Location.of(results_dir)
+    # as the caller named it: a local path unchanged (relative stays relative), else the URI
+    where = location.uri if isinstance(results_dir, Location) or not location.is_local \
+        else str(Path(results_dir))
+    if not _is_dir(location):
+        raise FileNotFoundError(f"{where}: no such results directory")
+    results = load(location)
     if results.study is None:
-        raise FileNotFoundError(f"{results_dir / 'study.json'}: missing (the report takes its "
-                                "table specs and seeds from it)")
+        missing = _shown(where, location, "study.json")
+        raise FileNotFoundError(f"{missing}: missing (the report takes its table specs and "
+                                "seeds from it)")
     study = Study.model_validate(results.study)
     trials, epochs = results.trials, results.read_epochs(list(EPOCH_COLUMNS))
-    _check_columns(trials, TRIAL_COLUMNS, str(results_dir / "trials.parquet"))
-    _check_columns(epochs, EPOCH_COLUMNS, str(results_dir / "epochs.parquet"))
+    _check_columns(trials, TRIAL_COLUMNS, _shown(where, location, "trials.parquet"))
+    _check_columns(epochs, EPOCH_COLUMNS, _shown(where, location, "epochs.parquet"))
     bad = sorted(set(trials["status"].dropna()) - set(STATUSES))
     if bad:
-        raise ValueError(f"{results_dir}: unknown trial status {bad}; expected one of {STATUSES}")
+        raise ValueError(f"{where}: unknown trial status {bad}; expected one of {STATUSES}")
     sort_cols = [c for c in ("trial_number", "trial_id") if c in trials.columns]
     trials = trials.sort_values(sort_cols, kind="stable").reset_index(drop=True)
     epochs = _in_order(epochs, "trial_id", "epoch")
-    info = _sweep_info(results_dir)
+    info = _sweep_info(location)
     teacher_seconds = sum(float(t.get("device_seconds", 0.0)) for t in info.get("teachers", []))
     return ResultsData(study=study, trials=trials, epochs=epochs,
                        stopped_by=info.get("stopped_by"),
                        teacher_device_hours=teacher_seconds / 3600)
+
+
+def _shown(where: str, location: Location, name: str) -> str:
+    """A file of the folder shown as ``where``: a path locally, else a URI."""
+    return str(Path(where) / name) if location.is_local else posixpath.join(where, name)
+
+
+def _is_dir(location: Location) -> bool:
+    """Whether the folder exists (on an object store: whether any object has its prefix)."""
+    if location.is_local:
+        return location.local_path.is_dir()
+    return location.fs.get_file_info(location.path).type == pafs.FileType.Directory
 
 
 def _in_order(frame: pd.DataFrame, first: str, second: str) -> pd.DataFrame:
@@ -230,12 +251,12 @@ def _in_order(frame: pd.DataFrame, first: str, second: str) -> pd.DataFrame:
     return frame.sort_values([first, second], kind="stable").reset_index(drop=True)
 
 
-def _sweep_info(results_dir: Path) -> dict[str, Any]:
+def _sweep_info(location: Location) -> dict[str, Any]:
     """sweep.json (written by the tracker), or {} when absent or unreadable."""
     import json
 
     try:
-        return json.loads((results_dir / "sweep.json").read_text(encoding="utf-8"))
+        return json.loads(location.read_text("sweep.json"))
     except (OSError, ValueError):
         return {}
 

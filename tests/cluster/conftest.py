@@ -11,6 +11,19 @@ import pytest
 from tests.cluster.ray_cluster import RayCluster
 
 VENV_BIN = str(Path(sys.executable).parent)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readme_line(prefix: str, containing: str = "") -> str:
+    """The README's "On a cluster" command starting with ``prefix`` (and holding
+    ``containing``): the first such line."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## On a cluster"):text.index("## Environment variables")]
+    lines = [line for line in section.splitlines()
+             if line.startswith(prefix) and containing in line]
+    assert lines, (f"README's On a cluster section has no line starting {prefix!r}"
+                   + (f" with {containing!r}" if containing else ""))
+    return lines[0]
 
 
 def cluster_env(cluster: RayCluster | None = None, connect: bool = False,

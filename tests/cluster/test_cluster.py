@@ -1,6 +1,8 @@
 """The cluster tier: a real two-node Ray cluster on this machine (`ray start` head + node).
 
 (a) the README's `bkd-sweep submit` line ships the resolved study and never prints a secret;
+    its `--resume --retry-failed` line then reruns nothing of that finished sweep, and its
+    `status` and `report` lines read it back;
 (b) a second driver on a running study is refused with one line;
 (c) preflight with the data root missing on one node: exit 2, one line naming that node;
 (d) the README's own `ray job submit` line (--working-dir included) runs the quickstart across
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.conftest import cluster_env
+from tests.cluster.conftest import cluster_env, readme_line
 from tests.cluster.ray_cluster import RAY
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -31,15 +33,6 @@ ROOT = Path(__file__).resolve().parents[2]
 # 8 quickstart trials (4 modes x 2 time-steps, one seed), short: teacher 2 epochs, 300 images
 FAST = ["--set", "search.seeds=[0]", "--set", "teacher.train.epochs=2",
         "--set", "data.limit_train=300", "--set", "data.limit_val=100"]
-
-
-def readme_line(prefix: str) -> str:
-    """The README's "On a cluster" command starting with ``prefix``."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## On a cluster"):text.index("## Environment variables")]
-    lines = [line for line in section.splitlines() if line.startswith(prefix)]
-    assert lines, f"README's On a cluster section has no line starting {prefix!r}"
-    return lines[0]
 
 
 def fill(line: str, cluster, storage: Path) -> str:
@@ -67,19 +60,62 @@ def read_trials(storage: Path, study: str = "quickstart"):
     return ResultStore(storage / study).read()[0]
 
 
-def test_bkd_sweep_submit_line_ships_the_resolved_study(cluster, tmp_path):
-    storage = tmp_path / "shared"
+# the submit test's study: 2 trials (distill.mode none, T 1 and 2)
+SUBMIT_FAST = FAST + ["--set", "distill.mode=none",
+                      "--set", "search.params={student.timesteps: [1, 2]}"]
+
+
+@pytest.fixture(scope="module")
+def submitted(cluster, tmp_path_factory):
+    """The README's `bkd-sweep submit` line run once, its secret-holding environment
+    included: (storage root, the finished command). The resume test reuses its sweep."""
+    storage = tmp_path_factory.mktemp("submitted") / "shared"
     line = fill(readme_line("RAY_AUTH_MODE=token bkd-sweep submit"), cluster, storage)
-    fast = FAST + ["--set", "distill.mode=none", "--set", "search.params={student.timesteps: [1, 2]}"]
     # a credential in the submitter's environment travels with the job and is never printed
-    done = run_shell(line + " " + shlex.join(fast),
+    done = run_shell(line + " " + shlex.join(SUBMIT_FAST),
                      cluster_env(cluster, AWS_SECRET_ACCESS_KEY="never-printed-42"))
+    return storage, done
+
+
+def test_bkd_sweep_submit_line_ships_the_resolved_study(submitted):
+    storage, done = submitted
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "never-printed-42" not in done.stdout + done.stderr
     assert "SUCCEEDED" in done.stdout and "2/2 trials done (2 completed" in done.stdout
     trials = read_trials(storage)
     assert sorted(trials["param.student.timesteps"]) == [1, 2]
     assert set(trials["param.distill.mode"]) == {"none"}
+
+
+def test_readme_resume_line_reruns_nothing_of_a_finished_sweep(cluster, submitted, tmp_path):
+    """The README's `--resume --retry-failed` line on the submit test's finished sweep: the
+    job succeeds and no trial runs again (same rows, same finish times, no new trial); then
+    the README's status and report lines read it back."""
+    storage, first = submitted
+    assert first.returncode == 0, "the submit test's sweep did not finish"
+    before = read_trials(storage).sort_values("trial_id").reset_index(drop=True)
+    trial_dirs = sorted(p.name for p in (storage / "quickstart/trials").iterdir())
+    line = fill(readme_line("RAY_AUTH_MODE=token bkd-sweep submit", "--retry-failed"),
+                cluster, storage)
+    again = run_shell(line + " " + shlex.join(SUBMIT_FAST), cluster_env(cluster))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "SUCCEEDED" in again.stdout
+    assert "2/2 trials done (2 completed, 0 pruned, 0 failed)" in again.stdout
+    after = read_trials(storage).sort_values("trial_id").reset_index(drop=True)
+    assert after["trial_id"].tolist() == before["trial_id"].tolist() == ["t0000", "t0001"]
+    assert after["finished_at"].tolist() == before["finished_at"].tolist()  # not re-recorded
+    assert sorted(p.name for p in (storage / "quickstart/trials").iterdir()) == trial_dirs
+
+    status = run_shell(fill(readme_line("bkd-sweep status"), cluster, storage),
+                       cluster_env(cluster))
+    assert status.returncode == 0, status.stderr
+    assert ("trials: 2 planned; 2 done (2 completed, 0 pruned, 0 failed), 0 running, "
+            "0 to start") in status.stdout
+    out = tmp_path / "report"  # --out appended: the README's default is reports/ in the cwd
+    report = run_shell(fill(readme_line("bkd-sweep report"), cluster, storage)
+                       + f" --out {shlex.quote(str(out))}", cluster_env(cluster))
+    assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-2000:]
+    assert "2 trials." in (out / "index.html").read_text(encoding="utf-8")
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:

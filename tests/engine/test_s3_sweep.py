@@ -80,5 +80,44 @@ def test_a_sweep_on_an_object_store_root(s3_env, tmp_path, monkeypatch):
     assert f"onstore: 2 trials (2 completed, 0 pruned, 0 failed) in {storage}/onstore" \
         in results.stdout
 
+    _check_reports(study, storage, results.stdout, tmp_path, work, env)
+
     again = _cli("run", str(study), "--storage", storage, cwd=work, env=env)
     assert again.returncode == 2 and "already holds a sweep" in again.stderr
+
+
+def _top1_per_mode(results_stdout: str) -> dict[str, str]:
+    """The test top-1 that `bkd-sweep results` printed per distill.mode row."""
+    rows = [line.split() for line in results_stdout.splitlines()]
+    return {row[0]: row[5] for row in rows if row and row[0] in ("none", "mixed")}
+
+
+def _check_reports(study: Path, storage: str, results_stdout: str, tmp_path: Path,
+                   work: Path, env: dict) -> None:
+    """`bkd-sweep report` on the object-store root, as a user types it: by study file and
+    --storage (the report attached to the sweep's MLflow run), by results URI (default
+    --out reports/<study> in the cwd), and on a root holding nothing (one line, exit 2)."""
+    out = tmp_path / "report"
+    report = _cli("report", str(study), "--storage", storage, "--out", str(out),
+                  cwd=work, env=env)
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    assert f"report: {out / 'index.html'}" in report.stdout
+    assert "not attached" not in report.stderr  # logged on the sweep's parent run
+    assert "2 trials." in (out / "index.html").read_text(encoding="utf-8")
+    top1 = _top1_per_mode(results_stdout)
+    assert sorted(top1) == ["mixed", "none"], results_stdout
+    table = (out / "ablation.md").read_text(encoding="utf-8").splitlines()
+    for mode, value in top1.items():  # the same number `results` printed, one seed each
+        [row] = [line for line in table if line.startswith(f"| {mode} ")]
+        assert f"{value} (n=1)" in row, (mode, value, table)
+
+    by_uri = _cli("report", f"{storage}/onstore", "--no-mlflow", cwd=work, env=env)
+    assert by_uri.returncode == 0, by_uri.stderr[-3000:]
+    assert (work / "reports/onstore/ablation.md").read_text(encoding="utf-8").splitlines() \
+        == table
+
+    empty_root = f"{storage}-empty"  # BKD_STORAGE is honoured as by status
+    empty = _cli("report", str(study), cwd=work, env={**env, "BKD_STORAGE": empty_root})
+    assert empty.returncode == 2
+    assert empty.stderr.strip() == \
+        f"error: {empty_root}/onstore: no trials.parquet (run the study first)"
