@@ -106,7 +106,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from bkd_sweep.engine.status import sweep_status
 
-    print(sweep_status(_load_sweep(args)).render())
+    loaded = _load_sweep(args)
+    try:
+        status = sweep_status(loaded)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # an unreachable object store, a folder that cannot be read
+        raise UsageError(f"storage {loaded.results_location().uri}: cannot be read "
+                         f"({_first_line(exc)})") from None
+    print(status.render())
     return 0
 
 
@@ -202,7 +210,7 @@ def _report_location(args: argparse.Namespace):
             return loaded.results_location(), loaded.study.name
         if args.storage:
             if is_remote(target) or "/" in target or target in (".", ".."):
-                raise UsageError(f"report: --storage goes with a study file or a study name, "
+                raise UsageError(f"{args.command}: --storage goes with a study file or a study name, "
                                  f"not a results directory ({target})")
             location = Location.of(args.storage).child(target)
         else:
@@ -236,8 +244,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     from bkd_sweep.tracking.parquet_files import DamagedFileError, SchemaVersionError
 
     target = args.target
-    if target.endswith((".yaml", ".yml")):
-        target = str(_load(target).results_dir())
+    if target.endswith((".yaml", ".yml")) or args.storage:  # as `report` finds it
+        target, _ = _report_location(args)
     try:
         if args.rebuild:
             for line in rebuild(target).lines():
@@ -246,6 +254,8 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(summary_table(load(target)))
     except (FileNotFoundError, DamagedFileError, SchemaVersionError) as exc:  # one line, exit 2
         raise UsageError(str(exc)) from None
+    except OSError as exc:  # an unreachable object store, a folder that cannot be read
+        raise UsageError(f"storage {target}: cannot be read ({_first_line(exc)})") from None
     return 0
 
 
@@ -320,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("results", help="a summary table of a study's results")
     p.add_argument("target", help="a study name, results directory (or s3://...) or study file")
+    p.add_argument("--storage", metavar="PATH_OR_URI", help="storage root (as for run)")
     p.add_argument("--rebuild", action="store_true",
                    help="rebuild the Parquet tables from the per-trial records "
                         "(trials/<id>/result.json); damaged files are moved aside")

@@ -81,9 +81,21 @@ def job_client(address: str):
     enable_token_auth()
     try:
         return JobSubmissionClient(address)
+    except _authentication_errors():
+        raise StudyError(
+            "RAY_AUTH_MODE=token but no Ray token here: copy the cluster's ~/.ray/auth_token "
+            "to this machine or point RAY_AUTH_TOKEN_PATH at it") from None
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StudyError(f"cannot reach the Ray dashboard at {address}: {first}") from None
+
+
+def _authentication_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from ray.exceptions import AuthenticationError
+    except ImportError:  # an older Ray without token authentication
+        return ()
+    return (AuthenticationError,)
 
 
 def resolved_study_text(loaded: LoadedStudy) -> str:

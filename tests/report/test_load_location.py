@@ -6,6 +6,7 @@ line and exit 2. The object-store side runs for real in tests/engine/test_s3_swe
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,6 +15,7 @@ from bkd_sweep.cli import main
 from bkd_sweep.report.data import load_results_dir
 from bkd_sweep.storage import Location
 
+QUICKSTART = Path(__file__).resolve().parents[2] / "studies" / "quickstart.yaml"
 STUDY_JSON_MISSING = "study.json: missing (the report takes its table specs and seeds from it)"
 
 
@@ -73,3 +75,33 @@ def test_report_cli_bad_input_is_one_error_line(fixture_results, tmp_path, capsy
     [line] = _error_lines(capsys.readouterr().err)
     assert line.startswith("error: storage s3://nowhere/prefix/study: cannot be read (")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["results", "status", "report"])
+def test_every_reader_of_an_unreachable_store_says_one_line(command, tmp_path, capsys,
+                                                             monkeypatch) -> None:
+    study = tmp_path / "tiny.yaml"
+    study.write_text("name: tiny\ndata: {dataset: digits}\n")
+    for key, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{_closed_port()}",
+                       "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    assert main([command, str(study), "--storage", "s3://nowhere/prefix"]) == 2
+    [line] = _error_lines(capsys.readouterr().err)
+    assert line.startswith("error: storage s3://nowhere/prefix/tiny: cannot be read (")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]  # nothing written
+
+
+def test_submit_without_the_clusters_token_says_where_it_goes(tmp_path, capsys,
+                                                              monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["submit", str(QUICKSTART), "--address",
+                 f"http://127.0.0.1:{_closed_port()}", "--storage", str(tmp_path / "shared")]) == 2
+    [line] = _error_lines(capsys.readouterr().err)
+    assert line.startswith("error: RAY_AUTH_MODE=token but no Ray token here: copy the "
+                           "cluster's ~/.ray/auth_token")
+    assert not (tmp_path / "shared").exists()
