@@ -5,12 +5,15 @@ Otherwise the first trials that need a teacher would train it under a lock while
 trial holding a GPU waits. Trials that need no teacher (``distill.mode: none``) run beside
 the task meanwhile; the searcher holds the others back until every teacher is ready. The task
 asks for one trial's resources; what it spent is recorded (sweep.json, the summary, the
-report) as teacher device-hours.
+report) as teacher device-hours. A teacher the cache already holds, evaluated on this data,
+needs no task: the driver reads its report (no torch), and the trials start at once.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Callable
 
 from bkd_sweep.config import Study, TrialConfig
@@ -40,10 +43,12 @@ class PendingTeachers:
     are done ``on_ready`` gets one report per teacher (with its device-seconds); a
     teacher's failure is raised by ``ready()`` / ``wait()``."""
 
-    def __init__(self, refs: list, gpus: float, on_ready: Callable[[list[dict]], None]):
+    def __init__(self, refs: list, gpus: float, on_ready: Callable[[list[dict]], None],
+                 cached: list[dict[str, Any]] = ()):
         self._refs = refs
         self._gpus = gpus
         self._on_ready = on_ready
+        self._cached = list(cached)  # reports read from the cache, no task needed
         self.reports: list[dict[str, Any]] | None = None
 
     def ready(self) -> bool:
@@ -61,9 +66,10 @@ class PendingTeachers:
         if self.reports is None:
             import ray
 
-            reports = ray.get(self._refs)
+            reports = ray.get(self._refs) if self._refs else []
             for report in reports:  # a CPU task counts as one device
                 report["device_seconds"] = report["seconds"] * (self._gpus or 1.0)
+            reports = self._cached + reports
             self.reports = reports
             self._on_ready(reports)
         return self.reports
@@ -89,8 +95,44 @@ def start_teachers(study: Study, cache_uri: str,
         return asdict(ensure_teacher(config, cache_uri, device))
 
     task = prepare.options(num_cpus=cpus, num_gpus=gpus)
-    refs = [task.remote(c.model_dump_json()) for c in distinct_teachers(study)]
-    return PendingTeachers(refs, gpus, on_ready)
+    cached, refs = [], []
+    for config in distinct_teachers(study):
+        report = cached_report(config, cache_uri)
+        if report is not None:
+            cached.append(report)
+        else:
+            refs.append(task.remote(config.model_dump_json()))
+    return PendingTeachers(refs, gpus, on_ready, cached)
+
+
+def cached_report(config: TrialConfig, cache_uri: str) -> dict[str, Any] | None:
+    """The teacher's report read from the cache when it holds the weights and their
+    evaluation on this data (a repeated or resumed sweep): no task, no torch, the trials
+    start at once. None when anything is missing (the task prepares it)."""
+    from bkd_sweep.trial.teacher_cache import TeacherCache, evaluation_key, teacher_cache_key
+
+    started = time.perf_counter()
+    cache = TeacherCache.of(cache_uri)
+    checkpoint = config.teacher.checkpoint
+    try:
+        if checkpoint == "train":
+            if not cache.has_trained(config):
+                return None
+            weights, source = cache.read_trained(config), cache.weights_uri(config)
+        elif checkpoint is not None and Path(checkpoint).is_file():
+            weights, source = Path(checkpoint).read_bytes(), str(checkpoint)
+        else:
+            return None  # an object-store checkpoint or a missing file: the task says why
+        evaluation = cache.read_evaluation(evaluation_key(weights, config))
+    except (OSError, ValueError):  # unreadable here: the task reads it and says why
+        return None
+    if evaluation is None:
+        return None
+    return {"arch": config.teacher.arch,
+            "cache_key": teacher_cache_key(config) if checkpoint == "train" else None,
+            "weights": source, "trained": False, "val_top1": float(evaluation["val_top1"]),
+            "test_top1": float(evaluation["test_top1"]),
+            "seconds": time.perf_counter() - started, "device_seconds": 0.0}
 
 
 def needs_teacher(config: TrialConfig) -> bool:

@@ -85,3 +85,28 @@ def test_without_a_gate_trials_come_in_plain_order(tmp_path):
     book.open()
     searcher = OptunaSearcher(book)
     assert [mode(searcher.suggest(f"t{i}")) for i in range(3)] == ["mixed", "mixed", "none"]
+
+
+def test_a_cached_and_evaluated_teacher_needs_no_task(tmp_path):
+    from bkd_sweep.engine.teachers_first import PendingTeachers, cached_report
+    from bkd_sweep.trial.teacher_cache import TeacherCache, evaluation_key
+
+    config = load_study_text(STUDY).study.trial_config({}, 0)
+    cache = TeacherCache.of(tmp_path / "cache")
+    assert cached_report(config, str(tmp_path / "cache")) is None  # nothing trained yet
+    weights = b"not really a checkpoint, only its bytes are hashed"
+    cache.store_trained(config, weights, {"arch": "cnn_small"})
+    assert cached_report(config, str(tmp_path / "cache")) is None  # trained, not evaluated
+    cache.store_evaluation(evaluation_key(weights, config), {"val_top1": 91.5,
+                                                             "test_top1": 90.25})
+    report = cached_report(config, str(tmp_path / "cache"))
+    assert report is not None
+    assert (report["val_top1"], report["test_top1"], report["trained"]) == (91.5, 90.25, False)
+    assert report["weights"] == cache.weights_uri(config) and report["device_seconds"] == 0.0
+    # other weights under the same name: their evaluation is not that one
+    cache.store_trained(config, weights + b"!", {"arch": "cnn_small"})
+    assert cached_report(config, str(tmp_path / "cache")) is None
+
+    seen = []
+    pending = PendingTeachers([], 0.0, seen.append, cached=[report])
+    assert pending.ready() and seen == [[report]]  # no Ray task, ready at once
