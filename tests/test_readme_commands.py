@@ -300,6 +300,15 @@ def test_readme_commands_run_as_written(ran, sandbox):
         if probe:
             _, n_trials, n_epochs = out.split()[-3:]
             assert int(n_trials) == len(SHRUNK_MODES) and int(n_epochs) >= int(n_trials), out
+    # the sweep's trials.parquet names its numbers (val selects, test once, the teacher's own)
+    from bkd_sweep.results import load
+
+    trials = load(sandbox / "results" / "quickstart").trials
+    for col in ("metric.val_top1", "metric.test_top1", "metric.selected_epoch", "config_id"):
+        assert trials[col].notna().all(), col
+    distilling = trials[trials["param.distill.mode"] != "none"]
+    for col in ("metric.teacher_val_top1", "metric.teacher_test_top1"):
+        assert len(distilling) and distilling[col].between(0, 100).all(), col
 
 
 def _port_in_use(port: int) -> bool:

@@ -5,7 +5,10 @@ line and exit 2. The object-store side runs for real in tests/engine/test_s3_swe
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -93,15 +96,16 @@ def test_every_reader_of_an_unreachable_store_says_one_line(command, tmp_path, c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]  # nothing written
 
 
-def test_submit_without_the_clusters_token_says_where_it_goes(tmp_path, capsys,
-                                                              monkeypatch) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
-        monkeypatch.delenv(name, raising=False)
-    assert main(["submit", str(QUICKSTART), "--address",
-                 f"http://127.0.0.1:{_closed_port()}", "--storage", str(tmp_path / "shared")]) == 2
-    [line] = _error_lines(capsys.readouterr().err)
+def test_submit_without_the_clusters_token_says_where_it_goes(tmp_path) -> None:
+    # a fresh process: Ray's token loader keeps what it found once per process
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN")}
+    env.update(HOME=str(tmp_path), RAY_AUTH_MODE="token")  # no ~/.ray/auth_token
+    done = subprocess.run([sys.executable, "-m", "bkd_sweep.cli", "submit", str(QUICKSTART),
+                           "--address", f"http://127.0.0.1:{_closed_port()}", "--storage",
+                           str(tmp_path / "shared")], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = _error_lines(done.stderr)
     assert line.startswith("error: RAY_AUTH_MODE=token but no Ray token here: copy the "
                            "cluster's ~/.ray/auth_token")
     assert not (tmp_path / "shared").exists()
