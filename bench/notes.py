@@ -41,15 +41,18 @@ NOTES = """\
   state: wall x concurrency from the 4th trial's finish to the last, minus the trial
   functions' own seconds (their report calls are the engine's), per trial. The sweep's own
   start (run_study until the first trial finished: Tune, the first workers' imports) and
-  Ray's start are once per sweep, reported beside it (named figures without a target). bkd-sweep vs plain Ray Tune: 4 quickstart trials (the four modes) x 2 epochs,
-  2 at a time, each side starts and stops its own Ray, rounds interleaved (a second round
-  only when the part's time has room), the teacher trained into the shared cache first.
+  Ray's start are once per sweep, reported beside it (named figures without a target).
+* bkd-sweep vs plain Ray Tune: the issue's 16 quickstart trials (4 modes x T 2, 4 x seeds
+  0, 1) x 2 epochs, 2 at a time, each side starts and stops its own Ray, rounds interleaved
+  (a second round only when the part's time has room), the teacher trained into the shared
+  cache first.
 * Sweep efficiency: the quickstart study with seeds [0, 1] (16 trials, as in the issue)
-  through `run_study`, results in a temp dir; the sweep wall includes Ray's start and shutdown; trial seconds are trials.parquet
-  `wall_seconds`; "teacher wait counted": the engine trains the teacher as its own Ray task
-  before the trials that need it (the trials that need none run beside it), so its time is
-  idle slot time inside the sweep wall; no trial waits on it. (Before that, trials trained
-  it under a lock and the row subtracted the most a concurrent trial could have waited.)
+  through `run_study`, results in a temp dir; the sweep wall includes Ray's start and
+  shutdown; trial seconds are trials.parquet `wall_seconds`; "teacher wait counted": the
+  engine trains the teacher as its own Ray task before the trials that need it (the trials
+  that need none run beside it), so its time is idle slot time inside the sweep wall; no
+  trial waits on it. (Before that, trials trained it under a lock and the row subtracted the
+  most a concurrent trial could have waited.)
 * Costs at scale: a synthetic 10,000-trial x 300-epoch results set
   (`bench/studies/scale_10k.yaml`) written through `ResultStore.upsert`; when upserts grow
   with the study, the sizes past a 2-minute build budget are written in one go in the

@@ -67,6 +67,20 @@ class SweepRun:
     concurrency: int
     trials: Any  # DataFrame
     results_root: Path
+    started_at: float = 0.0  # time.time() around run_study
+    ended_at: float = 0.0
+
+    def idle_parts(self) -> tuple[float, float, float]:
+        """Idle slot seconds (start, end, between trials): before each slot's first trial
+        (Ray, Tune, the first workers' imports), after each slot's last one (records, Ray's
+        shutdown), and the rest (trial turnover, the teacher task's slot)."""
+        finished = [t.timestamp() for t in self.trials["finished_at"]]
+        started = sorted(f - w for f, w in zip(finished, self.trials["wall_seconds"]))
+        slots = min(self.concurrency, len(started))
+        start = sum(s - self.started_at for s in started[:slots])
+        end = sum(self.ended_at - f for f in sorted(finished)[-slots:])
+        idle = self.wall * self.concurrency - self.trial_seconds
+        return start, end, idle - start - end
 
     @property
     def trial_seconds(self) -> float:
@@ -91,15 +105,15 @@ def run_sweep(study_file: Path) -> SweepRun:
     for name in ("RAY_ADDRESS", "BKD_RESULTS_DIR", "BKD_CACHE_DIR"):
         os.environ.pop(name, None)
     say(f"sweep: running {study.name} ({study_file})")
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     summary = run_study(loaded, progress=True)
-    wall = time.perf_counter() - started
+    wall, ended_at = time.perf_counter() - started, time.time()
     if not summary.ok:
         raise RuntimeError(f"sweep {study.name} did not finish: {summary.counts}")
     results = load(summary.results_dir)
     conc = concurrency(study, {"CPU": float(os.cpu_count() or 1)}, summary.total)
     return SweepRun(study.name, wall, summary.wall_seconds, conc, results.trials,
-                    summary.results_dir.parent)
+                    summary.results_dir.parent, started_at, ended_at)
 
 
 def _fresh_dir(workdir: Path | None, name: str) -> Path:
@@ -208,6 +222,19 @@ def efficiency(workdir: Path | None = None) -> EfficiencyResult:
     return EfficiencyResult(run, len(teachers), distilling, train_seconds, bool(prepared))
 
 
+def _idle_reason(result: EfficiencyResult) -> str:
+    run = result.run
+    start, end, between = run.idle_parts()
+    return (f"idle slot time {result.idle + result.lock_wait_bound:.0f} s of "
+            f"{run.wall * run.concurrency:.0f} s ({run.concurrency} slots x "
+            f"{run.wall:.0f} s): {start:.0f} s before the slots' first trials (Ray's start, "
+            f"Tune, the first workers' imports), {end:.0f} s after their last (records, Ray's "
+            f"shutdown), {between:.0f} s between trials ({between / run.count:.2f} s a trial; "
+            f"the teacher's task holds one slot {result.teacher_train_seconds:.0f} s of it)"
+            + (f", teacher wait up to {result.lock_wait_bound:.1f} s"
+               if result.lock_wait_bound else ""))
+
+
 def efficiency_rows(result: EfficiencyResult) -> list[Row]:
     run = result.run
     return [
@@ -229,10 +256,7 @@ def efficiency_rows(result: EfficiencyResult) -> list[Row]:
             (f"teacher trained once in {result.teacher_train_seconds:.1f} s; up to "
              f"{result.lock_wait_bound:.1f} s of trial time was waiting for it"),
             **judge("sweep_efficiency", result.efficiency_without_wait,
-                    f"idle slot time {result.idle + result.lock_wait_bound:.0f} s of "
-                    f"{run.wall * run.concurrency:.0f} s: fixed cost "
-                    f"{result.fixed_per_trial:.2f} s x {run.count} trials, teacher wait up to "
-                    f"{result.lock_wait_bound:.1f} s")),
+                    _idle_reason(result))),
         Row("sweep efficiency", "fixed cost per trial (wall x concurrency - sum trial s) / "
             "trials", f"{result.fixed_per_trial:.2f} s",
             f"mean trial {run.trial_seconds / run.count:.1f} s", "- (reported)", "-"),
