@@ -40,6 +40,7 @@ MODES = {"none": 80.0, "logit": 84.0, "bkd": 85.0, "mixed": 87.0}
 BUILD_BUDGET_S = 600.0  # the large set is built when its upserts fit this at the pace measured
 WORKERS = 2  # processes upserting the set (timed upserts run alone)
 UPSERT_REPEATS = 3
+INTERLEAVED = 15  # upserts at 10 and at 10,000 stored, taken in turn
 
 
 class Records:
@@ -198,6 +199,23 @@ def build_small(directory: Path, records: Records, marks: list[int], scale: Stor
     scale.small_dir = directory
 
 
+def interleaved_upserts(directory: Path, records: Records, big_store, target: int
+                        ) -> tuple[float, float]:
+    """Median upsert seconds with 10 trials stored and with ``target``, one of each in turn
+    (INTERLEAVED rounds): both sizes under the same machine load, so their ratio is not
+    the drift between two moments of a shared machine."""
+    from bkd_sweep.tracking import ResultStore
+
+    records.write_study_json(directory)
+    fill(directory, records, 0, 10)
+    small_store = ResultStore(directory, study_name=records.study.name)
+    small, large = [], []
+    for _ in range(INTERLEAVED):
+        small.append(time_upserts(small_store, records, 10, repeats=1))
+        large.append(time_upserts(big_store, records, target, repeats=1))
+    return statistics.median(small), statistics.median(large)
+
+
 def measure_store(workdir: Path, target: int = 10_000, epochs: int = 300,
                   budget_s: float = BUILD_BUDGET_S, cache: Path | None = None) -> StoreScale:
     """Upsert timings at 10 .. ``target`` stored trials, the snapshot after one more, and a
@@ -223,7 +241,10 @@ def measure_store(workdir: Path, target: int = 10_000, epochs: int = 300,
         big, scale.build_seconds = build_set(records, target, fill, cache)
     store = ResultStore(big, study_name=records.study.name)
     scale.upsert_s[target] = time_upserts(store, records, target)  # new, or its own again
-    say(f"scale: upsert with {target:,} trials stored: {scale.upsert_s[target] * 1e3:.0f} ms")
+    small, large = interleaved_upserts(Path(workdir) / "ten", records, store, target)
+    scale.upsert_s[10], scale.upsert_s[target] = small, large
+    say(f"scale: upsert with {target:,} trials stored: {large * 1e3:.1f} ms, with 10: "
+        f"{small * 1e3:.1f} ms (medians of {INTERLEAVED} interleaved)")
     _time_compact(store, scale, target)
     scale.big_dir, scale.big_count = big, target + 1
     return scale
@@ -281,7 +302,10 @@ def _profile_set(scale: StoreScale, seconds: float | None) -> tuple[Path, str]:
 
 def store_rows(scale: StoreScale, reads: ReadTimes | None, target: int, epochs: int
                ) -> list[Row]:
-    sizes = ", ".join(f"{n:,}: {s * 1e3:.0f} ms" for n, s in sorted(scale.upsert_s.items()))
+    sizes = ", ".join(f"{n:,}: {s * 1e3:.1f} ms" for n, s in sorted(scale.upsert_s.items()))
+    if scale.method == "upserts":
+        sizes += (f" (10 and {target:,}: medians of {INTERLEAVED} taken in turn; 100 and "
+                  "1,000: on the growing set)")
     compact = ", ".join(f"{n:,}: {s:.1f} s" for n, s in sorted(scale.compact_s.items()))
     built = {"upserts": "the 10,000-trial set " + (
         "from the bench cache (built through upserts by an earlier run of this code)"
