@@ -16,6 +16,7 @@ import ray.cloudpickle as cloudpickle
 
 from bkd_sweep.records import EnergyReport, EpochMetrics, TrialRecord, TrialResult
 from bkd_sweep.config import TrialConfig
+from bkd_sweep.storage import Location
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -93,7 +94,8 @@ def ddp_trial(config: TrialConfig, report=None, *, checkpoint_dir=None, cache_di
 
     assert dist.is_initialized(), "run inside a TorchTrainer"
     rank, world = dist.get_rank(), dist.get_world_size()
-    ckpt = Path(checkpoint_dir) / "last.pt"
+    # a Path or an object-store Location, written as run_trial writes its own (one write)
+    ckpt = Location.of(checkpoint_dir)
     history: list[EpochMetrics] = []
     for epoch in range(1, config.train.epochs + 1):
         total = torch.tensor([float(rank)])
@@ -103,8 +105,7 @@ def ddp_trial(config: TrialConfig, report=None, *, checkpoint_dir=None, cache_di
                                lr=0.1, wall_seconds=0.01)
         history.append(metrics)
         if rank == 0:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            ckpt.write_text(json.dumps({"epoch": epoch, "world": world}))
+            ckpt.write_text(json.dumps({"epoch": epoch, "world": world}), "last.pt")
         dist.barrier()
         report(metrics, checkpoint_dir)
     return TrialResult.from_history(
