@@ -225,12 +225,15 @@ def efficiency(workdir: Path | None = None) -> EfficiencyResult:
 def _idle_reason(result: EfficiencyResult) -> str:
     run = result.run
     start, end, between = run.idle_parts()
+    teacher = (f", and the teacher's training holding one slot "
+               f"{result.teacher_train_seconds:.0f} s before its first trial"
+               if result.teachers_first and result.teacher_train_seconds else "")
     return (f"idle slot time {result.idle + result.lock_wait_bound:.0f} s of "
             f"{run.wall * run.concurrency:.0f} s ({run.concurrency} slots x "
             f"{run.wall:.0f} s): {start:.0f} s before the slots' first trials (Ray's start, "
-            f"Tune, the first workers' imports), {end:.0f} s after their last (records, Ray's "
-            f"shutdown), {between:.0f} s between trials ({between / run.count:.2f} s a trial; "
-            f"the teacher's task holds one slot {result.teacher_train_seconds:.0f} s of it)"
+            f"Tune, the first workers' imports{teacher}), {end:.0f} s after their last "
+            f"(records, Ray's shutdown), {between:.0f} s between trials "
+            f"({between / run.count:.2f} s a trial)"
             + (f", teacher wait up to {result.lock_wait_bound:.1f} s"
                if result.lock_wait_bound else ""))
 
