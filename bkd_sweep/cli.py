@@ -110,10 +110,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         status = sweep_status(loaded)
     except FileNotFoundError:
-        raise
-    except OSError as exc:  # an unreachable object store, a folder that cannot be read
-        raise UsageError(f"storage {loaded.results_location().uri}: cannot be read "
-                         f"({_first_line(exc)})") from None
+        raise  # a missing study or file already says which, in one line
+    except OSError as exc:
+        raise _unreadable(loaded.results_location().uri, exc) from None
     print(status.render())
     return 0
 
@@ -179,11 +178,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bkd_sweep.tracking import ResultStore
     from bkd_sweep.tracking.parquet_files import DamagedFileError, SchemaVersionError
 
-    location, name = _report_location(args)
+    location, name = _study_folder(args)
     try:
         stored = ResultStore(location).has_tables()
-    except OSError as exc:  # an unreachable object store, a folder that cannot be read
-        raise UsageError(f"storage {location.uri}: cannot be read ({_first_line(exc)})") from None
+    except OSError as exc:
+        raise _unreadable(location.uri, exc) from None
     if not stored:
         raise UsageError(f"{location.uri}: no trials.parquet (run the study first)")
     out_dir = Path(args.out).resolve() if args.out else (Path.cwd() / "reports" / name)
@@ -197,8 +196,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_location(args: argparse.Namespace):
-    """The study folder `report` reads, and the name of its default output folder: a study
+def _study_folder(args: argparse.Namespace):
+    """The study folder `report` and `results` read, and its name: a study
     file's <storage root>/<name> (--storage > BKD_STORAGE > its storage: > ./results, as for
     status), a study name under --storage, or a results directory or URI (s3://.../<study>)."""
     from bkd_sweep.storage import Location, StorageError, is_remote
@@ -218,6 +217,11 @@ def _report_location(args: argparse.Namespace):
     except StorageError as exc:
         raise UsageError(str(exc)) from None
     return location, location.name
+
+
+def _unreadable(where, exc: OSError) -> "UsageError":
+    """One line for an unreachable object store or a folder that cannot be read."""
+    return UsageError(f"storage {where}: cannot be read ({_first_line(exc)})")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -245,7 +249,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     target = args.target
     if target.endswith((".yaml", ".yml")) or args.storage:  # as `report` finds it
-        target, _ = _report_location(args)
+        target, _ = _study_folder(args)
     try:
         if args.rebuild:
             for line in rebuild(target).lines():
@@ -254,8 +258,8 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(summary_table(load(target)))
     except (FileNotFoundError, DamagedFileError, SchemaVersionError) as exc:  # one line, exit 2
         raise UsageError(str(exc)) from None
-    except OSError as exc:  # an unreachable object store, a folder that cannot be read
-        raise UsageError(f"storage {target}: cannot be read ({_first_line(exc)})") from None
+    except OSError as exc:
+        raise _unreadable(target, exc) from None
     return 0
 
 

@@ -112,6 +112,10 @@ class Location:
         info = self.fs.get_file_info(self.file(*parts))
         return info.type != pafs.FileType.NotFound
 
+    def is_dir(self, *parts: str) -> bool:
+        """Whether the folder exists (on an object store: whether any object has its prefix)."""
+        return self.fs.get_file_info(self.file(*parts)).type == pafs.FileType.Directory
+
     def makedirs(self, *parts: str) -> None:
         if self.is_local:  # object stores have no folders
             self.fs.create_dir(self.file(*parts), recursive=True)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
-import pyarrow.fs as pafs
 
 from bkd_sweep.config import CategoricalParam, Study
 from bkd_sweep.storage import Location
@@ -89,7 +88,7 @@ class ResultsData:
         """A fixed order for a parameter's values: the study's declared order, then sorted."""
         spec = self.study.search.params.get(path)
         declared = list(spec.values) if isinstance(spec, CategoricalParam) else []
-        present = {value_key(v): v for v in _unique(values)}
+        present = _distinct(values)
         first = [v for v in declared if value_key(norm_value(v)) in present]
         for v in first:
             present.pop(value_key(norm_value(v)), None)
@@ -129,13 +128,13 @@ def param_col(path: str) -> str:
     return path if path.startswith("param.") else f"param.{path}"
 
 
-def _unique(values: list[Any]) -> list[Any]:
-    """Distinct values (normalized, first occurrence first); equal as ``value_key`` says."""
+def _distinct(values: list[Any]) -> dict[Any, Any]:
+    """Distinct values (normalized) by ``value_key``, first occurrence first."""
     seen: dict[Any, Any] = {}
     for v in values:
         v = norm_value(v)
         seen.setdefault(value_key(v), v)
-    return list(seen.values())
+    return seen
 
 
 def value_key(value: Any) -> Any:
@@ -204,7 +203,7 @@ def load_results_dir(results_dir: "str | Path | Location") -> ResultsData:
     # as the caller named it: a local path unchanged (relative stays relative), else the URI
     where = location.uri if isinstance(results_dir, Location) or not location.is_local \
         else str(Path(results_dir))
-    if not _is_dir(location):
+    if not location.is_dir():
         raise FileNotFoundError(f"{where}: no such results directory")
     results = load(location)
     if results.study is None:
@@ -231,13 +230,6 @@ def load_results_dir(results_dir: "str | Path | Location") -> ResultsData:
 def _shown(where: str, location: Location, name: str) -> str:
     """A file of the folder shown as ``where``: a path locally, else a URI."""
     return str(Path(where) / name) if location.is_local else posixpath.join(where, name)
-
-
-def _is_dir(location: Location) -> bool:
-    """Whether the folder exists (on an object store: whether any object has its prefix)."""
-    if location.is_local:
-        return location.local_path.is_dir()
-    return location.fs.get_file_info(location.path).type == pafs.FileType.Directory
 
 
 def _in_order(frame: pd.DataFrame, first: str, second: str) -> pd.DataFrame:

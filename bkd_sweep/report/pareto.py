@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from bkd_sweep.report.aggregate import group_stats, keys_of
-from bkd_sweep.report.data import ResultsData, param_col, sort_key
+from bkd_sweep.report.data import ResultsData, param_col
 from bkd_sweep.config import ParetoSpec
 
 Mode = Literal["min", "max"]
