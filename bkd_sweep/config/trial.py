@@ -69,7 +69,7 @@ class StudentConfig(Strict):
 
 
 class OptimizerConfig(Strict):
-    """Built by timm's ``create_optimizer_v2`` (the reference recipes' optimizer factory)."""
+    """The optimizer timm's ``create_optimizer_v2`` (the reference recipes' factory) builds."""
 
     name: Literal["sgd", "adamw", "adam", "lamb"] = "adamw"  # sgd = momentum SGD, no Nesterov
     lr: float = Field(5e-4, gt=0, le=100)
@@ -81,7 +81,7 @@ class OptimizerConfig(Strict):
 
 
 class ScheduleConfig(Strict):
-    """Epochs and the per-update LR schedule (timm's schedulers, stepped every update)."""
+    """Epochs and the per-update LR schedule (timm's formulas, stepped every update)."""
 
     epochs: int = Field(10, ge=1, le=100_000)
     scheduler: Literal["cosine", "step", "none"] = "cosine"  # none = constant after warm-up

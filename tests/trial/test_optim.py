@@ -93,3 +93,100 @@ def test_schedule_resumes_where_it_stopped():
     full = lrs(config, steps_per_epoch=5, updates=20)
     resumed = lrs(config, steps_per_epoch=5, updates=12, start={"updates": 8})
     assert resumed == pytest.approx(full[8:])
+
+
+# timm is the oracle: the optimizer and schedule are built without importing it (a worker's
+# start), and must be what timm's factories build for the same settings.
+
+def timm_optimizer(model: nn.Module, opt) -> torch.optim.Optimizer:
+    from timm.optim import create_optimizer_v2
+
+    names = {"sgd": "momentum", "adamw": "adamw", "adam": "adam", "lamb": "lamb"}
+    extra = {"momentum": opt.momentum} if opt.name == "sgd" else {}
+    return create_optimizer_v2(model, opt=names[opt.name], lr=opt.lr,
+                               weight_decay=opt.weight_decay,
+                               filter_bias_and_bn=opt.filter_bias_and_bn, **extra)
+
+
+def groups_of(optimizer: torch.optim.Optimizer) -> list[tuple]:
+    skip = {"params", "initial_lr"}
+    return [({id(p) for p in g["params"]}, {k: v for k, v in sorted(g.items()) if k not in skip})
+            for g in optimizer.param_groups]
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw", "adam", "lamb"])
+@pytest.mark.parametrize("filter_1d", [True, False])
+def test_optimizer_is_what_timm_builds(name, filter_1d):
+    model, config = quickstart_model()
+    opt = config.train.optimizer.model_copy(update={"name": name, "momentum": 0.85,
+                                                    "filter_bias_and_bn": filter_1d})
+    ours, theirs = make_optimizer(model, opt), timm_optimizer(model, opt)
+    assert type(ours) is type(theirs)
+    assert groups_of(ours) == groups_of(theirs)
+
+
+def test_no_weight_decay_names_are_honoured_like_timm():
+    model, config = quickstart_model()
+    first_2d = next(n for n, p in model.named_parameters() if p.ndim > 1)
+    model.no_weight_decay = lambda: {first_2d}
+    opt = config.train.optimizer
+    ours = make_optimizer(model, opt)
+    assert groups_of(ours) == groups_of(timm_optimizer(model, opt))
+    param = dict(model.named_parameters())[first_2d]
+    assert [g["weight_decay"] for g in ours.param_groups if any(p is param for p in g["params"])
+            ] == [0.0]
+
+
+def timm_lrs(config, steps_per_epoch: int, updates: int) -> list[float]:
+    from timm.scheduler import create_scheduler_v2
+
+    train = config.train
+    optimizer = timm_optimizer(nn.Linear(3, 2), train.optimizer)
+    warmup = min(train.warmup_epochs, train.epochs - 1)
+    cooldown = min(train.cooldown_epochs, train.epochs - warmup - 1)
+    constant = train.scheduler == "none"
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched={"cosine": "cosine", "step": "step", "none": "step"}[train.scheduler],
+        num_epochs=train.epochs - cooldown, cooldown_epochs=cooldown, min_lr=train.min_lr,
+        warmup_lr=train.warmup_lr if warmup else train.optimizer.lr, warmup_epochs=warmup,
+        decay_epochs=train.epochs if constant else train.decay_epochs,
+        decay_rate=1.0 if constant else train.decay_rate, step_on_epochs=False,
+        updates_per_epoch=steps_per_epoch)
+    out = [optimizer.param_groups[0]["lr"]]
+    for update in range(1, updates + 1):
+        scheduler.step_update(update)
+        out.append(optimizer.param_groups[0]["lr"])
+    return out
+
+
+@pytest.mark.parametrize("changes", [
+    {"train.scheduler": "cosine", "train.epochs": 7, "train.warmup_epochs": 2,
+     "train.cooldown_epochs": 2, "train.min_lr": 1e-5, "train.warmup_lr": 1e-6},
+    {"train.scheduler": "cosine", "train.epochs": 5},
+    {"train.scheduler": "cosine", "train.epochs": 3, "train.warmup_epochs": 5,
+     "train.cooldown_epochs": 5},  # clipped to fit
+    {"train.scheduler": "step", "train.epochs": 9, "train.decay_epochs": 3,
+     "train.decay_rate": 0.5, "train.warmup_epochs": 1, "train.warmup_lr": 0.0},
+    {"train.scheduler": "none", "train.epochs": 4, "train.warmup_epochs": 1},
+])
+def test_schedule_is_timms(changes):
+    config = apply_overrides(quickstart_model()[1], {"train.optimizer.lr": 2e-3, **changes})
+    steps, epochs = 3, config.train.epochs
+    optimizer = make_optimizer(nn.Linear(3, 2), config.train.optimizer)
+    schedule = make_scheduler(optimizer, config.train, steps, config.train.optimizer.lr)
+    ours = [optimizer.param_groups[0]["lr"]]
+    for _ in range(steps * epochs + 2):
+        schedule.step()
+        ours.append(optimizer.param_groups[0]["lr"])
+    assert ours == pytest.approx(timm_lrs(config, steps, steps * epochs + 2), rel=1e-12)
+
+
+def test_a_trial_worker_does_not_import_timm():
+    import subprocess
+    import sys
+
+    code = ("import sys, bkd_sweep.trial.run, bkd_sweep.trial.teacher; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('timm', 'torchvision')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
