@@ -108,8 +108,13 @@ def pruning_rows(pairs: list[tuple[SweepOutcome, SweepOutcome]]) -> list[Row]:
     why = (f"{full} of {len(records)} trials ran all 12 epochs under the pruner "
            f"({12 * full} of its {with_epochs} epochs); pruned after epochs {_spread(at)} "
            "(hyperband's rungs; the last rung saves only the epochs after it). The curves "
-           "cross (slow learners end higher), so more pruning costs top-1: in a 30-seed "
-           "simulation of this study eta 3 saved 2.08x for 0.96 points, eta 4 2.59x for 1.58")
+           "cross (slow learners end higher), so more pruning costs top-1: in a 60-seed "
+           "simulation of this study (bench/pruning_sim.py, Optuna alone) the default saved "
+           "1.98x for 1.10 points (sd 1.07 a run); every Optuna pruner setting tried "
+           "(successive halving and hyperband, eta 2-3, first rung 1-2 epochs, TPE blind to "
+           "hyperband's brackets, best-so-far values, median, PatientPruner) cost 0.8 to 1.1 "
+           "points per 1x saved, none 2x for <= 1 point by more than a run's spread "
+           "(successive halving eta 2 from epoch 2: 2.05x for 0.87, sd 1.31)")
     title = (f"(auto: hyperband 1..12, eta 3), TPE, {len(pairs)} sampler seeds x "
              f"{len(pairs[0][1].records)} synthetic trials x 12 epochs")
     return [

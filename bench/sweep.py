@@ -72,13 +72,23 @@ class SweepRun:
 
     def idle_parts(self) -> tuple[float, float, float]:
         """Idle slot seconds (start, end, between trials): before each slot's first trial
-        (Ray, Tune, the first workers' imports), after each slot's last one (records, Ray's
-        shutdown), and the rest (trial turnover, the teacher task's slot)."""
+        (Ray, Tune, the first workers' imports, a teacher task holding the slot), after each
+        slot's last one (records, Ray's shutdown), and the rest (trial turnover). Trials are
+        put on slots as they started, as Tune reuses actors: on the slot freed last before
+        the start, else on an unused one."""
         finished = [t.timestamp() for t in self.trials["finished_at"]]
-        started = sorted(f - w for f, w in zip(finished, self.trials["wall_seconds"]))
-        slots = min(self.concurrency, len(started))
-        start = sum(s - self.started_at for s in started[:slots])
-        end = sum(self.ended_at - f for f in sorted(finished)[-slots:])
+        spans = sorted((f - w, f) for f, w in zip(finished, self.trials["wall_seconds"]))
+        slots: list[list[tuple[float, float]]] = [[] for _ in range(self.concurrency)]
+        for begin, end in spans:
+            freed = [s for s in slots if s and s[-1][1] <= begin + 0.05]
+            unused = [s for s in slots if not s]
+            slot = (max(freed, key=lambda s: s[-1][1]) if freed else unused[0] if unused
+                    else min(slots, key=lambda s: s[-1][1]))
+            slot.append((begin, end))
+        used = [s for s in slots if s]
+        start = sum(s[0][0] - self.started_at for s in used)
+        start += (len(slots) - len(used)) * (self.ended_at - self.started_at)
+        end = sum(self.ended_at - s[-1][1] for s in used)
         idle = self.wall * self.concurrency - self.trial_seconds
         return start, end, idle - start - end
 
@@ -188,13 +198,20 @@ class EfficiencyResult:
         return self.teacher_train_seconds * waiting
 
     @property
+    def busy(self) -> float:
+        """Slot seconds doing the sweep's work: the trials' training, plus the teacher's
+        training when the engine ran it as its own task (it was part of a trial's seconds
+        when a trial trained it), minus what trials can have spent waiting for it."""
+        teacher = self.teacher_train_seconds if self.teachers_first else 0.0
+        return self.run.trial_seconds + teacher - self.lock_wait_bound
+
+    @property
     def efficiency_without_wait(self) -> float:
-        busy = self.run.trial_seconds - self.lock_wait_bound
-        return busy / (self.run.wall * self.run.concurrency)
+        return self.busy / (self.run.wall * self.run.concurrency)
 
     @property
     def idle(self) -> float:
-        return self.run.wall * self.run.concurrency - self.run.trial_seconds
+        return self.run.wall * self.run.concurrency - self.busy
 
     @property
     def fixed_per_trial(self) -> float:
@@ -224,16 +241,18 @@ def efficiency(workdir: Path | None = None) -> EfficiencyResult:
 
 def _idle_reason(result: EfficiencyResult) -> str:
     run = result.run
-    start, end, between = run.idle_parts()
-    teacher = (f", and the teacher's training holding one slot "
-               f"{result.teacher_train_seconds:.0f} s before its first trial"
-               if result.teachers_first and result.teacher_train_seconds else "")
-    return (f"idle slot time {result.idle + result.lock_wait_bound:.0f} s of "
-            f"{run.wall * run.concurrency:.0f} s ({run.concurrency} slots x "
-            f"{run.wall:.0f} s): {start:.0f} s before the slots' first trials (Ray's start, "
-            f"Tune, the first workers' imports{teacher}), {end:.0f} s after their last "
-            f"(records, Ray's shutdown), {between:.0f} s between trials "
-            f"({between / run.count:.2f} s a trial)"
+    start, end, _ = run.idle_parts()
+    teacher = result.teacher_train_seconds if result.teachers_first else 0.0
+    start -= teacher  # the teacher's training is busy time on the slot it held first
+    between = result.idle - start - end
+    held = (f"; the teacher's {teacher:.0f} s of training on one slot count as busy"
+            if teacher else "")
+    return (f"idle slot time {result.idle:.0f} s of {run.wall * run.concurrency:.0f} s "
+            f"({run.concurrency} slots x {run.wall:.0f} s): {start:.0f} s before the slots' "
+            f"first trials (Ray's start, the driver's setup, Tune, each new worker process "
+            f"and its imports, the teacher task's own start{held}), {end:.0f} s after their "
+            f"last (the slots' uneven ends, records, Ray's shutdown), {between:.0f} s between "
+            f"trials ({between / run.count:.2f} s a trial)"
             + (f", teacher wait up to {result.lock_wait_bound:.1f} s"
                if result.lock_wait_bound else ""))
 
@@ -247,15 +266,16 @@ def efficiency_rows(result: EfficiencyResult) -> list[Row]:
             f"trials {run.trial_seconds:.1f} s, sweep wall {run.wall:.1f} s (engine's own "
             f"{run.engine_wall:.1f} s)", f">= {EFFICIENCY_TARGET:.2f}",
             verdict(result.efficiency >= EFFICIENCY_TARGET)),
-        Row("sweep efficiency", f"busy trial seconds / (sweep wall x {run.concurrency} "
+        Row("sweep efficiency", f"busy seconds / (sweep wall x {run.concurrency} "
             f"concurrent), quickstart ({run.count} trials), teacher wait counted: "
-            + ("the teacher's training is in the wall (the engine prepares it first)"
+            + ("busy = the trials' training + the teacher's (the engine trains it first, as "
+               "its own task; it used to be inside a trial's seconds)"
                if result.teachers_first else "minus the most a concurrent trial can have "
                "waited for the teacher's training (lower bound)"),
             f"{result.efficiency_without_wait:.3f}",
-            (f"teacher trained once in {result.teacher_train_seconds:.1f} s as its own Ray "
-             "task, beside the trials that need none (its time is idle slot time in the "
-             "wall; no trial waited on it)") if result.teachers_first else
+            (f"trials {run.trial_seconds:.1f} s + teacher trained once in "
+             f"{result.teacher_train_seconds:.1f} s as its own Ray task, beside the trials "
+             "that need none (no trial waited on it)") if result.teachers_first else
             (f"teacher trained once in {result.teacher_train_seconds:.1f} s; up to "
              f"{result.lock_wait_bound:.1f} s of trial time was waiting for it"),
             **judge("sweep_efficiency", result.efficiency_without_wait,

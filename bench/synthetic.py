@@ -48,10 +48,15 @@ def curve(lr: float, blur: float, beta: float) -> tuple[float, float]:
 
 
 def top1_at(config: TrialConfig, epoch: int) -> float:
-    lr, blur, beta = (config.train.optimizer.lr, config.distill.blur_ratio, config.distill.beta)
+    return top1_of(config.train.optimizer.lr, config.distill.blur_ratio, config.distill.beta,
+                   config.seed, epoch)
+
+
+def top1_of(lr: float, blur: float, beta: float, seed: int, epoch: int) -> float:
+    """Validation top-1 of a configuration and seed after ``epoch`` epochs."""
     plateau, tau = curve(lr, blur, beta)
-    seed_offset = _rng("seed", lr, blur, beta, config.seed).gauss(0, 0.4)
-    noise = _rng("epoch", lr, blur, beta, config.seed, epoch).gauss(0, 0.6)
+    seed_offset = _rng("seed", lr, blur, beta, seed).gauss(0, 0.4)
+    noise = _rng("epoch", lr, blur, beta, seed, epoch).gauss(0, 0.6)
     value = 10.0 + (plateau - 10.0) * (1 - math.exp(-epoch / tau)) + seed_offset + noise
     return min(100.0, max(0.0, value))
 

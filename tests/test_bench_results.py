@@ -79,3 +79,25 @@ def test_only_takes_figure_keys_part_names_and_pieces():
     assert list(run.parts_for(None)) == run.DEFAULT and "pruning_real" not in run.DEFAULT
     with pytest.raises(SystemExit, match="not a part or figure"):
         run.parts_for("speed")
+
+
+def test_sweep_efficiency_counts_per_slot_idle_and_the_teacher_as_busy():
+    import pandas as pd
+    from sweep import EfficiencyResult, SweepRun, _idle_reason
+
+    # two slots, wall 0..30 s: slot A runs 2-10 and 10.5-20; slot B holds the teacher's
+    # 6 s of training and starts 12-29 (its first trial starts after slot A's second)
+    spans = [(2.0, 10.0), (10.5, 20.0), (12.0, 29.0)]
+    trials = pd.DataFrame({"finished_at": [pd.Timestamp(end, unit="s") for _, end in spans],
+                           "wall_seconds": [end - start for start, end in spans]})
+    run = SweepRun("s", wall=30.0, engine_wall=30.0, concurrency=2, trials=trials,
+                   results_root=Path("."), started_at=0.0, ended_at=30.0)
+    start, end, between = run.idle_parts()
+    assert (start, end, between) == pytest.approx((2.0 + 12.0, 10.0 + 1.0, 0.5))
+    result = EfficiencyResult(run, teacher_files=1, distilling_trials=0,
+                              teacher_train_seconds=6.0, teachers_first=True)
+    assert result.busy == pytest.approx(8.0 + 9.5 + 17.0 + 6.0)
+    assert result.efficiency_without_wait == pytest.approx(40.5 / 60.0)
+    assert result.efficiency == pytest.approx(34.5 / 60.0)  # the trials alone
+    reason = _idle_reason(result)
+    assert reason.startswith("idle slot time 20 s of 60 s") and "8 s before" in reason
