@@ -79,12 +79,12 @@ class SweepRun:
         finished = [t.timestamp() for t in self.trials["finished_at"]]
         spans = sorted((f - w, f) for f, w in zip(finished, self.trials["wall_seconds"]))
         slots: list[list[tuple[float, float]]] = [[] for _ in range(self.concurrency)]
-        for begin, end in spans:
-            freed = [s for s in slots if s and s[-1][1] <= begin + 0.05]
+        for span in spans:
+            freed = [s for s in slots if s and s[-1][1] <= span[0] + 0.05]
             unused = [s for s in slots if not s]
             slot = (max(freed, key=lambda s: s[-1][1]) if freed else unused[0] if unused
                     else min(slots, key=lambda s: s[-1][1]))
-            slot.append((begin, end))
+            slot.append(span)
         used = [s for s in slots if s]
         start = sum(s[0][0] - self.started_at for s in used)
         start += (len(slots) - len(used)) * (self.ended_at - self.started_at)

@@ -34,13 +34,14 @@ from bkd_sweep.config.trial import ScheduleConfig
 def weight_decay_groups(model: nn.Module, weight_decay: float,
                         exclude_1d: bool = True) -> list[dict[str, Any]]:
     """timm's ``param_groups_weight_decay``: [no-decay group, decay group] (empty ones left
-    out), trainable parameters only."""
+    out), trainable parameters only; no weight decay at all puts everything in the first."""
     skip = set(getattr(model, "no_weight_decay", lambda: set())())
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        excluded = exclude_1d and (param.ndim <= 1 or name.endswith(".bias"))
+        excluded = not weight_decay or (exclude_1d and (param.ndim <= 1
+                                                        or name.endswith(".bias")))
         if excluded or any(fnmatch.fnmatch(name, pattern) for pattern in skip):
             no_decay.append(param)
         else:

@@ -116,10 +116,12 @@ def groups_of(optimizer: torch.optim.Optimizer) -> list[tuple]:
 
 @pytest.mark.parametrize("name", ["sgd", "adamw", "adam", "lamb"])
 @pytest.mark.parametrize("filter_1d", [True, False])
-def test_optimizer_is_what_timm_builds(name, filter_1d):
+@pytest.mark.parametrize("weight_decay", [0.05, 0.0])
+def test_optimizer_is_what_timm_builds(name, filter_1d, weight_decay):
     model, config = quickstart_model()
     opt = config.train.optimizer.model_copy(update={"name": name, "momentum": 0.85,
-                                                    "filter_bias_and_bn": filter_1d})
+                                                    "filter_bias_and_bn": filter_1d,
+                                                    "weight_decay": weight_decay})
     ours, theirs = make_optimizer(model, opt), timm_optimizer(model, opt)
     assert type(ours) is type(theirs)
     assert groups_of(ours) == groups_of(theirs)
