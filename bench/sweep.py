@@ -179,8 +179,18 @@ class EfficiencyResult:
     run: SweepRun
     teacher_files: int
     distilling_trials: int
-    teacher_train_seconds: float  # from the cache's metadata
+    teacher_train_seconds: float  # from the cache's metadata: its training loop alone
     teachers_first: bool = False  # the engine prepared the teacher as its own task (sweep.json)
+    teacher_task_seconds: float = 0.0  # that task's own work (sweep.json): data, build, train,
+    # evaluate, as a trial's seconds count its data, build, epochs and test
+
+    @property
+    def teacher_busy(self) -> float:
+        """The teacher's share of busy time: its task's work (its training loop when no
+        task's seconds are known, and none when trials trained it: it is in their seconds)."""
+        if not self.teachers_first:
+            return 0.0
+        return self.teacher_task_seconds or self.teacher_train_seconds
 
     @property
     def efficiency(self) -> float:
@@ -202,8 +212,7 @@ class EfficiencyResult:
         """Slot seconds doing the sweep's work: the trials' training, plus the teacher's
         training when the engine ran it as its own task (it was part of a trial's seconds
         when a trial trained it), minus what trials can have spent waiting for it."""
-        teacher = self.teacher_train_seconds if self.teachers_first else 0.0
-        return self.run.trial_seconds + teacher - self.lock_wait_bound
+        return self.run.trial_seconds + self.teacher_busy - self.lock_wait_bound
 
     @property
     def efficiency_without_wait(self) -> float:
@@ -236,16 +245,18 @@ def efficiency(workdir: Path | None = None) -> EfficiencyResult:
     distilling = int((run.trials["param.distill.mode"] != "none").sum())
     sweep_json = run.results_root / run.name / "sweep.json"
     prepared = json.loads(sweep_json.read_text()).get("teachers") if sweep_json.exists() else None
-    return EfficiencyResult(run, len(teachers), distilling, train_seconds, bool(prepared))
+    task_seconds = sum(float(r.get("seconds", 0.0)) for r in prepared or () if r.get("trained"))
+    return EfficiencyResult(run, len(teachers), distilling, train_seconds, bool(prepared),
+                            task_seconds)
 
 
 def _idle_reason(result: EfficiencyResult) -> str:
     run = result.run
     start, end, _ = run.idle_parts()
-    teacher = result.teacher_train_seconds if result.teachers_first else 0.0
-    start -= teacher  # the teacher's training is busy time on the slot it held first
+    teacher = result.teacher_busy
+    start -= teacher  # the teacher's task is busy time on the slot it held first
     between = result.idle - start - end
-    held = (f"; the teacher's {teacher:.0f} s of training on one slot count as busy"
+    held = (f"; the teacher task's {teacher:.0f} s of work on one slot count as busy"
             if teacher else "")
     return (f"idle slot time {result.idle:.0f} s of {run.wall * run.concurrency:.0f} s "
             f"({run.concurrency} slots x {run.wall:.0f} s): {start:.0f} s before the slots' "
@@ -268,14 +279,15 @@ def efficiency_rows(result: EfficiencyResult) -> list[Row]:
             verdict(result.efficiency >= EFFICIENCY_TARGET)),
         Row("sweep efficiency", f"busy seconds / (sweep wall x {run.concurrency} "
             f"concurrent), quickstart ({run.count} trials), teacher wait counted: "
-            + ("busy = the trials' training + the teacher's (the engine trains it first, as "
-               "its own task; it used to be inside a trial's seconds)"
+            + ("busy = the trials' seconds + the teacher task's (the engine prepares it "
+               "first, as its own task; it used to be inside a trial's seconds)"
                if result.teachers_first else "minus the most a concurrent trial can have "
                "waited for the teacher's training (lower bound)"),
             f"{result.efficiency_without_wait:.3f}",
-            (f"trials {run.trial_seconds:.1f} s + teacher trained once in "
-             f"{result.teacher_train_seconds:.1f} s as its own Ray task, beside the trials "
-             "that need none (no trial waited on it)") if result.teachers_first else
+            (f"trials {run.trial_seconds:.1f} s + teacher task {result.teacher_busy:.1f} s "
+             f"(data, build, training {result.teacher_train_seconds:.1f} s, evaluation; "
+             "trained once as its own Ray task, beside the trials that need none: no trial "
+             "waited on it)") if result.teachers_first else
             (f"teacher trained once in {result.teacher_train_seconds:.1f} s; up to "
              f"{result.lock_wait_bound:.1f} s of trial time was waiting for it"),
             **judge("sweep_efficiency", result.efficiency_without_wait,

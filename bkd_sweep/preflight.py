@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bkd_sweep.config import CategoricalParam, LoadedStudy, Study, StudyError, TrialConfig
+from bkd_sweep.config.trial import BUNDLED_DATASETS
 from bkd_sweep.records import EPOCH_METRIC_MODES
 
 Check = Callable[[LoadedStudy], list[StudyError]]
@@ -195,6 +196,8 @@ def path_problems(loaded: LoadedStudy) -> list[StudyError]:
 
 def _data_root_problems(loaded: LoadedStudy, dataset: str, root: str | None
                         ) -> list[StudyError]:
+    if dataset in BUNDLED_DATASETS or (root and Path(root).expanduser().exists()):
+        return []  # decided without the data registry, which imports torch
     from bkd_sweep.data import dataset_needs_root
 
     if not dataset_needs_root(dataset):

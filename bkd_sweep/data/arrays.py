@@ -44,7 +44,7 @@ def tensor_pool(images: Tensor, labels: np.ndarray) -> Callable[[np.ndarray, Cal
     return lambda idx, tf: TensorImageDataset(images[idx], labels[idx], tf)
 
 
-@register_dataset("digits", needs_root=False)
+@register_dataset("digits")
 def build_digits(cfg: DataConfig, *, seed: int, frames: int) -> DataBundle:
     """scikit-learn's bundled 8x8 digits (1,797 images, 0..16 -> [0, 1]); no test split, so
     test is carved first (test_fraction, default 0.2, per class), then val_fraction of the rest.
@@ -83,7 +83,7 @@ def synthetic_prototypes(num_classes: int, size: int, channels: int = 3) -> Tens
     return protos / protos.std(dim=(1, 2, 3), keepdim=True)
 
 
-@register_dataset("synthetic", needs_root=False)
+@register_dataset("synthetic")
 def build_synthetic(cfg: DataConfig, *, seed: int, frames: int) -> DataBundle:
     """Learnable class-conditional images: class prototype + Gaussian noise (std 0.8).
 

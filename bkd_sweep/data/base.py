@@ -14,6 +14,7 @@ from torch.utils.data import Dataset, Subset
 
 from bkd_sweep.registry import Registry, UnknownNameError
 from bkd_sweep.config import DataConfig
+from bkd_sweep.config.trial import BUNDLED_DATASETS
 
 
 class DataError(Exception):
@@ -53,15 +54,18 @@ DatasetBuilder = Callable[..., DataBundle]
 DATASETS: Registry[DataBundle] = Registry("dataset")
 
 
-def register_dataset(name: str, *, needs_root: bool = True
+def register_dataset(name: str, *, needs_root: bool | None = None
                      ) -> Callable[[DatasetBuilder], DatasetBuilder]:
     """Register ``builder(cfg: DataConfig, *, seed: int, frames: int) -> DataBundle``.
 
     ``frames`` is the frame count event datasets integrate into; image datasets ignore it.
     Limits (limit_train / limit_val / limit_test) are applied by ``build_data``.
     ``needs_root``: the dataset reads a local copy at ``data.root`` (False: it ships with the
-    code or is generated, and ignores the root).
+    code or is generated, and ignores the root; None: False for the names in
+    ``bkd_sweep.config.trial.BUNDLED_DATASETS``, else True).
     """
+    if needs_root is None:
+        needs_root = name not in BUNDLED_DATASETS
     return DATASETS.register(name, needs_root=needs_root)
 
 

@@ -86,23 +86,27 @@ def start_teachers(study: Study, cache_uri: str,
     gpus = min(1.0, per_trial.gpu) if per_trial.gpu else 0.0
     cpus = per_trial.cpu
 
-    @ray.remote(max_retries=1)
-    def prepare(config_json: str) -> dict[str, Any]:
-        from bkd_sweep.trial.teacher import ensure_teacher
-
-        config = TrialConfig.model_validate_json(config_json)
-        device = "cuda" if gpus > 0 else "cpu"
-        return asdict(ensure_teacher(config, cache_uri, device))
-
-    task = prepare.options(num_cpus=cpus, num_gpus=gpus)
+    task = ray.remote(max_retries=1)(teacher_task).options(num_cpus=cpus, num_gpus=gpus)
     cached, refs = [], []
     for config in distinct_teachers(study):
         report = cached_report(config, cache_uri)
         if report is not None:
             cached.append(report)
         else:
-            refs.append(task.remote(config.model_dump_json()))
+            refs.append(task.remote(config.model_dump_json(), cache_uri, cpus, gpus))
     return PendingTeachers(refs, gpus, on_ready, cached)
+
+
+def teacher_task(config_json: str, cache_uri: str, cpus: float, gpus: float) -> dict[str, Any]:
+    """The Ray task's body: ensure_teacher on this worker's device, with torch's threads set
+    to the task's CPUs as a trial's are (Ray leaves a user's OMP_NUM_THREADS as it is, and a
+    CPU teacher with more threads than its CPUs slows the trials beside it)."""
+    from bkd_sweep.engine.worker import set_threads
+    from bkd_sweep.trial.teacher import ensure_teacher
+
+    set_threads(cpus)
+    config = TrialConfig.model_validate_json(config_json)
+    return asdict(ensure_teacher(config, cache_uri, "cuda" if gpus > 0 else "cpu"))
 
 
 def cached_report(config: TrialConfig, cache_uri: str) -> dict[str, Any] | None:

@@ -93,7 +93,8 @@ def _restore(checkpoint, directory: Path | Location) -> None:
                 shutil.copy2(item, target)
 
 
-def _set_threads(cpu: float) -> None:
+def set_threads(cpu: float) -> None:
+    """torch's threads (and OpenMP's) = the CPUs Ray gave this worker."""
     threads = max(1, int(cpu))
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
@@ -116,7 +117,7 @@ def make_tune_function(setup: WorkerSetup, trial_fn: TrialFn | None) -> Callable
             _run_distributed(setup, trial_fn, trial_config, config["trial_id"], checkpoint_dir,
                              cache_dir)
             return
-        _set_threads(setup.cpu)
+        set_threads(setup.cpu)
         fn = trial_fn or _default_trial_fn()
 
         def report(metrics: EpochMetrics, _checkpoints: Path | Location | None) -> None:
@@ -147,7 +148,7 @@ def _run_distributed(setup: WorkerSetup, trial_fn: TrialFn | None, trial_config:
         from ray.train import Checkpoint
 
         rank = ray.train.get_context().get_world_rank()
-        _set_threads(setup.cpu)
+        set_threads(setup.cpu)
         if rank == 0:
             _restore(ray.train.get_checkpoint(), checkpoint_dir)
         if dist.is_initialized():

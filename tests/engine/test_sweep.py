@@ -56,6 +56,11 @@ def test_median_pruner_prunes_worse_trials_early(ray_session, tmp_path, fakes, f
     assert fake_tracker.calls[0] == ("start", False) and fake_tracker.calls[-1] == ("end",)
     assert (tmp_path / "pruning/trials/t0001/ckpt/last.pt").exists()
     assert (tmp_path / "pruning/trials/t0002/result.json").exists()
+    # Tune's own per-trial logs (result.json, progress.csv, TensorBoard) are not written:
+    # our records replace them, and their TensorBoard writer imports torch in the driver
+    tune_files = [p for p in (tmp_path / "pruning" / "ray").rglob("*") if p.is_file()]
+    assert tune_files and not [p for p in tune_files if p.name in ("result.json", "progress.csv")
+                               or p.name.startswith("events.out.tfevents")]
 
 
 CRASHES = """

@@ -110,3 +110,29 @@ def test_a_cached_and_evaluated_teacher_needs_no_task(tmp_path):
     seen = []
     pending = PendingTeachers([], 0.0, seen.append, cached=[report])
     assert pending.ready() and seen == [[report]]  # no Ray task, ready at once
+
+
+def test_the_teacher_task_trains_once_with_its_own_cpus_as_threads(tmp_path):
+    """The task's body, run here as Ray runs it on a worker: torch's threads become the
+    task's CPUs (whatever the process had), the teacher is trained and evaluated once, and a
+    second call finds both in the cache."""
+    import torch
+
+    from bkd_sweep.engine.teachers_first import cached_report, teacher_task
+
+    small = STUDY.replace("feature: features}", "feature: features, train: {epochs: 1}}") \
+        .replace("data: {dataset: digits}", "data: {dataset: digits, limit_train: 128, limit_val: 32, limit_test: 32}")
+    config = load_study_text(small).study.trial_config({}, 0)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        report = teacher_task(config.model_dump_json(), str(tmp_path / "cache"), 1.0, 0.0)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert report["trained"] is True and report["arch"] == "cnn_small"
+    assert 0.0 <= report["val_top1"] <= 100.0 and report["seconds"] > 0.0
+    again = teacher_task(config.model_dump_json(), str(tmp_path / "cache"), 1.0, 0.0)
+    assert again["trained"] is False and again["val_top1"] == report["val_top1"]
+    cached = cached_report(config, str(tmp_path / "cache"))
+    assert cached is not None and cached["test_top1"] == report["test_top1"]
