@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bkd_sweep.config import CategoricalParam, LoadedStudy, Study, StudyError, TrialConfig
-from bkd_sweep.config.trial import BUNDLED_DATASETS
+from bkd_sweep.config import names
 from bkd_sweep.records import EPOCH_METRIC_MODES
 
 Check = Callable[[LoadedStudy], list[StudyError]]
@@ -112,7 +112,14 @@ def _is_teacher(name: str) -> bool:
     return name in timm.list_models()
 
 
+# the built-in names, known without importing the registries (torch, spikingjelly, timm)
+_BUILT_IN = {"data.dataset": names.DATASETS, "student.arch": names.STUDENTS,
+             "teacher.arch": names.TEACHERS | names.STUDENTS}
+
+
 def _name_problem(loaded: LoadedStudy, field: str, value: Any, where: str) -> StudyError | None:
+    if value in _BUILT_IN[field]:
+        return None
     known, kind = _registry(field)
     if (_is_teacher(value) if known is None else value in known):
         return None
@@ -196,7 +203,7 @@ def path_problems(loaded: LoadedStudy) -> list[StudyError]:
 
 def _data_root_problems(loaded: LoadedStudy, dataset: str, root: str | None
                         ) -> list[StudyError]:
-    if dataset in BUNDLED_DATASETS or (root and Path(root).expanduser().exists()):
+    if dataset in names.BUNDLED_DATASETS or (root and Path(root).expanduser().exists()):
         return []  # decided without the data registry, which imports torch
     from bkd_sweep.data import dataset_needs_root
 

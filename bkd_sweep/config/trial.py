@@ -23,12 +23,6 @@ class AugmentConfig(Strict):
     random_erasing: float = Field(0.0, ge=0, le=1)
 
 
-# Datasets that ship with the code or are generated (no data.root): the one fact about
-# datasets a sweep's driver needs before it starts, read here because the data registry
-# imports torch (2 s) and the driver never needs torch. The registry takes it from here.
-BUNDLED_DATASETS = frozenset({"digits", "synthetic"})
-
-
 class DataConfig(Strict):
     """Three splits: train, val (selection: pruning, objective, checkpoint) and test (reported
     once). val is carved per class from the training data with the fixed data seed; 0 makes

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, Subset
 
 from bkd_sweep.registry import Registry, UnknownNameError
 from bkd_sweep.config import DataConfig
-from bkd_sweep.config.trial import BUNDLED_DATASETS
+from bkd_sweep.config.names import BUNDLED_DATASETS
 
 
 class DataError(Exception):
@@ -62,7 +62,7 @@ def register_dataset(name: str, *, needs_root: bool | None = None
     Limits (limit_train / limit_val / limit_test) are applied by ``build_data``.
     ``needs_root``: the dataset reads a local copy at ``data.root`` (False: it ships with the
     code or is generated, and ignores the root; None: False for the names in
-    ``bkd_sweep.config.trial.BUNDLED_DATASETS``, else True).
+    ``bkd_sweep.config.names.BUNDLED_DATASETS``, else True).
     """
     if needs_root is None:
         needs_root = name not in BUNDLED_DATASETS

@@ -123,23 +123,23 @@ def test_datasets_declare_whether_they_need_a_root():
 
 
 def test_the_driver_checks_a_study_without_importing_torch(tmp_path):
-    """The driver never needs torch (2 s to import): its checks decide a bundled dataset's
-    root from the config layer, and the registry agrees with it."""
+    """The driver never needs torch (2 s to import) nor spikingjelly or timm: `run`'s checks
+    (names, paths, the results folder) read the built-in names and the bundled datasets from
+    bkd_sweep.config.names, not from the registries."""
     import subprocess
     import sys
 
     for body in ("data: {dataset: digits}\ndistill: {mode: none}\n",
-                 f"data: {{dataset: cifar10, root: {tmp_path}}}\ndistill: {{mode: none}}\n"):
+                 f"data: {{dataset: cifar10, root: {tmp_path}}}\ndistill: {{mode: none}}\n"
+                 "student: {arch: sew_resnet18_cifar}\n"
+                 "teacher: {arch: resnet18_cifar, checkpoint: train}\n"
+                 "search: {params: {distill.mode: [none, mixed]}}\n"):
         path = study(tmp_path, body)
         code = ("import sys; from bkd_sweep.config import load_study; "
-                "from bkd_sweep.preflight import check_runnable; "
-                "import bkd_sweep.engine.runner; "
-                "check_runnable(load_study(sys.argv[1])); "
-                "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))")
+                "from bkd_sweep.preflight import check_references, check_runnable; "
+                "import bkd_sweep.engine.runner; loaded = load_study(sys.argv[1]); "
+                "check_references(loaded); check_runnable(loaded); print(sorted(m for m in "
+                "('torch', 'timm', 'torchvision', 'spikingjelly') if m in sys.modules))")
         out = subprocess.run([sys.executable, "-c", code, str(path)], check=True,
                              capture_output=True, text=True).stdout
         assert out.strip() == "[]", body
-    from bkd_sweep.config.trial import BUNDLED_DATASETS
-    from bkd_sweep.data import dataset_needs_root, list_datasets
-
-    assert {n for n in list_datasets() if not dataset_needs_root(n)} == BUNDLED_DATASETS
