@@ -118,7 +118,7 @@ _BUILT_IN = {"data.dataset": names.DATASETS, "student.arch": names.STUDENTS,
 
 
 def _name_problem(loaded: LoadedStudy, field: str, value: Any, where: str) -> StudyError | None:
-    if value in _BUILT_IN[field]:
+    if isinstance(value, str) and value in _BUILT_IN[field]:
         return None
     known, kind = _registry(field)
     if (_is_teacher(value) if known is None else value in known):

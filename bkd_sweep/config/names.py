@@ -4,7 +4,7 @@ importing the registries (they import torch, spikingjelly and timm: 1.6 s that `
 
 A name found here is known at once; any other name is looked up in the registries themselves
 (a dataset or architecture registered by one's own code is still accepted), so these lists
-only make the common case fast. tests/config/test_names.py keeps them equal to the registries.
+only make the common case fast. tests/study/test_names.py keeps them equal to the registries.
 """
 
 from __future__ import annotations
