@@ -15,9 +15,10 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the sweep benches' driver process
+    import torch  # must not have it beforehand (a user's `bkd-sweep run` has not)
 
 
 @dataclass
@@ -50,6 +51,8 @@ def error_row(part: str, reason: str, target: str = "-") -> Row:
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
+        import torch
+
         torch.cuda.synchronize(device)
 
 
@@ -209,6 +212,8 @@ def _pkg(name: str) -> str:
 
 def machine() -> dict[str, str]:
     """What the numbers were measured on (spikingjelly has no __version__: use metadata)."""
+    import torch
+
     ram = _ram_gib()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {
@@ -276,6 +281,8 @@ def run_pairs(measure_pair: Callable[..., Any], table: dict[str, Any], keys: lis
               total_s: float | None) -> list[Any]:
     """Time each pair of ``table`` with ``measure_pair``; ``budget_s`` caps each timing's
     rounds and ``total_s`` the whole run (retries of noisy timings stop first)."""
+    import torch
+
     started = time.perf_counter()
     torch.set_num_threads(threads)
     keys = keys or list(table)

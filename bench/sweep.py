@@ -69,6 +69,7 @@ class SweepRun:
     results_root: Path
     started_at: float = 0.0  # time.time() around run_study
     ended_at: float = 0.0
+    driver_imports: tuple[str, ...] = ()  # torch & co. in this (the driver's) process after it
 
     def idle_parts(self) -> tuple[float, float, float]:
         """Idle slot seconds (start, end, between trials): before each slot's first trial
@@ -118,12 +119,13 @@ def run_sweep(study_file: Path) -> SweepRun:
     started, started_at = time.perf_counter(), time.time()
     summary = run_study(loaded, progress=True)
     wall, ended_at = time.perf_counter() - started, time.time()
+    heavy = tuple(m for m in ("torch", "spikingjelly", "timm") if m in sys.modules)
     if not summary.ok:
         raise RuntimeError(f"sweep {study.name} did not finish: {summary.counts}")
     results = load(summary.results_dir)
     conc = concurrency(study, {"CPU": float(os.cpu_count() or 1)}, summary.total)
     return SweepRun(study.name, wall, summary.wall_seconds, conc, results.trials,
-                    summary.results_dir.parent, started_at, ended_at)
+                    summary.results_dir.parent, started_at, ended_at, heavy)
 
 
 def _fresh_dir(workdir: Path | None, name: str) -> Path:
@@ -275,7 +277,9 @@ def efficiency_rows(result: EfficiencyResult) -> list[Row]:
             f"sum(trial s) / (sweep wall x {run.concurrency} concurrent), quickstart "
             f"({run.count} trials)", f"{result.efficiency:.3f}",
             f"trials {run.trial_seconds:.1f} s, sweep wall {run.wall:.1f} s (engine's own "
-            f"{run.engine_wall:.1f} s)", f">= {EFFICIENCY_TARGET:.2f}",
+            f"{run.engine_wall:.1f} s); the driver's process imported "
+            f"{', '.join(run.driver_imports) or 'none of torch, spikingjelly, timm'}",
+            f">= {EFFICIENCY_TARGET:.2f}",
             verdict(result.efficiency >= EFFICIENCY_TARGET)),
         Row("sweep efficiency", f"busy seconds / (sweep wall x {run.concurrency} "
             f"concurrent), quickstart ({run.count} trials), teacher wait counted: "
