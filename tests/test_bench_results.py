@@ -102,10 +102,16 @@ def test_sweep_efficiency_counts_per_slot_idle_and_the_teacher_as_busy():
     reason = _idle_reason(result)
     assert reason.startswith("idle slot time 20 s of 60 s") and "8 s before" in reason
     # the teacher task's own seconds (data, build, training, evaluation) when sweep.json has
-    # them: 7.5 s of it busy, like a trial's data loading and evaluation
+    # them: 7.4 s of it busy, like a trial's data loading and evaluation
     result = EfficiencyResult(run, teacher_files=1, distilling_trials=0,
                               teacher_train_seconds=6.0, teachers_first=True,
-                              teacher_task_seconds=7.5)
-    assert result.busy == pytest.approx(34.5 + 7.5)
-    assert _idle_reason(result).startswith("idle slot time 18 s of 60 s")
-    assert "6 s before" in _idle_reason(result)
+                              teacher_task_seconds=7.4)
+    assert result.busy == pytest.approx(34.5 + 7.4)
+    assert _idle_reason(result).startswith("idle slot time 18 s of 60 s")  # 18.1
+    assert "7 s before" in _idle_reason(result)  # 14 - 7.4
+    # the rows say what the driver's process had imported after the sweep
+    from sweep import efficiency_rows
+
+    assert "imported none of torch" in efficiency_rows(result)[0].detail
+    run.driver_imports = ("torch",)
+    assert efficiency_rows(result)[0].detail.endswith("the driver's process imported torch")
