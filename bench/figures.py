@@ -70,6 +70,9 @@ TARGETS.update({
     "results_10k_s": Target("<", 2.0, " s", "`bkd-sweep results` on 10,000 trials x 300 epochs"),
     "engine_epoch_cost_ratio_10k_vs_10": Target("<=", 1.5, "", "the driver's work per epoch "
                                                 "report with 10,000 trials in the study / 10"),
+    "ours_compiled_over_plain_sj": Target("<=", 0.8, "", "our step with train.compile: true "
+                                          "/ plain spikingjelly step, mode none, paper-like "
+                                          "student (the issue's aim)"),
     "sweep_start_s": Target(None, None, " s", "run_study's call until the first trivially "
                             "short trial finished (Ray already up), once per sweep"),
     "ray_start_s": Target(None, None, " s", "ray.init as the engine calls it, once per sweep"),

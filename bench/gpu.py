@@ -24,14 +24,16 @@ from figures import BEGIN, END  # noqa: E402
 from loop_overhead import plain_step  # noqa: E402
 from step_overhead import PAPER, build_student, build_teacher, make_batch, ours_model  # noqa: E402,E501
 
+from bkd_sweep.config import OptimizerConfig  # noqa: E402
 from bkd_sweep.trial import train_step  # noqa: E402
+from bkd_sweep.trial.optim import make_optimizer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def ours_step(mode: str, pair, device, teacher, images, targets, *, dtype, compile_: bool):
     model = ours_model(pair, mode, device, teacher if mode != "none" else None)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    optimizer = make_optimizer(model, OptimizerConfig(name="adamw", lr=1e-3, weight_decay=1e-4))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     forward = torch.compile(model) if compile_ else model
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)

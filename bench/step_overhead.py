@@ -23,10 +23,11 @@ from figures import TARGETS, judge  # noqa: E402
 
 from bkd_sweep.distill import DistillLoss  # noqa: E402
 from bkd_sweep.models import (build_teacher_network, create_student, reset,  # noqa: E402
-                              wrap_teacher)
+                              training_layout, wrap_teacher)
 from bkd_sweep.models.base import SpikingStudent, Teacher  # noqa: E402
 from bkd_sweep.trial.environment import seed_everything, select_device  # noqa: E402
-from bkd_sweep.config import NeuronConfig, TeacherConfig  # noqa: E402
+from bkd_sweep.config import NeuronConfig, OptimizerConfig, TeacherConfig  # noqa: E402
+from bkd_sweep.trial.optim import make_optimizer  # noqa: E402
 from bkd_sweep.trial import DistillationModel, train_step  # noqa: E402
 
 TARGET = TARGETS["bkd_overhead"].threshold  # mixed / (none + teacher), paper-like pair
@@ -92,29 +93,32 @@ def build_teacher(pair: Pair, device: torch.device) -> Teacher:
 
 
 def trial_step(model: DistillationModel, teacher: Teacher | None, images: torch.Tensor,
-               targets: torch.Tensor, *, feed_teacher: bool, lr: float = 1e-3
-               ) -> Callable[[], None]:
+               targets: torch.Tensor, *, feed_teacher: bool, lr: float = 1e-3,
+               compiled: bool = False) -> Callable[[], None]:
     """A step function around ``bkd_sweep.trial.train_step`` itself (the code run_trial
-    runs per batch), with AdamW and a constant LR schedule. ``feed_teacher=False`` with a
-    teacher runs the teacher's forward beside the step without feeding it to the loss."""
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
-                                  weight_decay=1e-4)
+    runs per batch), with run_trial's AdamW (``make_optimizer``) and a constant LR schedule.
+    ``feed_teacher=False`` with a teacher runs the teacher's forward beside the step without
+    feeding it to the loss; ``compiled`` calls the model through ``torch.compile``, as
+    ``train.compile: true`` does."""
+    optimizer = make_optimizer(model, OptimizerConfig(name="adamw", lr=lr, weight_decay=1e-4))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     model.train()
     fed = teacher if feed_teacher else None
+    forward = torch.compile(model) if compiled else None
 
     def step() -> None:
         if teacher is not None and not feed_teacher:
             with torch.no_grad():
                 teacher(images)
-        train_step(model, optimizer, scheduler, images, targets, teacher=fed)
+        train_step(model, optimizer, scheduler, images, targets, teacher=fed, forward=forward)
 
     return step
 
 
 def ours_model(pair: Pair, mode: str, device: torch.device,
                teacher: Teacher | None) -> DistillationModel:
-    student = build_student(pair, device)
+    """The student and loss as run_trial's build_state makes them (its training layout)."""
+    student = training_layout(build_student(pair, device))
     loss = DistillLoss(mode=mode, logit_loss="wsld", temperature=2.0, alpha=1.0,
                        beta=pair.beta, blur_ratio=0.15,
                        student_channels=student.feature_channels,

@@ -5,7 +5,7 @@
 unknown names list the valid ones. Call ``reset(model)`` after every student forward.
 """
 
-from bkd_sweep.models.base import SpikingStudent, Teacher, TeacherOutput
+from bkd_sweep.models.base import SpikingStudent, Teacher, TeacherOutput, training_layout
 from bkd_sweep.models.neurons import neuron_factory, reset
 from bkd_sweep.models.students import create_student, list_students, register_student
 from bkd_sweep.models.teachers import (CheckpointError, build_teacher_network, create_teacher,
@@ -15,5 +15,6 @@ from bkd_sweep.models.teachers import (CheckpointError, build_teacher_network, c
 __all__ = [
     "CheckpointError", "SpikingStudent", "Teacher", "TeacherOutput", "build_teacher_network",
     "create_student", "create_teacher", "list_students", "list_teachers", "load_weights",
-    "neuron_factory", "register_student", "register_teacher", "reset", "wrap_teacher",
+    "neuron_factory", "register_student", "register_teacher", "reset", "training_layout",
+    "wrap_teacher",
 ]

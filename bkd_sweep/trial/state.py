@@ -23,7 +23,7 @@ from bkd_sweep.config import TrialConfig
 from bkd_sweep.data import DataBundle, Loaders, make_loaders, make_mixup
 from bkd_sweep.distill import DistillLoss
 from bkd_sweep.fileio import load_torch, save_torch
-from bkd_sweep.models import SpikingStudent, Teacher, create_student
+from bkd_sweep.models import SpikingStudent, Teacher, create_student, training_layout
 from bkd_sweep.records import CHECKPOINT_FILE, EpochMetrics
 from bkd_sweep.trial.environment import (ProcessGroup, process_group, rng_state,
                                          seed_everything, select_device)
@@ -110,6 +110,7 @@ def build_state(config: TrialConfig, *,
                              in_channels=bundle.in_channels, image_size=bundle.image_size,
                              timesteps=config.student.timesteps, neuron=config.student.neuron,
                              **config.student.arch_options())
+    training_layout(student)
     teacher_info = prepare_teacher(config, bundle, device=device, cache_dir=cache_dir,
                                    load=config.distill.mode != "none")
     if teacher_info.teacher is not None:

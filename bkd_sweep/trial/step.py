@@ -52,7 +52,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
         # clone() leaves inference mode: autograd may then save them for the backward pass
         t_logits, t_feat = out.logits.float().clone(), out.feature.float().clone()
     with autocast():
-        _, terms = (forward or model)(images, targets, t_logits, t_feat)
+        # ``is None``, not ``or``: a compiled module's truth value raises (it has no len())
+        _, terms = (model if forward is None else forward)(images, targets, t_logits, t_feat)
     total = terms.total
     names = tuple(n for n in TERM_NAMES if getattr(terms, n) is not None)
     values = torch.stack([total.detach().float()] + [

@@ -114,9 +114,9 @@ def _train_network(net: nn.Module, config: TrialConfig, bundle: DataBundle,
     augment = teacher_augment(config)
     train_loader = teacher_train_loader(config, bundle)
     mixup = make_mixup(augment, bundle.num_classes)
+    net.to(device).train()  # before the optimizer: it picks its kernel by the device
     optimizer = make_optimizer(net, recipe.optimizer)
     scheduler = make_scheduler(optimizer, recipe, len(train_loader), recipe.optimizer.lr)
-    net.to(device).train()
     for epoch in range(1, recipe.epochs + 1):
         off = augment.mixup_off_epoch
         mixing = mixup if mixup is not None and (off is None or epoch <= off) else None

@@ -9,7 +9,8 @@ import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 from torch import nn
 
-from bkd_sweep.models import SpikingStudent, create_student, list_students, reset
+from bkd_sweep.models import (SpikingStudent, create_student, list_students, reset,
+                              training_layout)
 from bkd_sweep.models.students import to_time_major
 from bkd_sweep.models.students.spikformer import num_downsamples
 from bkd_sweep.registry import UnknownNameError
@@ -65,6 +66,32 @@ def test_student_contract(arch: str) -> None:
         b = twin(x)
         reset(twin)
     torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("arch", ["spiking_cnn_small", "sew_resnet18_cifar", "sew_resnet_dvs",
+                                  "spiking_resnet19", "spikformer_2_256"])
+def test_training_layout(arch: str) -> None:
+    """Convolutional students train with channels-last weights (faster convolutions, measured
+    in bench/loop_overhead.py) and their activations stay channels-last between neurons; the
+    transformers keep the default layout (their patch splitting ran slower)."""
+    torch.manual_seed(0)
+    channels, size = _setup(arch)
+    model = training_layout(create_student(arch, num_classes=K, in_channels=channels,
+                                           image_size=size, timesteps=T))
+    convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
+    channels_last = [w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                     for w in convs if w.shape[-1] > 1 or w.shape[-2] > 1]
+    assert model.channels_last == (arch != "spikformer_2_256")
+    assert all(channels_last) if model.channels_last else not any(channels_last)
+    x = (torch.rand(B, 2 * T, channels, size, size) if arch.endswith("_dvs")
+         else torch.randn(B, channels, size, size))
+    features = model.forward_features(x)
+    if model.channels_last and features.shape[-1] > 1:
+        assert features.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
+    logits = model.forward_head(features)
+    torch.nn.functional.cross_entropy(logits, torch.arange(B) % K).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    reset(model)
 
 
 def test_unknown_student_lists_valid_names() -> None:

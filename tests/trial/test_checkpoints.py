@@ -38,6 +38,15 @@ def epoch_metrics(epoch: int, top1: float) -> EpochMetrics:
                         wall_seconds=1.0)
 
 
+def test_a_trial_trains_in_the_students_layout_with_a_fused_optimizer():
+    state = build_state(make_config(distill__mode="none"))
+    conv = next(m for m in state.student.modules()
+                if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    assert state.optimizer.defaults["fused"] is True
+
+
 def test_checkpoint_folder_keeps_last_and_best_only_while_the_best_is_older(tmp_path):
     """select best, val top-1 50, 60, 55, 70: best.pt exists only after epoch 3 (the best,
     epoch 2, is no longer last.pt's); a trial killed then resumes with epoch 2 as its best."""

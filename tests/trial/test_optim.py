@@ -3,6 +3,7 @@ reference-style schedule (warm-up, cosine to min LR, cool-down), resumable mid-w
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from bkd_sweep.config import apply_overrides, load_study
 from bkd_sweep.distill import DistillLoss
 from bkd_sweep.models import create_student
 from bkd_sweep.trial import DistillationModel
-from bkd_sweep.trial.optim import make_optimizer, make_scheduler
+import bkd_sweep.trial.optim as optim_module
+from bkd_sweep.trial.optim import fused_supported, make_optimizer, make_scheduler
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
 
@@ -109,7 +111,7 @@ def timm_optimizer(model: nn.Module, opt) -> torch.optim.Optimizer:
 
 
 def groups_of(optimizer: torch.optim.Optimizer) -> list[tuple]:
-    skip = {"params", "initial_lr"}
+    skip = {"params", "initial_lr", "fused"}  # fused: the kernel, not the update (tested below)
     return [({id(p) for p in g["params"]}, {k: v for k, v in sorted(g.items()) if k not in skip})
             for g in optimizer.param_groups]
 
@@ -125,6 +127,36 @@ def test_optimizer_is_what_timm_builds(name, filter_1d, weight_decay):
     ours, theirs = make_optimizer(model, opt), timm_optimizer(model, opt)
     assert type(ours) is type(theirs)
     assert groups_of(ours) == groups_of(theirs)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw", "adam"])
+def test_fused_update_is_the_per_parameter_update(name, monkeypatch):
+    model, config = quickstart_model()
+    opt = config.train.optimizer.model_copy(update={"name": name, "weight_decay": 0.05})
+    twin = copy.deepcopy(model)
+    ours = make_optimizer(model, opt)
+    assert ours.defaults["fused"] is True  # CPU parameters: torch's fused kernel
+    monkeypatch.setattr(optim_module, "fused_supported", lambda model: None)
+    loop = make_optimizer(twin, opt)
+    assert not loop.defaults["fused"]
+    for step in range(3):
+        for m, optimizer in ((model, ours), (twin, loop)):
+            torch.manual_seed(step)
+            for p in m.parameters():
+                p.grad = torch.randn_like(p)
+            optimizer.step()
+    moved = [(a - b).abs().max().item() for a, b in zip(model.parameters(), twin.parameters())]
+    assert max(moved) < 1e-6
+    assert any((a != b).any() for a, b in zip(model.parameters(),
+                                              quickstart_model()[0].parameters()))
+
+
+def test_fused_only_where_torch_has_it():
+    assert fused_supported(nn.Linear(3, 2)) is True
+    assert fused_supported(nn.Linear(3, 2, device="meta")) is None
+    assert fused_supported(nn.Linear(3, 2).half()) is True
+    frozen = nn.Linear(3, 2).requires_grad_(False)
+    assert fused_supported(frozen) is None
 
 
 def test_no_weight_decay_names_are_honoured_like_timm():

@@ -30,6 +30,8 @@ class SpikingCNNSmall(StudentBase):
     linear): on 8x8 digits a global-average-pool head learns several times slower, because two
     3x3 convs cannot encode where a stroke is in their channels alone."""
 
+    channels_last = True
+
     def __init__(self, *, num_classes: int, in_channels: int, image_size: int, timesteps: int,
                  neuron: NeuronFactory, widths: tuple[int, ...] = (32, 64)):
         super().__init__(timesteps=timesteps, num_classes=num_classes,

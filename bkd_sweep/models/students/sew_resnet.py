@@ -59,6 +59,8 @@ class SEWBottleneck(SEWBasicBlock):
 class SEWResNet(StudentBase):
     """SEW-ResNet with an ImageNet stem (7x7/2 + max-pool) or a CIFAR stem (3x3/1, no pool)."""
 
+    channels_last = True
+
     def __init__(self, block: type[SEWBasicBlock], layers: tuple[int, int, int, int], *,
                  num_classes: int, in_channels: int, image_size: int, timesteps: int,
                  neuron: NeuronFactory, stem: str = "imagenet",
@@ -130,6 +132,8 @@ class SEWResNetDVS(StudentBase):
     {SEW block(128), MP2}x3, FC. The channel changes are 1x1 convs, as in the reference code
     (``up_kernel_size: 1``). A 2x2 max-pool is skipped once the map is 1 px, so 64x64 and
     128x128 inputs both work. Feature point: ``features`` (the trunk's output map)."""
+
+    channels_last = True
 
     def __init__(self, *, num_classes: int, in_channels: int, image_size: int, timesteps: int,
                  neuron: NeuronFactory, stages: tuple[tuple[int, int], ...] = ((64, 4), (128, 3))):

@@ -32,6 +32,8 @@ class SpikingBasicBlock(nn.Module):
 class SpikingResNet19(StudentBase):
     """conv3x3(128)-BN-SN, stages (128x3, 256x3 /2, 512x2 /2), head: pool -> FC256 -> SN -> FC."""
 
+    channels_last = True
+
     def __init__(self, *, num_classes: int, in_channels: int, image_size: int, timesteps: int,
                  neuron: NeuronFactory, stages: tuple[tuple[int, int], ...] = (
                      (128, 3), (256, 3), (512, 2)), hidden: int = 256):
