@@ -117,13 +117,14 @@ def trial_step(model: DistillationModel, teacher: Teacher | None, images: torch.
 
 def ours_model(pair: Pair, mode: str, device: torch.device,
                teacher: Teacher | None) -> DistillationModel:
-    """The student and loss as run_trial's build_state makes them (its training layout)."""
-    student = training_layout(build_student(pair, device))
+    """The student and loss as run_trial's build_state makes them (in their training
+    layout)."""
+    student = build_student(pair, device)
     loss = DistillLoss(mode=mode, logit_loss="wsld", temperature=2.0, alpha=1.0,
                        beta=pair.beta, blur_ratio=0.15,
                        student_channels=student.feature_channels,
                        teacher_channels=teacher.feature_channels if teacher else None)
-    return DistillationModel(student, loss).to(device)
+    return training_layout(DistillationModel(student, loss), student).to(device)
 
 
 @dataclass

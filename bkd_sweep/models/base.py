@@ -61,11 +61,15 @@ class Teacher(nn.Module):
         raise NotImplementedError
 
 
-def training_layout(student: SpikingStudent) -> SpikingStudent:
-    """The student in the memory layout it trains fastest in (channels-last weights for the
-    convolutional ones; their convolutions then keep activations channels-last). Spikes can
-    differ from the contiguous layout's where a membrane potential sits within rounding of the
-    threshold (other convolution kernels), so a trial always uses this one layout."""
-    if student.channels_last:
-        student.to(memory_format=torch.channels_last)
-    return student
+def training_layout(module: nn.Module, student: SpikingStudent | None = None) -> nn.Module:
+    """``module`` (the student, or the student with the loss's align and restoration block:
+    ``student`` names the student then) in the memory layout the student trains fastest in:
+    channels-last weights for the convolutional ones, whose convolutions then keep
+    activations channels-last. The loss's convolutions go with it (one layout in one step:
+    the quickstart pair's mixed step took 82 ms with only the student channels-last, 68 ms
+    with both, 72 ms with neither). Spikes can differ from the contiguous layout's where a
+    membrane potential sits within rounding of the threshold, so a trial always uses this
+    layout."""
+    if (student if student is not None else module).channels_last:
+        module.to(memory_format=torch.channels_last)
+    return module

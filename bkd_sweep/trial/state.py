@@ -110,14 +110,14 @@ def build_state(config: TrialConfig, *,
                              in_channels=bundle.in_channels, image_size=bundle.image_size,
                              timesteps=config.student.timesteps, neuron=config.student.neuron,
                              **config.student.arch_options())
-    training_layout(student)
     teacher_info = prepare_teacher(config, bundle, device=device, cache_dir=cache_dir,
                                    load=config.distill.mode != "none")
     if teacher_info.teacher is not None:
         teacher_info.teacher.to(device)
         if device.type == "cuda":  # conv teachers run faster channels-last on GPU
             teacher_info.teacher.to(memory_format=torch.channels_last)
-    model = _distillation_model(config, student, teacher_info.teacher).to(device)
+    model = training_layout(_distillation_model(config, student, teacher_info.teacher),
+                            student).to(device)
     return _with_training_parts(config, device, group, bundle, loaders, mixup, student,
                                 teacher_info, model)
 

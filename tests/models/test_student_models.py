@@ -94,6 +94,15 @@ def test_training_layout(arch: str) -> None:
     reset(model)
 
 
+def test_training_layout_takes_the_loss_modules_along() -> None:
+    """The student decides; what trains with it (align, the restoration block) follows."""
+    for arch, expected in (("spiking_cnn_small", True), ("spikformer_2_256", False)):
+        student = create_student(arch, num_classes=K, image_size=8, timesteps=1)
+        restore = nn.Conv2d(16, 16, 3)
+        training_layout(nn.ModuleList([student, restore]), student)
+        assert restore.weight.is_contiguous(memory_format=torch.channels_last) == expected
+
+
 def test_unknown_student_lists_valid_names() -> None:
     with pytest.raises(UnknownNameError) as err:
         create_student("sew_resnet19", num_classes=10)
