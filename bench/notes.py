@@ -18,8 +18,12 @@ NOTES = """\
   21 for the quickstart pair, fewer when a round is slow: at least 5) after 2 warm-up
   steps, `torch.set_num_threads(2)`, one fixed batch. `none+teacher` is a mode-none
   step plus the frozen teacher's forward, so `mixed/(none+teacher)` is what BKDSNN itself
-  adds. "Ours" is DistillationModel + DistillLoss(mode none) with what run_trial does per
-  step; "plain" is forward, cross-entropy, backward, step, `functional.reset_net`. Each
+  adds. "Ours" is DistillationModel + DistillLoss(mode none) built and stepped as run_trial
+  does it (the student's training layout, channels-last for the convolutional students;
+  `make_optimizer`'s fused AdamW; `train_step`); "plain" is the textbook loop a user writes:
+  forward, cross-entropy, backward, `torch.optim.AdamW` step, `functional.reset_net`, same
+  initial weights. "Ours with train.compile: true" is the same through `torch.compile`
+  (inductor, this machine's C++ compiler), its compilation timed apart. Each
   timing carries two cross-checks (median per-round ratio, ratio of the fastest steps); a
   timing whose cross-checks disagree by more than 5% is repeated (up to 3 times).
 * Pruning and seed promotion run the real engine (`run_study`: embedded Ray Tune, the Optuna

@@ -66,6 +66,20 @@ def fused_supported(model: nn.Module) -> bool | None:
     return True
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict(saved)`` with each per-parameter state tensor (Adam's
+    moments, SGD's momentum) in its parameter's memory layout. A checkpoint written by a
+    model in another layout (contiguous, before the student trained channels-last) would
+    otherwise give the fused kernels moments laid out unlike their parameters, which they
+    update element by element in memory order: wrong values, no error."""
+    optimizer.load_state_dict(saved)
+    for param, state in optimizer.state.items():
+        for name, value in state.items():
+            if (isinstance(value, torch.Tensor) and value.shape == param.shape
+                    and value.stride() != param.stride()):
+                state[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def make_optimizer(model: nn.Module, opt: OptimizerConfig) -> torch.optim.Optimizer:
     """The optimizer timm's ``create_optimizer_v2`` builds for our name (sgd = timm's
     "momentum": no Nesterov), over the trainable parameters (student, align, restoration

@@ -28,7 +28,8 @@ from bkd_sweep.records import CHECKPOINT_FILE, EpochMetrics
 from bkd_sweep.trial.environment import (ProcessGroup, process_group, rng_state,
                                          seed_everything, select_device)
 from bkd_sweep.trial.model import DistillationModel
-from bkd_sweep.trial.optim import UpdateSchedule, make_optimizer, make_scheduler
+from bkd_sweep.trial.optim import (UpdateSchedule, load_optimizer_state, make_optimizer,
+                                   make_scheduler)
 from bkd_sweep.storage import Location
 from bkd_sweep.trial.teacher import TeacherInfo, prepare_teacher, study_data
 from bkd_sweep.trial.teacher_cache import CacheWhere, TeacherCache
@@ -231,7 +232,7 @@ def resume(state: TrialState, checkpoints: Location) -> None:
         raise RuntimeError(f"{checkpoints.child(CHECKPOINT_FILE)} belongs to another "
                            "configuration; refusing to resume from it")
     state.model.load_state_dict(saved["model"])
-    state.optimizer.load_state_dict(saved["optimizer"])
+    load_optimizer_state(state.optimizer, saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
     if saved.get("scaler"):
         state.scaler.load_state_dict(saved["scaler"])
