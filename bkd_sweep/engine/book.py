@@ -29,6 +29,7 @@ from bkd_sweep.engine.journal import (STUDY_HASH_ATTR, WORLD_SIZE_ATTR, world_si
                                       study_fingerprint)
 from bkd_sweep.engine.live_trials import LiveTrials, TrialSpec
 from bkd_sweep.engine.objectives import objective_values
+from bkd_sweep.engine.plan import grid_run_order
 from bkd_sweep.engine.seed_units import SeedUnits
 from bkd_sweep.engine.trial_files import TrialFiles
 from bkd_sweep.storage import Location
@@ -108,11 +109,12 @@ class SweepBook:
         return not self._frozen()
 
     def open(self) -> None:
-        """Prepare a session: a new sweep enqueues its grid; an old one queues its
+        """Prepare a session: a new sweep enqueues its grid (in ``grid_run_order``); an old
+        one queues its
         interrupted (RUNNING) trials to run again under their own numbers."""
         trials = self._frozen()
         if not trials and self.search.sampler == "grid":
-            for params, seed in space.grid_trials(self.search):
+            for params, seed in grid_run_order(self.study, space.grid_trials(self.search)):
                 self.optuna.enqueue_trial(space.to_optuna_params(params, self.search),
                                           user_attrs={SEED_ATTR: seed})
         self._reruns = sorted(t.number for t in trials if t.state == TrialState.RUNNING

@@ -142,6 +142,30 @@ def trial_cost(config: TrialConfig) -> TrialCost:
                      notes)
 
 
+def grid_run_order(study, trials: list[tuple[dict[str, Any], int]]
+                   ) -> list[tuple[dict[str, Any], int]]:
+    """The order a grid sweep runs its (params, seed) trials in: trials that need no teacher
+    first (they run while the teachers are prepared), then the others; within each group the
+    longest first by ``trial_cost`` (longest-processing-time first: in grid order the
+    costliest cells, e.g. the largest T with BKD, came last and one ran alone at the end).
+    Invalid combinations go first: they fail at once. Stable, so equal costs keep grid
+    order. Only an unpruned grid (the default) is reordered: there every trial runs to the
+    end whatever the order, while a pruner's verdicts depend on which trials finished first,
+    so a pruned grid keeps the order it was written in."""
+    if study.search.pruner.name != "none":
+        return list(trials)
+
+    def key(item: tuple[int, tuple[dict[str, Any], int]]) -> tuple[int, float, int]:
+        index, (params, seed) = item
+        try:
+            config = study.trial_config(params, seed)
+        except StudyError:
+            return 0, 0.0, index
+        return 1 + (config.distill.mode != "none"), -trial_cost(config).gflop, index
+
+    return [trial for _, trial in sorted(enumerate(trials), key=key)]
+
+
 @dataclass
 class PlannedTrial:
     trial_id: str | None  # known for grid sweeps
@@ -275,7 +299,7 @@ def _representative_configs(loaded: LoadedStudy) -> tuple[list[tuple[dict, int]]
     finite part of the space (ranges at their midpoint), each once."""
     search = loaded.study.search
     if search.sampler == "grid":
-        return space.grid_trials(search), True
+        return grid_run_order(loaded.study, space.grid_trials(search)), True
     finite = search.model_copy(update={"params": {
         path: spec if isinstance(spec, CategoricalParam) else
         CategoricalParam(values=[_midpoint(spec)], when=spec.when)

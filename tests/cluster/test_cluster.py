@@ -46,12 +46,14 @@ def run_shell(command: str, env: dict, timeout: float = 420) -> subprocess.Compl
 
 
 def trial_nodes(cluster) -> set[str]:
-    """Node ids of the Tune trial actors the cluster ran (Ray's state API keeps dead ones)."""
+    """Node ids of the Tune trial actors the cluster ran (Ray's state API keeps dead ones;
+    an actor still waiting for its resources has no node yet and ran nowhere)."""
     out = subprocess.run([RAY, "list", "actors", "--detail", "--format", "json", "--limit",
                           "1000", "--address", cluster.dashboard], capture_output=True,
                          text=True, env=cluster_env(cluster), timeout=120, check=True)
     actors = json.loads(out.stdout)
-    return {a["node_id"] for a in actors if "ImplicitFunc" in (a.get("class_name") or "")}
+    return {a["node_id"] for a in actors
+            if "ImplicitFunc" in (a.get("class_name") or "") and a.get("node_id")}
 
 
 def read_trials(storage: Path, study: str = "quickstart"):

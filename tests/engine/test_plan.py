@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bkd_sweep import space
 from bkd_sweep.engine import plan
 from bkd_sweep.engine.plan import (CPU_GFLOPS, GPU_TFLOPS, TRIAL_OVERHEAD_S, arch_gflops,
                                    trials_fitting)
@@ -23,19 +24,41 @@ def test_imagenet_like_plan_counts_and_estimate(monkeypatch):
     n_val = round(1281167 * 0.1)
     n_train = 1281167 - n_val
     expected = 320 * (n_train * 3 + n_val) * 3.6 * 4 + 50000 * 3.6 * 4
-    first = p.trials[0]
-    assert first.params == {"linked.backbone": "sew_resnet18", "distill.mode": "none"}
+    by_params = {tuple(t.params.values()): t for t in p.trials}
+    first = by_params["sew_resnet18", "none"]
     assert first.gflop == pytest.approx(expected)
     assert first.device_hours == pytest.approx(
         (expected / (GPU_TFLOPS * 1000) + TRIAL_OVERHEAD_S) / 3600)
-    logit = p.trials[1]  # + the ResNet-18 teacher's forward on every training image
+    logit = by_params["sew_resnet18", "logit"]  # + the teacher's forward on every train image
     assert logit.gflop == pytest.approx(expected + 320 * n_train * 3.6)
     assert p.device_hours == pytest.approx(sum(t.device_hours for t in p.trials))
     assert p.wall_hours == pytest.approx(p.device_hours / (2 * 4))  # 2 trials x 4 GPUs
     text = p.render()
     assert "12 trials" in text and "gpu-hours" in text and "20 TFLOP/s" in text
-    assert "t0011 seed=0 linked.backbone=spikingformer_8_384 distill.mode=mixed" in text
+    assert "t0011 seed=0 linked.backbone=sew_resnet18 distill.mode=mixed" in text
     assert "method:" in text and "per worker" in text
+
+
+def test_a_grid_runs_teacherless_trials_first_then_the_longest_first():
+    """Grid run order (the plan lists it; the sweep enqueues it): the trials that need no
+    teacher run while it is prepared, and within each group the costliest go first, so the
+    sweep does not end on one long trial; trial ids follow that order."""
+    p = plan(load_study(HERE / "studies/imagenet_like.yaml"))
+    modes = [t.params["distill.mode"] for t in p.trials]
+    assert modes[:3] == ["none"] * 3 and "none" not in modes[3:]
+    for group in (p.trials[:3], p.trials[3:]):
+        costs = [t.gflop for t in group]
+        assert costs == sorted(costs, reverse=True)
+    assert [t.params["linked.backbone"] for t in p.trials[:3]] == [
+        "spikingformer_8_384", "sew_resnet34", "sew_resnet18"]
+    assert [t.trial_id for t in p.trials] == [f"t{i:04d}" for i in range(12)]
+    # equal costs keep grid order (logit, bkd, mixed)
+    assert modes[3:6] == ["logit", "bkd", "mixed"]
+    # a pruned grid keeps its written order: pruning verdicts depend on what finished first
+    pruned = load_study(HERE / "studies/imagenet_like.yaml",
+                        overrides={"search.pruner": {"name": "median"}})
+    assert [t.params for t in plan(pruned).trials] == [
+        params for params, _ in space.grid_trials(pruned.study.search)]
 
 
 def test_small_digits_plan_by_hand():

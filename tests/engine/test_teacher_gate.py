@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from unittest.mock import patch
 
 from ray.tune.search import Searcher
 
 from bkd_sweep.config import load_study_text
+import bkd_sweep.engine.book as book_module
 from bkd_sweep.engine.book import SweepBook
 from bkd_sweep.engine.searcher import HOLD_AT_MOST, OptunaSearcher
 
@@ -38,9 +40,21 @@ class FakeTeachers:
         return self.done
 
 
+def in_grid_order(study, trials):
+    return trials
+
+
+def grid_order_book(path: Path) -> SweepBook:
+    """A book that hands out the grid in its written order (distilling trials first), as a
+    sampled study can; a real grid runs its teacherless trials first (grid_run_order)."""
+    book = SweepBook(load_study_text(STUDY).study, path)
+    with patch.object(book_module, "grid_run_order", in_grid_order):
+        book.open()
+    return book
+
+
 def gate(tmp_path: Path):
-    book = SweepBook(load_study_text(STUDY).study, tmp_path / "gate")
-    book.open()
+    book = grid_order_book(tmp_path / "gate")
     teachers = FakeTeachers()
     return book, OptunaSearcher(book, teachers=teachers), teachers
 
@@ -81,10 +95,17 @@ def test_a_failed_teacher_starts_no_trial_that_needs_it(tmp_path):
 
 
 def test_without_a_gate_trials_come_in_plain_order(tmp_path):
-    book = SweepBook(load_study_text(STUDY).study, tmp_path / "plain")
-    book.open()
-    searcher = OptunaSearcher(book)
+    searcher = OptunaSearcher(grid_order_book(tmp_path / "plain"))
     assert [mode(searcher.suggest(f"t{i}")) for i in range(3)] == ["mixed", "mixed", "none"]
+
+
+def test_a_grid_enqueues_its_teacherless_trials_first(tmp_path):
+    book = SweepBook(load_study_text(STUDY).study, tmp_path / "grid")
+    book.open()
+    searcher = OptunaSearcher(book, teachers=FakeTeachers())
+    first = [searcher.suggest(f"tune-{i}") for i in range(2)]
+    assert [(mode(c), c["number"]) for c in first] == [("none", 0), ("none", 1)]
+    assert searcher.held == []  # nothing had to be held back to find them
 
 
 def test_a_cached_and_evaluated_teacher_needs_no_task(tmp_path):
