@@ -141,26 +141,17 @@ def epoch_curves_figure(data: ResultsData, mode_path: str = "distill.mode") -> F
     position = {value_key(m): i for i, m in enumerate(order)}
     # one grouped pass over every epoch row (millions at 10,000 trials), not one per mode
     mode_of = {tid: position[value_key(m)] for tid, m in modes.items()}
-    ep = data.epochs[["trial_id", "epoch", "metric.top1"]]
-    codes, ids = pd.factorize(ep["trial_id"])  # hashing once in C beats a dict map per row
-    per_id = np.array([mode_of.get(tid, np.nan) for tid in ids], dtype=float)
-    ep = ep.assign(_mode=per_id[codes] if len(ids) else np.nan)
-    ep = ep[ep["_mode"].notna() & ep["metric.top1"].notna()]
-    if ep.empty:
+    curves = epoch_curve_stats(data.epochs, mode_of)
+    if not curves:
         return None
-    stats = ep.groupby(["_mode", "epoch"], sort=True)["metric.top1"].agg(["mean", "std"])
-    trials = ep.groupby("_mode")["trial_id"].nunique()
     fig, ax = _figure()
     styles = style_for(order)
     for i, mode in enumerate(order):
-        if i not in trials.index:
+        if i not in curves:
             continue
-        agg = stats.loc[i]
-        x = agg.index.to_numpy(dtype=float)
-        mean = agg["mean"].to_numpy(dtype=float)
-        std = agg["std"].fillna(0.0).to_numpy(dtype=float)
+        x, mean, std, trials = curves[i]
         color, _ = styles[mode]
-        ax.plot(x, mean, color=color, label=f"{format_value(mode)} ({trials[i]} trials)")
+        ax.plot(x, mean, color=color, label=f"{format_value(mode)} ({trials} trials)")
         ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.18, linewidth=0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
@@ -169,6 +160,34 @@ def epoch_curves_figure(data: ResultsData, mode_path: str = "distill.mode") -> F
     ax.grid(True, alpha=0.3)
     _legend(ax, fontsize=7, loc="lower right")
     return fig
+
+
+def epoch_curve_stats(epochs: pd.DataFrame, group_of: dict[str, int]
+                      ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+    """Per group: (epochs, mean val top-1, sample std (0 where one trial), trials) over the
+    epoch rows of the trials ``group_of`` places (trial id -> group). One counting pass in
+    numpy over every row (3 million at 10,000 trials x 300 epochs; pandas' grouped mean and
+    std took 1.5 s of it)."""
+    codes, ids = pd.factorize(epochs["trial_id"])  # hashing once in C beats a map per row
+    per_id = np.array([group_of.get(tid, -1) for tid in ids], dtype=np.int64)
+    values = epochs["metric.top1"].to_numpy(dtype=float)
+    keep = (per_id[codes] >= 0) & np.isfinite(values) if len(ids) else np.zeros(0, bool)
+    if not keep.any():
+        return {}
+    group, epoch = per_id[codes[keep]], epochs["epoch"].to_numpy(dtype=np.int64)[keep]
+    values = values[keep]
+    span = int(epoch.max()) + 1
+    key = group * span + epoch
+    count = np.bincount(key)
+    mean = np.bincount(key, values) / np.maximum(count, 1)
+    squares = np.bincount(key, (values - mean[key]) ** 2)
+    std = np.where(count > 1, np.sqrt(squares / np.maximum(count - 1, 1)), 0.0)
+    trials = np.bincount(per_id[np.unique(codes[keep])])  # trials with a row, per group
+    out = {}
+    for g in np.flatnonzero(trials):
+        cells = np.flatnonzero(count[g * span:(g + 1) * span]) + g * span
+        out[int(g)] = (cells % span).astype(float), mean[cells], std[cells], int(trials[g])
+    return out
 
 
 def device_hours_series(data: ResultsData, mode_path: str = "distill.mode"
