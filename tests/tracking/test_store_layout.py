@@ -192,21 +192,3 @@ def test_has_tables(tmp_path, study, make_record):
     store.upsert(make_record(study, 0, P, 0))
     assert store.has_tables()
 
-
-def test_in_order_checks_every_adjacent_pair_by_all_keys():
-    from bkd_sweep.tracking.tables import in_order
-
-    def table(ids, epochs):
-        return pa.table({"trial_id": pa.array(ids, pa.string()),
-                         "epoch": pa.array(epochs, pa.int64())})
-
-    keys = ["trial_id", "epoch"]
-    assert in_order(table(["t0", "t0", "t1", "t2"], [1, 2, 1, 1]), keys)
-    assert in_order(table(["t0", "t0"], [2, 2]), keys)  # equal rows are in order
-    assert not in_order(table(["t0", "t0", "t1"], [2, 1, 1]), keys)  # epoch back in a trial
-    assert not in_order(table(["t1", "t0"], [1, 5]), keys)  # trial ids back
-    assert in_order(table(["t0", "t1"], [5, 1]), keys)  # a later trial may start lower
-    assert not in_order(table(["t0", None], [1, 1]), keys)  # nulls: let the sort place them
-    chunked = pa.concat_tables([table(["t0", "t1"], [1, 1]), table(["t2"], [1])])
-    assert in_order(chunked, keys) and not in_order(
-        pa.concat_tables([table(["t2"], [1]), table(["t0", "t1"], [1, 1])]), keys)
