@@ -110,8 +110,7 @@ class SweepBook:
 
     def open(self) -> None:
         """Prepare a session: a new sweep enqueues its grid (in ``grid_run_order``); an old
-        one queues its
-        interrupted (RUNNING) trials to run again under their own numbers."""
+        one queues its interrupted (RUNNING) trials to run again under their own numbers."""
         trials = self._frozen()
         if not trials and self.search.sampler == "grid":
             for params, seed in grid_run_order(self.study, space.grid_trials(self.search)):
