@@ -88,6 +88,17 @@ def resolve_relative_paths(raw: dict[str, Any], study_dir: Path) -> dict[str, An
     return tree
 
 
+def _refuse_nul_paths(raw: dict[str, Any], path: Path, lines: dict[str, int]) -> None:
+    """A NUL byte cannot be in a file name (the OS refuses it; pathlib raises ValueError)."""
+    for dotted in ("storage", *(".".join(f) for f in _RELATIVE_PATH_FIELDS)):
+        node: Any = raw
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, str) and "\x00" in node:
+            raise StudyError("a path cannot contain a NUL byte", file=path,
+                             line=lines.get(dotted), field=dotted)
+
+
 def _resolve_relative(raw: dict[str, Any], study_dir: Path) -> None:
     storage = raw.get("storage")
     if isinstance(storage, str) and storage and "${" not in storage and not is_remote(storage):
@@ -166,6 +177,7 @@ def load_study_text(text: str, path: str | os.PathLike = "<study>",
     raw = interpolate(raw, variables, unresolved)
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value, path)
+    _refuse_nul_paths(raw, path, lines)
     resolved = copy.deepcopy(raw)
     _resolve_relative(resolved, path.parent.resolve() if path.name != "<study>" else Path.cwd())
     try:

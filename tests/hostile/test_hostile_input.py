@@ -122,6 +122,20 @@ def test_junk_values_never_crash_and_say_one_line(workdir, path, value):
     assert listing(workdir) == before
 
 
+@pytest.mark.parametrize("path", ["teacher.checkpoint", "data.root"])
+def test_a_nul_byte_in_a_path_is_one_line_naming_the_field(workdir, path):
+    """Found by the junk-values test above (teacher.checkpoint: "\x00" crashed validate with
+    pathlib's ValueError before the study was checked)."""
+    import copy
+
+    file = workdir / "nul.yaml"
+    file.write_text(yaml.safe_dump(set_path(copy.deepcopy(VALID), path, "a\x00b")))
+    code, out, err = run_cli(["validate", str(file)], workdir)
+    assert_one_line_error(code, out, err)
+    line, rest = study_error_parts(err, file)
+    assert line is not None and rest == f"{path}: a path cannot contain a NUL byte"
+
+
 key_names = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)),
                     min_size=1, max_size=12)
 
