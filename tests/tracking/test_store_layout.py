@@ -191,4 +191,3 @@ def test_has_tables(tmp_path, study, make_record):
     assert not store.has_tables() and store.compact() == (0, 0)
     store.upsert(make_record(study, 0, P, 0))
     assert store.has_tables()
-
