@@ -1,145 +1,31 @@
 """``plan``: what a sweep would run and roughly what it costs, in seconds, without Ray.
 
-The estimate is deliberately coarse and says how it was made:
-
-    FLOPs(trial) = epochs x [ n_train x (3 x F_s x T_s  +  F_t x T_t)  +  n_val x F_s x T_s ]
-                 (+ once per distinct teacher with ``checkpoint: train``:
-                    teacher epochs x 3 x n_train x F_t x T_t)
-
-F = forward GFLOPs per image at time-step 1 (a dense, MAC x 2 count from the table below,
-scaled by (image size / reference size)^2), 3 = forward + backward, T = time-steps (T_t = 1
-for an ANN teacher; the teacher term only when distilling). Device-hours = FLOPs / an
-assumed effective throughput per device (GPU 20 TFLOP/s, CPU 50 GFLOP/s per trial), plus a
-fixed 20 s per trial for start-up, data loading and energy measurement (what dominates tiny
-CPU studies). Pruning is ignored (an upper bound), and so is spike sparsity.
+The estimate is deliberately coarse and says how it was made: FLOPs per trial from
+``bkd_sweep.engine.costs`` (students, teachers and BKD's restoration block, counted densely).
+Device-hours = FLOPs / an assumed effective throughput per device (GPU 20 TFLOP/s, CPU
+50 GFLOP/s per trial), plus a fixed 20 s per trial for start-up, data loading and energy
+measurement (what dominates tiny CPU studies). Pruning is ignored (an upper bound), and so
+is spike sparsity.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
 from bkd_sweep import space
-from bkd_sweep.config import CategoricalParam, LoadedStudy, StudyError, TrialConfig
+from bkd_sweep.config import CategoricalParam, LoadedStudy, StudyError
+from bkd_sweep.engine.costs import arch_gflops, trial_cost  # noqa: F401 (plan's API)
 from bkd_sweep.records import trial_id_of
 
 GPU_TFLOPS = 20.0  # effective training throughput of one GPU (mixed precision, real kernels)
 CPU_GFLOPS = 50.0  # effective throughput of one trial's CPU cores
 LIST_LIMIT = 40  # list the trials when there are at most this many
 TRIAL_OVERHEAD_S = 20.0  # start-up, data loading, energy measurement per trial
-
-# Forward GFLOPs per image at T=1 and the reference image side (coarse constants: dense
-# conv/linear MACs x 2, rounded; spike sparsity not credited).
-ARCH_COSTS: dict[str, tuple[float, int]] = {
-    # students (spikingjelly SNNs, per time-step)
-    "spiking_cnn_small": (0.011, 32),
-    "spiking_resnet19": (4.8, 32),
-    "sew_resnet18": (3.6, 224), "sew_resnet34": (7.3, 224), "sew_resnet50": (8.2, 224),
-    "sew_resnet18_cifar": (1.1, 32), "sew_resnet34_cifar": (2.3, 32),
-    "sew_resnet50_cifar": (2.6, 32),
-    "sew_resnet_dvs": (3.2, 128),
-    # teachers (ANNs)
-    "cnn_small": (0.011, 32),
-    "resnet18": (3.6, 224), "resnet34": (7.3, 224), "resnet50": (8.2, 224),
-    "resnet101": (15.6, 224),
-    "vit_tiny_patch16_224": (2.5, 224), "vit_small_patch16_224": (9.2, 224),
-    "vit_base_patch16_224": (35.1, 224),
-}
-DEFAULT_COST = (1.0, 32)  # an architecture missing from the table (noted in the plan)
-_TRANSFORMER = re.compile(r"^(spikformer|spikingformer)_(\d+)_(\d+)(_dvs)?$")
-
-# (train images, val images, native image side); None val = split by data.val_fraction.
-# name -> (labelled training images, official test images or None, native side); without a
-# test split, test is carved first (DEFAULT_TEST_FRACTION), then val from the rest
-DATASET_SIZES: dict[str, tuple[int, int | None, int]] = {
-    "digits": (1797, None, 8),
-    "synthetic": (480, None, 32),  # 48 per class x 10 classes
-    "mnist": (60000, 10000, 28), "fashion_mnist": (60000, 10000, 28),
-    "cifar10": (50000, 10000, 32), "cifar100": (50000, 10000, 32),
-    "imagenet": (1281167, 50000, 224),
-    "cifar10_dvs": (10000, None, 128),
-}
-DEFAULT_DATASET = (50000, 10000, 32)
-DEFAULT_TEST_FRACTION = {"cifar10_dvs": 0.1}  # else 0.2 (see bkd_sweep.data)
-
-
-def transformer_gflops(depth: int, dim: int, image_size: int) -> float:
-    """Spikformer-style cost: stem convs + depth x tokens x (12 dim^2 + 2 tokens dim) MACs."""
-    side = image_size
-    for _ in range(4):  # the stem halves the map while it keeps >= 8 tokens a side
-        if -(-side // 2) < 8:
-            break
-        side = -(-side // 2)
-    tokens = side * side
-    blocks = depth * tokens * (12 * dim * dim + 2 * tokens * dim)
-    stem = 9 * image_size * image_size * (dim // 8) * (dim // 4)  # first two convs dominate
-    return 2 * (blocks + stem) / 1e9
-
-
-def arch_gflops(arch: str, image_size: int) -> tuple[float, str | None]:
-    """(forward GFLOPs per image at T=1, a note when the table had to guess)."""
-    match = _TRANSFORMER.match(arch)
-    if match:
-        return transformer_gflops(int(match.group(2)), int(match.group(3)), image_size), None
-    cost, ref = ARCH_COSTS.get(arch, DEFAULT_COST)
-    note = None if arch in ARCH_COSTS else (
-        f"{arch}: not in the cost table; assumed {DEFAULT_COST[0]} GFLOPs at "
-        f"{DEFAULT_COST[1]}px")
-    return cost * (image_size / ref) ** 2, note
-
-
-def dataset_sizes(config: TrialConfig) -> tuple[int, int, int, int, str | None]:
-    """(train images per epoch, val images per epoch, test images (once), image side, note)
-    honouring the three-split rule, limits and caps."""
-    data = config.data
-    total, test, native = DATASET_SIZES.get(data.dataset, DEFAULT_DATASET)
-    note = None if data.dataset in DATASET_SIZES else (
-        f"{data.dataset}: size unknown; assumed {DEFAULT_DATASET[0]} train images")
-    if test is None:
-        test = round(total * (data.test_fraction or DEFAULT_TEST_FRACTION.get(data.dataset, 0.2)))
-        total -= test
-    val = round(total * data.val_fraction) if data.val_fraction else test
-    total -= val if data.val_fraction else 0
-    train = min(total, data.limit_train or total)
-    if config.train.max_batches_per_epoch:
-        train = min(train, config.train.max_batches_per_epoch * data.batch_size)
-    val = min(val, data.limit_val or val)
-    test = min(test, data.limit_test or test)
-    return train, val, test, data.image_size or native, note
-
-
-@dataclass
-class TrialCost:
-    gflop: float  # total GFLOPs of the trial (teacher training excluded)
-    teacher_train_gflop: float  # the teacher's one-off training, if this trial needs it
-    teacher_key: str | None
-    notes: list[str] = field(default_factory=list)
-
-
-def trial_cost(config: TrialConfig) -> TrialCost:
-    n_train, n_val, n_test, size, data_note = dataset_sizes(config)
-    notes = [data_note] if data_note else []
-    f_s, note = arch_gflops(config.student.arch, size)
-    notes += [note] if note else []
-    t_s = config.student.timesteps
-    per_epoch = n_train * 3 * f_s * t_s + n_val * f_s * t_s
-    teacher_train = 0.0
-    key = None
-    if config.distill.mode != "none":
-        f_t, note = arch_gflops(config.teacher.arch, config.teacher.input_size or size)
-        notes += [note] if note else []
-        t_t = config.teacher.timesteps or 1
-        per_epoch += n_train * f_t * t_t
-        if config.teacher.checkpoint == "train":
-            key = f"{config.teacher.arch}@{config.data.dataset}"
-            teacher_train = config.teacher.train.epochs * (3 * n_train + n_val) * f_t * t_t
-    return TrialCost(per_epoch * config.train.epochs + n_test * f_s * t_s, teacher_train, key,
-                     notes)
 
 
 def grid_run_order(study, trials: list[tuple[dict[str, Any], int]]
@@ -232,8 +118,9 @@ class Plan:
         return max(1, min(self.n_trials, self.max_concurrent or max(self.fits_here, 1)))
 
 
-METHOD = ("FLOPs = epochs x (n_train x (3 x F_s x T_s + F_t x T_t) + n_val x F_s x T_s) "
-          "+ n_test x F_s x T_s (test once), "
+METHOD = ("FLOPs = epochs x (n_train x (3 x F_s x T_s + F_t x T_t + 3 x F_g) "
+          "+ n_val x F_s x T_s) "
+          "+ n_test x F_s x T_s (test once), F_g = BKD's align + restoration block (bkd, mixed), "
           "F from a coarse per-architecture table scaled by (size/ref)^2, plus one-off teacher "
           f"training; device-hours = FLOPs / assumed throughput + {TRIAL_OVERHEAD_S:g} s per "
           "trial; pruning ignored (upper bound)")

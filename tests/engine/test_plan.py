@@ -31,11 +31,17 @@ def test_imagenet_like_plan_counts_and_estimate(monkeypatch):
         (expected / (GPU_TFLOPS * 1000) + TRIAL_OVERHEAD_S) / 3600)
     logit = by_params["sew_resnet18", "logit"]  # + the teacher's forward on every train image
     assert logit.gflop == pytest.approx(expected + 320 * n_train * 3.6)
+    # bkd / mixed add the restoration block G on resnet18's layer4 (512 x 7 x 7, as the
+    # student's map: no align conv): two 3x3 512->512 convs, forward + backward per image
+    g = 2 * 7 * 7 * (2 * 9 * 512 * 512) / 1e9
+    for mode in ("bkd", "mixed"):
+        assert by_params["sew_resnet18", mode].gflop == pytest.approx(
+            logit.gflop + 320 * n_train * 3 * g)
     assert p.device_hours == pytest.approx(sum(t.device_hours for t in p.trials))
     assert p.wall_hours == pytest.approx(p.device_hours / (2 * 4))  # 2 trials x 4 GPUs
     text = p.render()
     assert "12 trials" in text and "gpu-hours" in text and "20 TFLOP/s" in text
-    assert "t0011 seed=0 linked.backbone=sew_resnet18 distill.mode=mixed" in text
+    assert "t0011 seed=0 linked.backbone=sew_resnet18 distill.mode=logit" in text
     assert "method:" in text and "per worker" in text
 
 
@@ -52,8 +58,8 @@ def test_a_grid_runs_teacherless_trials_first_then_the_longest_first():
     assert [t.params["linked.backbone"] for t in p.trials[:3]] == [
         "spikingformer_8_384", "sew_resnet34", "sew_resnet18"]
     assert [t.trial_id for t in p.trials] == [f"t{i:04d}" for i in range(12)]
-    # equal costs keep grid order (logit, bkd, mixed)
-    assert modes[3:6] == ["logit", "bkd", "mixed"]
+    # BKD's restoration block makes bkd / mixed the costlier; equal costs keep grid order
+    assert modes[3:6] == ["bkd", "mixed", "logit"]
     # a pruned grid keeps its written order: pruning verdicts depend on what finished first
     pruned = load_study(HERE / "studies/imagenet_like.yaml",
                         overrides={"search.pruner": {"name": "median"}})
@@ -77,6 +83,38 @@ distill: {mode: none}
     assert p.n_trials == 1 and p.device == "cpu"
     assert p.trials[0].gflop == pytest.approx(expected)
     assert p.device_hours == pytest.approx((expected / CPU_GFLOPS + TRIAL_OVERHEAD_S) / 3600)
+
+
+def test_bkd_restoration_block_is_costed_on_the_map_the_loss_compares():
+    """A vector teacher (pre_logits): G runs at the student's map, after a 1x1 align conv
+    from the student's width to the teacher's; a map teacher of another size: G runs at the
+    teacher's map. Once per image (the time-averaged feature), forward + backward."""
+    base = """
+name: g
+data: {dataset: cifar10, root: /nowhere, limit_train: 100, limit_val: 10, limit_test: 10}
+student: {arch: spikformer_2_256, timesteps: 4}
+teacher: {arch: vit_small_patch16_224, checkpoint: /nowhere/t.pth, input_size: 224,
+          feature: pre_logits}
+train: {epochs: 3}
+"""
+    costs = {mode: plan(load_study_text(base + f"distill: {{mode: {mode}}}\n")).trials[0].gflop
+             for mode in ("logit", "bkd", "mixed")}
+    # spikformer at 32px keeps 8x8 tokens of width 256; vit_small's pre-logits are 384 wide
+    g = 2 * 8 * 8 * (256 * 384 + 2 * 9 * 384 * 384) / 1e9
+    assert costs["bkd"] == pytest.approx(costs["logit"] + 3 * 100 * 3 * g)
+    assert costs["mixed"] == pytest.approx(costs["bkd"])
+
+    layer3 = base.replace("vit_small_patch16_224", "resnet18_cifar").replace(
+        "input_size: 224,\n          feature: pre_logits", "feature: layer3")
+    logit, bkd = (plan(load_study_text(layer3 + f"distill: {{mode: {mode}}}\n")).trials[0]
+                  for mode in ("logit", "bkd"))
+    g = 2 * 8 * 8 * (256 * 256 * 0 + 2 * 9 * 256 * 256) / 1e9  # layer3: 256 x 8 x 8, no align
+    assert bkd.gflop == pytest.approx(logit.gflop + 3 * 100 * 3 * g)
+
+    unknown = plan(load_study_text(base.replace("feature: pre_logits", "feature: blocks.3")
+                                   + "distill: {mode: bkd}\n"))
+    assert any("restoration block not costed" in n and "vit_small_patch16_224" in n
+               for n in unknown.notes)
 
 
 def test_large_grid_is_counted_not_listed_and_sampled_spaces_are_averaged():
