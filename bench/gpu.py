@@ -6,6 +6,11 @@ Every variant runs ``bkd_sweep.trial.train_step`` (the step run_trial runs) exce
 bench/RESULTS.md between the GPU markers. On a machine without CUDA it says so and exits 0.
 
     python bench/gpu.py [--batch 64] [--repeats 20] [--warmup 5] [--no-compile] [--no-write]
+    python bench/gpu.py --smoke    # every eager variant once, on this machine, nothing written
+
+``--smoke`` runs the script's own code on whatever device there is (the CPU here: autocast
+then uses the CPU's bf16 kernels; compile is left out, it takes a minute a variant on 2
+cores), so a test can keep it working between the rare sessions that have a GPU.
 """
 
 from __future__ import annotations
@@ -31,15 +36,16 @@ from bkd_sweep.trial.optim import make_optimizer  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
-def ours_step(mode: str, pair, device, teacher, images, targets, *, dtype, compile_: bool):
+def ours_step(mode: str, pair, device: torch.device, teacher, images, targets, *, dtype,
+              compile_: bool):
     model = ours_model(pair, mode, device, teacher if mode != "none" else None)
     optimizer = make_optimizer(model, OptimizerConfig(name="adamw", lr=1e-3, weight_decay=1e-4))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     forward = torch.compile(model) if compile_ else model
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     def autocast():
-        return torch.autocast("cuda", dtype=dtype, enabled=dtype is not None)
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
     def step() -> None:
         train_step(model, optimizer, scheduler, images, targets,
@@ -49,8 +55,7 @@ def ours_step(mode: str, pair, device, teacher, images, targets, *, dtype, compi
     return step
 
 
-def variants(batch: int, compile_: bool) -> dict[str, object]:
-    device = torch.device("cuda")
+def variants(batch: int, compile_: bool, device: torch.device) -> dict[str, object]:
     pair = replace(PAPER, batch=batch)
     images, targets = make_batch(pair, device)
     teacher = build_teacher(pair, device).to(memory_format=torch.channels_last)
@@ -82,14 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--smoke", action="store_true",
+                        help="each eager variant once at batch 2 on this machine; writes nothing")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
+    if args.smoke:
+        args.batch, args.warmup, args.repeats, args.no_compile, args.no_write = 2, 0, 1, True, True
+    elif not torch.cuda.is_available():
         print("bench/gpu.py needs a CUDA GPU; none here, nothing timed.")
         return 0
-    steps = variants(args.batch, compile_=not args.no_compile)
-    say(f"gpu: {len(steps)} variants, {args.warmup} warm-up + {args.repeats} timed steps each")
-    timing = time_interleaved(steps, warmup=args.warmup, repeats=args.repeats,
-                              device=torch.device("cuda"), progress=say)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    steps = variants(args.batch, compile_=not args.no_compile, device=device)
+    say(f"{device.type}: {len(steps)} variants, {args.warmup} warm-up + {args.repeats} timed "
+        "steps each")
+    timing = time_interleaved(steps, warmup=args.warmup, repeats=args.repeats, device=device,
+                              progress=say)
     plain = timing.median("plain")
     body = [[name, f"{timing.median(name) * 1e3:.2f}", f"{timing.median(name) / plain:.3f}"]
             for name in steps]
