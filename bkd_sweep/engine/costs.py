@@ -114,12 +114,21 @@ _RESNET = re.compile(r"^(?:sew_)?resnet(\d+)(_cifar)?$")
 
 
 def _halved(side: int, times: int) -> int:
-    """The side after up to ``times`` halvings that keep it at 8 or more (the small CNNs'
-    pooling and the transformers' patch stem)."""
+    """The side after up to ``times`` halvings that keep it at 8 or more (the transformers'
+    patch stem)."""
     for _ in range(times):
         if -(-side // 2) < 8:
             break
         side = -(-side // 2)
+    return side
+
+
+def _pooled(side: int, blocks: int) -> int:
+    """The side after the small CNNs' ``blocks`` conv blocks: each pools 2x2 while the map
+    is still >= 16 px (8 stays 8, 28 -> 14, 32 -> 8; cnn_small's third block: 64 -> 8)."""
+    for _ in range(blocks):
+        if side >= 16:
+            side //= 2
     return side
 
 
@@ -139,7 +148,7 @@ def student_map(arch: str, side: int) -> tuple[int, int] | None:
     if transformer:
         return int(transformer.group(3)), _halved(side, 4)
     if arch == "spiking_cnn_small":
-        return 64, _halved(side, 2)
+        return 64, _pooled(side, 2)
     if arch == "spiking_resnet19":
         return 512, -(-side // 4)
     if arch == "sew_resnet_dvs":
@@ -154,7 +163,7 @@ def teacher_map(arch: str, feature: str, side: int) -> tuple[int, int | None] | 
         width = int(transformer.group(3)) if transformer else VECTOR_WIDTHS.get(arch)
         return None if width is None else (width, None)
     if arch == "cnn_small" and feature == "features":
-        return 128, _halved(side, 2)
+        return 128, _pooled(side, 3)
     stage = re.fullmatch(r"layer([1-4])", feature)
     return _resnet_map(arch, int(stage.group(1)), side) if stage else None
 
