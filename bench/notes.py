@@ -35,9 +35,11 @@ NOTES = """\
   run and the best validation top-1, so they measure the engine's decisions, not CPU speed,
   and a run is reproducible (fixed sampler seed, one trial at a time: the same trials report
   in the same order; Hyperband assigns a trial to a bracket by a hash of the study name and
-  trial number, so the bench's study names are fixed). They are one TPE run each: other
-  sampler seeds or study names give other figures (1.7x to 2.1x seen for the default
-  pruner over four runs).
+  trial number, so the bench's study names are fixed). Pruning pools eight TPE runs (sampler
+  seeds 0-7); each run is luck (one run's top-1 loss has sd ~1.1 points), so the row also
+  gives the expectation those runs estimate: the same study replayed with Optuna alone over
+  200 sampler seeds (`bench/pruning_sim.py`, which also places other pruner settings on the
+  front of epochs saved against top-1 lost).
   Seed promotion is measured against the same engine with every configuration's seeds
   queued at once (the SweepBook with that one change), same pruner and trial budget.
 * Fixed cost per trial: 24 trivially short trials (one synthetic epoch, no sleep) with the
@@ -59,9 +61,6 @@ NOTES = """\
   most a concurrent trial could have waited); the trials-only ratio is the row above it.
   Idle time is split per slot (trials put on slots as Tune reuses actors): before each
   slot's first trial, after its last, and between.
-* Pruning: three TPE sampler seeds through the real engine (deterministic); one run's
-  top-1 loss has sd ~1.1 points, so `bench/pruning_sim.py` replays the study with Optuna
-  alone over 60 seeds and several pruner settings (epochs saved against top-1 lost).
 * Costs at scale: a synthetic 10,000-trial x 300-epoch results set
   (`bench/studies/scale_10k.yaml`) written through `ResultStore.upsert`; when upserts grow
   with the study, the sizes past a 2-minute build budget are written in one go in the

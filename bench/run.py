@@ -141,7 +141,7 @@ PARTS = [  # in the order a full run takes them (each named figure once)
     Part("engine", "sweep driver at 10,000 trials", _engine(10_000), 240,
          ("engine_epoch_cost_ratio_10k_vs_10",), 40, tiny=_engine(40)),
     Part("synthetic", "fixed cost, pruning, seed promotion (synthetic trials, one Ray)",
-         _module_part("pruning", "synthetic"), 480, SYNTHETIC_KEYS, 180),
+         _module_part("pruning", "synthetic"), 720, SYNTHETIC_KEYS, 300),
     Part("efficiency", "sweep efficiency + teacher reuse", _sweep("efficiency"), 480,
          ("sweep_efficiency",), 250),
     Part("step", "BKD step overhead", _step, 300, ("bkd_overhead",), 150),
