@@ -183,7 +183,6 @@ def bkd_gflops(config: TrialConfig, size: int) -> tuple[float, str | None]:
     return 2 * side * side * (align + 2 * 9 * width * width) / 1e9, None
 
 
-
 @dataclass
 class TrialCost:
     gflop: float  # total GFLOPs of the trial (teacher training excluded)
