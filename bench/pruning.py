@@ -127,21 +127,22 @@ def pruning_rows(measured: tuple[list[tuple[SweepOutcome, SweepOutcome]], "Expec
     detail = (f"{without_epochs} vs {with_epochs} epochs over {len(pairs)} TPE runs of "
               f"{len(pairs[0][1].records)} trials; {len(at)} pruned (after epochs "
               f"{_spread(at)}), {full} ran all 12; {per_seed}; expected: {expected}")
+    front = ("The curves cross (a high learning rate leads until epoch 6-8, then a lower one "
+             "ends higher), so each 1x saved costs top-1: over 200 seeds every Optuna pruner "
+             "setting tried (bench/pruning_sim.py: successive halving and hyperband, eta 2-4, "
+             "first rung 1-3 epochs, best-so-far values, median, patient) lies on one front, "
+             "from 1.3x for 0.1 points (hyperband eta 2 from epoch 3) to 3.6x for 2.2 "
+             "(successive halving eta 4 from epoch 1); successive halving eta 2 from epoch 2, "
+             "the nearest other point, saved 2.06x for 0.79 (se 0.09), within its error of the "
+             "default")
     why = (f"{full} of {len(records)} trials ran all 12 epochs under the pruner "
            f"({12 * full} of its {with_epochs} epochs); pruned after epochs {_spread(at)} "
            "(hyperband's rungs; the last rung saves only the epochs after it). Its expectation "
-           f"on this study is at the targets, not past them: {expected}. The curves cross (a "
-           "high learning rate leads until epoch 6-8, then a lower one ends higher), so each "
-           "1x saved costs top-1: over 200 seeds every Optuna pruner setting tried "
-           "(bench/pruning_sim.py: successive halving and hyperband, eta 2-4, first rung 1-3 "
-           "epochs, best-so-far values, median, patient) lies on one front, from 1.3x for 0.1 "
-           "points (hyperband eta 2 from epoch 3) to 3.6x for 2.2 (successive halving eta 4 "
-           "from epoch 1); successive halving eta 2 from epoch 2, the nearest other point, "
-           "saved 2.06x for 0.79 (se 0.09), within its error of the default")
+           f"on this study is at the targets, not past them: {expected}. {front}")
     title = (f"(auto: hyperband 1..12, eta 3), TPE, {len(pairs)} sampler seeds x "
              f"{len(pairs[0][1].records)} synthetic trials x 12 epochs")
-    loss_why = ("the best configuration found without pruning was stopped early or never "
-                f"sampled with it; expected: {expected}")
+    loss_why = (f"the best configuration without pruning, with it: {_fates(pairs)}; the "
+                f"expectation on this study is at the target, not past it: {expected}. {front}")
     return [
         Row("pruning savings", f"epochs without / with the default pruner {title}",
             f"{speedup:.2f}x", detail, **judge("pruning_speedup", speedup, why)),
@@ -152,14 +153,31 @@ def pruning_rows(measured: tuple[list[tuple[SweepOutcome, SweepOutcome]], "Expec
     ]
 
 
-def _unfinished(plain: SweepOutcome) -> str:
+def _fates(pairs: list[tuple[SweepOutcome, SweepOutcome]]) -> str:
+    """What became, in each pruned sweep, of the configuration that was best without pruning
+    (TPE's samples follow what it saw, so after the first pruned trial the paths part)."""
+    fates: dict[str, list[str]] = {}
+    for seed, (plain, pruned) in enumerate(pairs):
+        best = max((r for r in plain.records if r.result.status == "completed"),
+                   key=lambda r: r.result.val_top1)
+        same = [r for r in pruned.records if r.params == best.params]
+        fate = ("never sampled (TPE's path parts from the unpruned one's once trials are pruned)"
+                if not same else f"{same[0].result.status} after epoch "
+                f"{same[0].result.epochs_run}" if same[0].result.status == "pruned"
+                else same[0].result.status)
+        fates.setdefault(fate, []).append(str(seed))
+    return "; ".join(f"{fate} on seed(s) {', '.join(seeds)}" for fate, seeds in fates.items())
+
+
+def _unfinished(plain: SweepOutcome, trials: int = 24) -> str:
     """What kept an unpruned sweep from running every trial to the end (it should not)."""
     short = [r for r in plain.records if r.result.epochs_run < 12]
-    if not short:
+    if not short and len(plain.records) == trials:
         return ""
     states = ", ".join(f"{r.trial_id} {r.result.status} after {r.result.epochs_run}"
                        for r in short)
-    return f" (without pruning: {states}; {plain.counts})"
+    return (f" (without pruning: {len(plain.records)} of {trials} trials recorded; "
+            f"{states or 'none short'}; {plain.counts})")
 
 
 def _spread(values: list[int]) -> str:
