@@ -7,9 +7,8 @@ minute on 2 CPUs; the figures are epoch counts and top-1, not seconds.
 * pruning: bench/studies/synthetic_search.yaml (TPE, 24 trials x 12 epochs, one seed) with
   ``pruner: none`` and with the default ``pruner: auto``, for each of eight sampler seeds
   (one TPE run's top-1 loss has sd ~1.1 points: three seeds' mean had an error of ~0.65);
-  epochs pooled, top-1 loss averaged. Beside it, the same study
-  replayed with Optuna alone over many more seeds (bench/pruning_sim.py) gives the
-  expectation those eight seeds estimate.
+  epochs pooled, top-1 loss averaged. Beside it, the same study replayed with Optuna alone
+  over many more seeds (bench/pruning_sim.py) gives the expectation the eight estimate.
 * seed promotion: the same search with seeds [0, 1, 2] (36 trials) and the default pruner,
   with promotion (a configuration's other seeds start once its first seed survived every
   rung: the engine's behaviour) and without it (every sampled configuration's seeds queued at
