@@ -41,7 +41,6 @@ ARCH_COSTS: dict[str, tuple[float, int]] = {
 DEFAULT_COST = (1.0, 32)  # an architecture missing from the table (noted in the plan)
 _TRANSFORMER = re.compile(r"^(spikformer|spikingformer)_(\d+)_(\d+)(_dvs)?$")
 
-# (train images, val images, native image side); None val = split by data.val_fraction.
 # name -> (labelled training images, official test images or None, native side); without a
 # test split, test is carved first (DEFAULT_TEST_FRACTION), then val from the rest
 DATASET_SIZES: dict[str, tuple[int, int | None, int]] = {
@@ -56,13 +55,19 @@ DEFAULT_DATASET = (50000, 10000, 32)
 DEFAULT_TEST_FRACTION = {"cifar10_dvs": 0.1}  # else 0.2 (see bkd_sweep.data)
 
 
-def transformer_gflops(depth: int, dim: int, image_size: int) -> float:
-    """Spikformer-style cost: stem convs + depth x tokens x (12 dim^2 + 2 tokens dim) MACs."""
-    side = image_size
-    for _ in range(4):  # the stem halves the map while it keeps >= 8 tokens a side
+def _halved(side: int, times: int) -> int:
+    """The side after up to ``times`` halvings that keep it at 8 or more (the transformers'
+    patch stem)."""
+    for _ in range(times):
         if -(-side // 2) < 8:
             break
         side = -(-side // 2)
+    return side
+
+
+def transformer_gflops(depth: int, dim: int, image_size: int) -> float:
+    """Spikformer-style cost: stem convs + depth x tokens x (12 dim^2 + 2 tokens dim) MACs."""
+    side = _halved(image_size, 4)  # the stem halves the map while it keeps >= 8 tokens a side
     tokens = side * side
     blocks = depth * tokens * (12 * dim * dim + 2 * tokens * dim)
     stem = 9 * image_size * image_size * (dim // 8) * (dim // 4)  # first two convs dominate
@@ -111,16 +116,6 @@ VECTOR_WIDTHS: dict[str, int] = {
     "vit_tiny_patch16_224": 192, "vit_small_patch16_224": 384, "vit_base_patch16_224": 768,
 }
 _RESNET = re.compile(r"^(?:sew_)?resnet(\d+)(_cifar)?$")
-
-
-def _halved(side: int, times: int) -> int:
-    """The side after up to ``times`` halvings that keep it at 8 or more (the transformers'
-    patch stem)."""
-    for _ in range(times):
-        if -(-side // 2) < 8:
-            break
-        side = -(-side // 2)
-    return side
 
 
 def _pooled(side: int, blocks: int) -> int:
