@@ -334,7 +334,7 @@ def energy_table(data: ResultsData, seeds_expected: int | None) -> Table:
              "ANN teacher energy (same code path).",
              f"Energy convention: {convention} (" + (
                  "integer spike sums and event frames count as accumulates, a static image's "
-                 "first layer once, as published SNN energy tables count)" if convention ==
+                 "first layer once, as published SNN energy tables count" if convention ==
                  "paper" else "only binary inputs count as spikes; every layer x T") + ")."]
     header = (*(paths or ["configuration"]), "top1 (%)", "SOPs (M)", "firing rate",
               "energy (mJ)", "teacher (mJ)", "ratio to teacher")

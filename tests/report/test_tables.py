@@ -124,6 +124,10 @@ def test_energy_table_values_and_teacher_ratio(data) -> None:
     # lowest energy bold (tie: bkd/snn_a and mixed/snn_a both 0.05)
     bold = {k for k, r in rows.items() if r[col["energy (mJ)"]].emphasis == "bold"}
     assert bold == {("bkd", "snn_a"), ("mixed", "snn_a")}
+    convention = next(n for n in t.notes if n.startswith("Energy convention:"))
+    assert convention.startswith("Energy convention: paper (integer spike sums")
+    assert convention.endswith("energy tables count).")  # one parenthesis, closed once
+    assert convention.count("(") == convention.count(")") == 1
 
 
 def test_default_table_specs(data) -> None:
