@@ -66,10 +66,10 @@ class _Ray:
         return self
 
     def __exit__(self, *exc) -> None:
-        import ray
+        from bkd_sweep.engine.ray_setup import shutdown_ray
 
         if self.started:
-            ray.shutdown()
+            shutdown_ray()
 
 
 RAY_START_S = [0.0]  # ray.init seconds of the outermost _Ray

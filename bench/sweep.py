@@ -141,13 +141,14 @@ def _fresh_dir(workdir: Path | None, name: str) -> Path:
 
 RAY_START_SCRIPT = """
 import logging, time
+from bkd_sweep.engine.ray_setup import shutdown_ray  # the engine's shutdown (imports ray)
 started = time.perf_counter()
 import ray
 imported = time.perf_counter()
 # the engine's embedded start (bkd_sweep.engine.ray_setup.init_ray): 384 MB object store
 ray.init(object_store_memory=384 * 1024 * 1024, include_dashboard=False,
          logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
-ray.shutdown()
+shutdown_ray()
 print(time.perf_counter() - imported, imported - started)
 """
 

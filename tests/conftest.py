@@ -27,7 +27,9 @@ def ray_session():
         ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=False)
     yield ray
-    ray.shutdown()
+    from bkd_sweep.engine.ray_setup import shutdown_ray
+
+    shutdown_ray()
 
 
 @pytest.fixture(scope="session")

@@ -57,6 +57,28 @@ def init_ray(study: Study) -> bool:
     return True
 
 
+def shutdown_ray() -> None:
+    """``ray.shutdown()``, a second faster for an embedded Ray: Ray stops the GCS before its
+    autoscaler monitor, whose SIGTERM handler then reports to the GCS that is gone, and
+    ``ray.shutdown`` waits its one-second grace before killing it. A local cluster's monitor
+    holds no state, so it is killed first, while nothing waits on it."""
+    import ray
+
+    try:
+        from ray._private import ray_constants
+        from ray._private.worker import _global_node as node  # set only where we started Ray
+
+        monitors = node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []) if node \
+            else []
+    except (ImportError, AttributeError):  # another Ray layout: the plain shutdown
+        monitors = []
+    for info in monitors:
+        if info.process.poll() is None:
+            info.process.kill()
+            info.process.wait(timeout=5)
+    ray.shutdown()
+
+
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """One line at once for a wrong RAY_ADDRESS (ray.init would retry for minutes)."""
     import socket

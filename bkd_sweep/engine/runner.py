@@ -46,7 +46,8 @@ from bkd_sweep import space
 from bkd_sweep.config import LoadedStudy, Study, StudyError, load_study
 from bkd_sweep.engine.lease import DriverLease
 from bkd_sweep.engine.ray_setup import (capacity_now, check_reachable, concurrency, init_ray,
-                                        is_embedded, quiet_tune, warn_local_mlflow)
+                                        is_embedded, quiet_tune, shutdown_ray,
+                                        warn_local_mlflow)
 from bkd_sweep.preflight import check_runnable
 from bkd_sweep.records import trial_id_of
 from bkd_sweep.settings import cache_dir_for, settings
@@ -187,7 +188,7 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
         if early is not None and not early.cancel():
             early.exception()  # waits: nothing is written after the lease is released
         if we_started:
-            ray.shutdown()
+            shutdown_ray()
         lease.release()
 
 
