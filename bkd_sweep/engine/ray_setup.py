@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 import time
 from typing import Callable
@@ -73,9 +74,11 @@ def shutdown_ray() -> None:
     except (ImportError, AttributeError):  # another Ray layout: the plain shutdown
         monitors = []
     for info in monitors:
-        if info.process.poll() is None:
-            info.process.kill()
+        try:
+            info.process.kill()  # Popen: a no-op once it has exited
             info.process.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):  # ray.shutdown still stops the rest
+            pass
     ray.shutdown()
 
 
