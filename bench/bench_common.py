@@ -12,6 +12,7 @@ import datetime as _dt
 import os
 import platform
 import statistics
+import threading
 import time
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -115,6 +116,52 @@ def load_average() -> float | None:
         return os.getloadavg()[0]
     except OSError:
         return None
+
+
+class CpuSampler:
+    """The machine's CPU use while a block runs, from /proc/stat (Linux; elsewhere it records
+    nothing): a thread reads the all-CPU counters every ``interval`` seconds, and
+    ``busy_share(start, end)`` is the share of every CPU's time spent busy between two
+    ``time.time()`` stamps (None without two samples inside)."""
+
+    def __init__(self, interval: float = 0.25):
+        self.interval = interval
+        self.samples: list[tuple[float, int, int]] = []  # (time, all jiffies, idle jiffies)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as stat:
+            counts = [int(x) for x in stat.readline().split()[1:9]]  # guest is in user
+        return sum(counts), counts[3] + counts[4]  # idle + iowait
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append((time.time(), *self._read()))
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "CpuSampler":
+        try:
+            self._read()
+        except (OSError, ValueError, IndexError):
+            return self
+        self._thread = threading.Thread(target=self._run, daemon=True, name="cpu-sampler")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def busy_share(self, start: float, end: float) -> float | None:
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2 or inside[-1][1] == inside[0][1]:
+            return None
+        (_, all0, idle0), (_, all1, idle1) = inside[0], inside[-1]
+        return 1.0 - (idle1 - idle0) / (all1 - all0)
 
 
 def time_interleaved(steps: dict[str, Callable[[], None]], *, warmup: int, repeats: int,

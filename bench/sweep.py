@@ -6,8 +6,8 @@
   Ray's own start + shutdown is timed separately in a fresh process.
 * teacher reuse: teacher trainings in that sweep (weights files in its cache/teachers).
 * pruning on real trials (a cross-check of bench/pruning.py's synthetic figure, not in the
-  default run): bench/studies/pruning_digits.yaml run with pruner none and with the default
-  pruner (auto), same sampler and trial seeds: epochs consumed and best top-1.
+  default run; in sweep_pruning.py): bench/studies/pruning_digits.yaml run with pruner none
+  and with the default pruner (auto), same sampler and trial seeds: epochs and best top-1.
 
     python bench/sweep.py [efficiency|pruning|ray] ... [--workdir DIR]
 """
@@ -30,15 +30,12 @@ import yaml
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from bench_common import Row, rows_table, say, verdict  # noqa: E402
+from bench_common import CpuSampler, Row, rows_table, say, verdict  # noqa: E402
 from figures import TARGETS, judge  # noqa: E402
 
 QUICKSTART = REPO / "studies" / "quickstart.yaml"
-PRUNING_STUDY = HERE / "studies" / "pruning_digits.yaml"
 EFFICIENCY_TARGET = TARGETS["sweep_efficiency"].threshold
 EFFICIENCY_SEEDS = [0, 1]  # 16 of the quickstart's 24 trials (the issue's 16-trial figure)
-PRUNING_EPOCHS_TARGET = TARGETS["pruning_speedup"].threshold
-PRUNING_TOP1_TOLERANCE = TARGETS["pruning_top1_loss_pts"].threshold
 
 
 def write_study_copy(source: Path, dest: Path, *, results_dir: Path,
@@ -70,6 +67,12 @@ class SweepRun:
     started_at: float = 0.0  # time.time() around run_study
     ended_at: float = 0.0
     driver_imports: tuple[str, ...] = ()  # torch & co. in this (the driver's) process after it
+    cpu_before_first: float | None = None  # share of the CPUs busy before the first trial
+
+    def first_start(self) -> float:
+        """time.time() when the first trial's own seconds began."""
+        return min(f.timestamp() - w for f, w in zip(self.trials["finished_at"],
+                                                      self.trials["wall_seconds"]))
 
     def idle_parts(self) -> tuple[float, float, float]:
         """Idle slot seconds (start, end, between trials): before each slot's first trial
@@ -117,15 +120,18 @@ def run_sweep(study_file: Path) -> SweepRun:
         os.environ.pop(name, None)
     say(f"sweep: running {study.name} ({study_file})")
     started, started_at = time.perf_counter(), time.time()
-    summary = run_study(loaded, progress=True)
+    with CpuSampler() as cpu:
+        summary = run_study(loaded, progress=True)
     wall, ended_at = time.perf_counter() - started, time.time()
     heavy = tuple(m for m in ("torch", "spikingjelly", "timm") if m in sys.modules)
     if not summary.ok:
         raise RuntimeError(f"sweep {study.name} did not finish: {summary.counts}")
     results = load(summary.results_dir)
     conc = concurrency(study, {"CPU": float(os.cpu_count() or 1)}, summary.total)
-    return SweepRun(study.name, wall, summary.wall_seconds, conc, results.trials,
-                    summary.results_dir.parent, started_at, ended_at, heavy)
+    run = SweepRun(study.name, wall, summary.wall_seconds, conc, results.trials,
+                   summary.results_dir.parent, started_at, ended_at, heavy)
+    run.cpu_before_first = cpu.busy_share(started_at, run.first_start())
+    return run
 
 
 def _fresh_dir(workdir: Path | None, name: str) -> Path:
@@ -261,10 +267,14 @@ def _idle_reason(result: EfficiencyResult) -> str:
     between = result.idle - start - end
     held = (f"; the teacher task's {teacher:.0f} s of work on one slot count as busy"
             if teacher else "")
+    cpu = run.cpu_before_first
+    bound = ("" if cpu is None else f"; the machine's CPUs were {cpu:.0%} busy in the "
+             f"{run.first_start() - run.started_at:.0f} s before the first trial began, so "
+             "this start is CPU work (Ray's processes, imports), not waiting")
     return (f"idle slot time {result.idle:.0f} s of {run.wall * run.concurrency:.0f} s "
             f"({run.concurrency} slots x {run.wall:.0f} s): {start:.0f} s before the slots' "
             f"first trials (Ray's start, the driver's setup, Tune, each new worker process "
-            f"and its imports, the teacher task's own start{held}), {end:.0f} s after their "
+            f"and its imports, the teacher task's own start{held}{bound}), {end:.0f} s after their "
             f"last (the slots' uneven ends, records, Ray's shutdown), {between:.0f} s between "
             f"trials ({between / run.count:.2f} s a trial)"
             + (f", teacher wait up to {result.lock_wait_bound:.1f} s"
@@ -307,68 +317,6 @@ def efficiency_rows(result: EfficiencyResult) -> list[Row]:
     ]
 
 
-# --------------------------------------------------------------------------------------
-# Pruning savings
-
-
-@dataclass
-class PruningResult:
-    plain: SweepRun
-    pruned: SweepRun
-
-    @staticmethod
-    def epochs(run: SweepRun) -> int:
-        return int(run.trials["epochs_run"].sum())
-
-    @staticmethod
-    def best(run: SweepRun) -> float:
-        done = run.trials[run.trials["status"] == "completed"]
-        return float(done["metric.top1"].max())
-
-    @property
-    def saving(self) -> float:
-        return self.epochs(self.plain) / max(1, self.epochs(self.pruned))
-
-    @property
-    def top1_gap(self) -> float:
-        return self.best(self.plain) - self.best(self.pruned)
-
-
-def pruning(workdir: Path | None = None) -> PruningResult:
-    root = _fresh_dir(workdir, "pruning")
-    results = root / "results"  # both studies share one teacher cache
-    plain_file = write_study_copy(PRUNING_STUDY, root / "plain.yaml", results_dir=results,
-                                  changes={"name": "bench_pruning_none"})
-    pruned_file = write_study_copy(PRUNING_STUDY, root / "auto.yaml", results_dir=results,
-                                   changes={"name": "bench_pruning_auto",
-                                            "search.pruner": {"name": "auto"}})
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        plain = run_sweep(plain_file)
-        pruned = run_sweep(pruned_file)
-    finally:
-        os.chdir(cwd)
-    return PruningResult(plain, pruned)
-
-
-def pruning_rows(result: PruningResult) -> list[Row]:
-    e_plain, e_pruned = result.epochs(result.plain), result.epochs(result.pruned)
-    trials = result.pruned.trials
-    at = sorted(int(e) for e in trials.loc[trials["status"] == "pruned", "epochs_run"])
-    gap = result.top1_gap
-    return [
-        Row("pruning on real trials", f"epochs without / with the default pruner (tpe, "
-            f"{result.plain.count} digits trials x 6 epochs)", f"{result.saving:.2f}x",
-            f"{e_plain} vs {e_pruned} epochs; {len(at)} trials pruned, after epochs "
-            f"{', '.join(map(str, at)) or '-'}",
-            f">= {PRUNING_EPOCHS_TARGET:.1f}x", verdict(result.saving >= PRUNING_EPOCHS_TARGET)),
-        Row("pruning on real trials", "best top-1 without - with pruner (points)", f"{gap:+.2f}",
-            f"best top-1 {result.best(result.plain):.2f} vs {result.best(result.pruned):.2f}",
-            f"<= {PRUNING_TOP1_TOLERANCE:.1f}", verdict(gap <= PRUNING_TOP1_TOLERANCE)),
-    ]
-
-
 PARTS = ("ray", "efficiency", "pruning")  # pruning: real trials, not in run.py's default
 
 
@@ -378,6 +326,8 @@ def run_part(name: str, workdir: Path | None = None) -> list[Row]:
     if name == "efficiency":
         return efficiency_rows(efficiency(workdir))
     if name == "pruning":
+        from sweep_pruning import pruning, pruning_rows
+
         return pruning_rows(pruning(workdir))
     raise ValueError(f"unknown sweep part {name!r}; valid: {', '.join(PARTS)}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,26 @@ def test_sweep_efficiency_counts_per_slot_idle_and_the_teacher_as_busy():
     assert "imported none of torch" in efficiency_rows(result)[0].detail
     run.driver_imports = ("torch",)
     assert efficiency_rows(result)[0].detail.endswith("the driver's process imported torch")
+    # the CPUs' use before the first trial (2 s here), when it was sampled
+    assert run.first_start() == pytest.approx(2.0) and "CPUs were" not in _idle_reason(result)
+    run.cpu_before_first = 0.93
+    assert ("the machine's CPUs were 93% busy in the 2 s before the first trial began"
+            in _idle_reason(result))
+
+
+def test_cpu_sampler_busy_share_between_two_stamps():
+    from bench_common import CpuSampler
+
+    cpu = CpuSampler()
+    # (time, all jiffies, idle jiffies): 1-3 s: 400 jiffies, 100 idle -> 75% busy
+    cpu.samples = [(0.0, 0, 0), (1.0, 200, 150), (2.0, 400, 200), (3.0, 600, 250),
+                   (4.0, 800, 450)]
+    assert cpu.busy_share(1.0, 3.0) == pytest.approx(0.75)
+    assert cpu.busy_share(0.0, 4.0) == pytest.approx(1 - 450 / 800)
+    assert cpu.busy_share(3.5, 3.9) is None  # fewer than two samples inside
+    with CpuSampler(interval=0.01) as live:  # this machine's /proc/stat (Linux)
+        deadline = time.time() + 0.2
+        while time.time() < deadline:
+            sum(range(10_000))  # keep one CPU busy
+    share = live.busy_share(0.0, time.time())
+    assert share is not None and 0.0 < share <= 1.0
