@@ -136,8 +136,7 @@ def summary_table(results: Results) -> str:
             for key, n, done, pruned, failed, mean, std, count, energy in zip(
                 cells["key"], cells["n"], cells["completed"], cells["pruned"],
                 cells["failed"], cells["mean"], cells["std"], cells["count"], cells["energy"])]
-    completed = df[df["status"] == "completed"][top1].dropna()
-    best = f"best {completed.max():.2f}" if len(completed) else "-"
+    best = _best_configuration(cells)
     total = ["total"] + [""] * (len(cols) - 1) if cols else ["total"]
     if not cols:
         header, body = ["config"] + header, [["all"] + row for row in body]
@@ -165,6 +164,9 @@ def _is_numberish(text: str) -> bool:
     return text == "-" or text[:1].isdigit() or text[:1] == "-" and text[1:2].isdigit()
 
 
+VAL_TOP1 = "metric.val_top1"  # what selects (schema v2); older files have none
+
+
 def _per_configuration(df: pd.DataFrame, cols: list[str], top1: str) -> dict[str, list]:
     """Per configuration (sorted; every row one group when there are no config columns):
     its key tuple, trial count, status counts, and mean/std/count of test top-1 and mean
@@ -173,6 +175,8 @@ def _per_configuration(df: pd.DataFrame, cols: list[str], top1: str) -> dict[str
     frame = pd.DataFrame({
         **{s: (df["status"] == s).astype("int64") for s in STATUSES},
         "top1": _floats(df[top1]).where(done),
+        "val": (_floats(df[VAL_TOP1]).where(done) if VAL_TOP1 in df.columns
+                else pd.Series(math.nan, index=df.index)),
         "energy": _floats(df["metric.energy_mj"]).where(done)})
     for col in cols:
         frame[col] = df[col]
@@ -183,9 +187,21 @@ def _per_configuration(df: pd.DataFrame, cols: list[str], top1: str) -> dict[str
     agg = grouped.agg(n=("completed", "size"), completed=("completed", "sum"),
                       pruned=("pruned", "sum"), failed=("failed", "sum"),
                       mean=("top1", "mean"), std=("top1", "std"), count=("top1", "count"),
-                      energy=("energy", "mean"))
+                      energy=("energy", "mean"), val=("val", "mean"))
     keys = [k if isinstance(k, tuple) else (k,) for k in agg.index] if cols else [()]
     return {"key": keys, **{name: agg[name].tolist() for name in agg.columns}}
+
+
+def _best_configuration(cells: dict[str, list]) -> str:
+    """The test top-1 mean of the configuration val selects (best mean val top-1 over its
+    seeds), never the luckiest test value; by test mean only for results without val."""
+    pairs = [(val, mean) for val, mean in zip(cells["val"], cells["mean"])
+             if not math.isnan(mean)]
+    if not pairs:
+        return "-"
+    by_val = [p for p in pairs if not math.isnan(p[0])]
+    _, mean = max(by_val) if by_val else max(pairs, key=lambda p: p[1])
+    return f"best {mean:.2f}"
 
 
 def _floats(column: pd.Series) -> pd.Series:

@@ -53,16 +53,28 @@ def group_stats(df: pd.DataFrame, paths: list[str], metric_col: str) -> dict[tup
 
 
 def best_per_cell(df: pd.DataFrame, cell_paths: list[str], other_paths: list[str],
-                  metric_col: str, mode: Mode) -> dict[tuple, Stat]:
-    """Per cell (values of ``cell_paths``), the configuration over ``other_paths`` with the best
-    mean; ties go to more seeds, then to the first configuration in value order."""
-    stats = group_stats(df, cell_paths + other_paths, metric_col)
-    sign = -1.0 if mode == "max" else 1.0
-    ranked = sorted(stats.items(), key=lambda kv: (
-        tuple(sort_key(v) for v in kv[0][:len(cell_paths)]),
-        sign * kv[1].mean, -kv[1].n, tuple(sort_key(v) for v in kv[0][len(cell_paths):])))
+                  metric_col: str, mode: Mode,
+                  select: tuple[str, Mode] | None = None) -> dict[tuple, Stat]:
+    """Per cell (values of ``cell_paths``), the ``metric_col`` Stat of the configuration over
+    ``other_paths`` that ``select`` (column, mode) prefers by its mean over seeds: the
+    study's objective, a val metric, so a test metric is shown, never chosen on. Without
+    ``select`` (or for configurations with no value there, ranked last) the metric's own mean
+    decides. Ties go to more seeds, then to the first configuration in value order."""
+    paths = cell_paths + other_paths
+    stats = group_stats(df, paths, metric_col)
+    chosen_by = group_stats(df, paths, select[0]) if select else {}
+    sign = -1.0 if (select[1] if select else mode) == "max" else 1.0
+    own_sign = -1.0 if mode == "max" else 1.0
+
+    def rank(key: tuple, stat: Stat) -> tuple:
+        by = chosen_by.get(key)
+        preference = ((0, sign * by.mean, -by.n) if by is not None
+                      else (1, own_sign * stat.mean, -stat.n))
+        return (tuple(sort_key(v) for v in key[:len(cell_paths)]), *preference,
+                tuple(sort_key(v) for v in key[len(cell_paths):]))
+
     best: dict[tuple, Stat] = {}
-    for key, stat in ranked:
+    for key, stat in sorted(stats.items(), key=lambda kv: rank(*kv)):
         cell, others = key[:len(cell_paths)], key[len(cell_paths):]
         if cell not in best:
             best[cell] = replace(stat, others=others)

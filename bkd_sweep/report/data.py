@@ -45,7 +45,25 @@ class ResultsData:
 
     @property
     def completed(self) -> pd.DataFrame:
-        return self.trials[self.trials["status"] == "completed"]
+        """Completed trials, one per (configuration, seed): a seed run twice (Optuna records a
+        completed trial without an objective value as FAIL, and --retry-failed runs it
+        again) counts once, as its latest run."""
+        done = self.trials[self.trials["status"] == "completed"]
+        if not {"config_id", "seed", "finished_at"} <= set(done.columns):
+            return done  # results older than configuration ids
+        keyed = done[done["config_id"].notna()].sort_values("finished_at", kind="stable")
+        repeated = keyed.index[keyed.duplicated(["config_id", "seed"], keep="last")]
+        return done.drop(index=repeated) if len(repeated) else done
+
+    def selection(self) -> tuple[str, str] | None:
+        """(column, mode) that picks a cell's configuration among several: the study's first
+        objective (a val metric: test never selects); None when the results lack it."""
+        objectives = self.study.search.objectives
+        try:
+            return (self.metric_col(objectives[0].metric), objectives[0].mode) if objectives \
+                else None
+        except ValueError:
+            return None
 
     def selection_note(self) -> str:
         """How the reported top-1 was selected, said once under every accuracy table."""
@@ -57,9 +75,13 @@ class ResultsData:
                     "results older than three splits): top-1 is optimistically biased. "
                     + " ".join(rules))
         select = self.study.train.select
+        on_test_note = (f"{int(on_test.sum())} of {len(done)} completed trials were selected on "
+                        "the test split (data.val_fraction 0, or results older than three "
+                        "splits): their top-1 is optimistically biased. "
+                        if bool(on_test.any()) else "")
         return (f"top-1 is test accuracy, measured once on the checkpoint selected on val "
                 f"(train.select: {select}); energy is measured on the same weights. "
-                + " ".join(rules)).strip()
+                + on_test_note + " ".join(rules)).strip()
 
     def teacher_note(self) -> str | None:
         """The teacher's measured val/test top-1, and a flag when it is no better than the

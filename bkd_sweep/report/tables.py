@@ -137,11 +137,13 @@ def standard_notes(rows: list[list[Cell]], seeds_expected: int | None, pruned: i
     return tuple(notes)
 
 
-def _others_note(others: list[str], metric: str) -> list[str]:
+def _others_note(others: list[str], metric: str, data: ResultsData) -> list[str]:
     if not others:
         return []
-    return [f"Each cell shows the best configuration over {', '.join(others)} "
-            f"(by mean {metric})."]
+    select = data.selection()
+    by = (f"the best mean {select[0].removeprefix('metric.')} over seeds, the study's "
+          f"objective; the cell shows its {metric}" if select else f"its mean {metric}")
+    return [f"Each cell shows one configuration over {', '.join(others)}: the one with {by}."]
 
 
 # --------------------------------------------------------------------------------------
@@ -156,7 +158,8 @@ def ablation_table(data: ResultsData, spec: TableSpec, seeds_expected: int | Non
             raise ValueError(f"table {spec.name!r}: unknown parameter {path!r}")
     cell_paths = [spec.rows] + ([spec.cols] if spec.cols else [])
     others = [k for k in data.config_keys if k not in cell_paths]
-    best = best_per_cell(data.completed, cell_paths, others, metric_col, spec.mode)
+    best = best_per_cell(data.completed, cell_paths, others, metric_col, spec.mode,
+                         data.selection())
     row_values = data.order(spec.rows, data.trials[param_col(spec.rows)].tolist())
     col_values = (data.order(spec.cols, data.trials[param_col(spec.cols)].tolist())
                   if spec.cols else [None])
@@ -180,7 +183,7 @@ def ablation_table(data: ResultsData, spec: TableSpec, seeds_expected: int | Non
     caption = (f"{label} ({'higher' if spec.mode == 'max' else 'lower'} is better) by "
                f"{spec.rows}" + (f" (rows) and {spec.cols} (columns)" if spec.cols else ""))
     within = "in the same row" if axis == 1 else "in the same column"
-    extra = _others_note(others, spec.metric) + significance_notes(
+    extra = _others_note(others, spec.metric, data) + significance_notes(
         shown, spec.baseline or "", within, [p for p in cell_paths if p != MODE_PATH],
         lambda x: fmt(x, decimals, signed=True), others)
     return Table(name=spec.name, caption=caption, header=header,
@@ -250,7 +253,8 @@ def main_results_table(data: ResultsData, seeds_expected: int | None) -> Table:
     metric, metric_col = "top1", data.metric_col("top1")
     others = [k for k in data.config_keys if k not in MAIN_KEYS and k != "distill.mode"]
     cell_paths = [*MAIN_KEYS, "distill.mode"]
-    best = best_per_cell(data.completed, cell_paths, others, metric_col, "max")
+    best = best_per_cell(data.completed, cell_paths, others, metric_col, "max",
+                         data.selection())
     groups = sorted(set(keys_of(data.trials, MAIN_KEYS)),
                     key=lambda k: tuple(sort_key(v) for v in k))
     group_keys = keys_of(data.trials, MAIN_KEYS)
@@ -277,7 +281,7 @@ def main_results_table(data: ResultsData, seeds_expected: int | None) -> Table:
     pruned, failed = excluded_counts(data.trials)
     extra = [f"Baseline: distill.mode = {BASELINE_MODE}; BKDSNN: distill.mode = {BKDSNN_MODE}; "
              "gain = BKDSNN − baseline (top-1 %); teacher accuracy in parentheses."]
-    extra += _others_note(others, metric) + significance_notes(
+    extra += _others_note(others, metric, data) + significance_notes(
         shown, BASELINE_MODE, "in the same row", MAIN_KEYS,
         lambda x: fmt(x, 2, signed=True), others)
     return Table(name="main_results", caption="Main results: test top-1 accuracy (%)",

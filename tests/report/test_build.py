@@ -143,13 +143,20 @@ def test_thousand_trials(tmp_path, make_large_results) -> None:
     done = df[df["status"] == "completed"]
     keys = ["param.distill.mode", "param.student.arch"]
     others = ["param.student.timesteps", "param.distill.blur_ratio"]
-    # each ablation cell = the best (T, blur) configuration of that cell, mean ± std (n)
-    per_cfg = done.groupby(keys + others)["metric.test_top1"].agg(["mean", "std", "count"])
-    best = per_cfg.reset_index().sort_values("mean").groupby(keys).tail(1)
+    # random sampling drew some (configuration, seed) pairs twice: each counts once, its latest
+    once = done.sort_values("finished_at").drop_duplicates(["config_id", "seed"], keep="last")
+    assert len(once) < len(done)
+    # each ablation cell = the (T, blur) configuration of that cell with the best mean val
+    # top-1 (the study's objective), shown as its test top-1 mean ± std (n)
+    per_cfg = once.groupby(keys + others, dropna=False).agg(
+        val=("metric.val_top1", "mean"), mean=("metric.test_top1", "mean"),
+        std=("metric.test_top1", "std"), count=("metric.test_top1", "count"))
+    best = per_cfg.reset_index().sort_values("val").groupby(keys).tail(1)
     table = out.tables["ablation"]
     assert len(best) == 20
     for _, row in best.iterrows():
-        expect = f"{row['mean']:.2f} ± {row['std']:.2f} (n={row['count']})"
+        spread = f" ± {row['std']:.2f}" if row["count"] > 1 else ""
+        expect = f"{row['mean']:.2f}{spread} (n={row['count']})"
         cell = table.cell(row["param.distill.mode"], row["param.student.arch"])
         assert cell.text == expect
     pruned, failed = (df["status"] == "pruned").sum(), (df["status"] == "failed").sum()

@@ -94,6 +94,9 @@ def test_comparison_values_and_seed_count_rules() -> None:
     assert two.p < 0.01 and two.too_few_seeds and not two.significant
     flat = compare([1.0, 1.0, 1.0], [2.0, 2.0, 2.0], "mixed", "none")
     assert flat.p is None and flat.no_test_reason == "zero variance on both sides"
+    # 10.7 is not exact in binary: numpy's variance of [10.7] * 3 is 3e-30, not 0
+    inexact = compare([10.7] * 3, [9.7] * 3, "mixed", "none")
+    assert inexact.p is None and not inexact.significant
     none = compare([90.1, 90.0, 90.3], CLEAR_NONE, "mixed", "none")  # same values
     assert none.p == pytest.approx(1.0) and not none.significant and none.diff == 0
 
