@@ -219,6 +219,34 @@ def test_first_layer_once_and_energy_constants():
     assert once.layers[1].energy_pj == pytest.approx(0.5 * once.layers[1].sops)
 
 
+class EventSumNet(nn.Module):
+    """Binary event input -> conv1 (spikes) -> LIF -> conv2 fed s + s (real under exact)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = layer.Conv2d(2, 4, 3, padding=1, step_mode="m")
+        self.lif = neuron.LIFNode(step_mode="m")
+        self.conv2 = layer.Conv2d(4, 3, 3, padding=1, step_mode="m")
+        with torch.no_grad():
+            self.conv1.weight.mul_(6.0)
+
+    def forward(self, x):
+        spikes = self.lif(self.conv1(x.unsqueeze(0).repeat(T, 1, 1, 1, 1)))
+        return self.conv2(spikes + spikes).mean(0)
+
+
+def test_first_layer_once_never_moves_past_a_first_layer_fed_spikes():
+    torch.manual_seed(4)
+    events = (torch.rand(2, 2, 8, 8) < 0.3).float()
+    net = EventSumNet()
+    full, once = (measure(net, events, timesteps=T),
+                  measure(net, events, timesteps=T, first_layer_once=True))
+    assert full.layers[0].sops > 0 and full.layers[0].macs == 0  # conv1 is fed spikes
+    dense2 = 3 * 64 * 4 * 9
+    assert full.layers[1].macs == T * dense2  # conv2's real input changes every step
+    assert once.layers[1].macs == full.layers[1].macs and once.macs == full.macs
+
+
 def test_single_step_loop_counts_like_multi_step():
     torch.manual_seed(2)
     multi = TinySNN()

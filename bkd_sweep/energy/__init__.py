@@ -21,8 +21,9 @@ What is counted (everything summed over all calls, i.e. all T steps, then divide
   other elementwise ops and neuron membrane updates, as in the Spikformer / BKDSNN estimates.
 - ``dense_macs``: MACs per sample for one application (time step). Applications per call: conv:
   rows / B; linear and matmul: T when the rows are a multiple of B*T, else 1.
-- ``first_layer_once``: the first Conv/Linear (execution order) fed a real-valued input counts
-  its real-valued MACs once (divided by its applications: T under direct encoding).
+- ``first_layer_once``: the first Conv/Linear (execution order), when fed a real-valued input,
+  counts its real-valued MACs once (divided by its applications: T under direct encoding); a
+  first layer fed spikes (event input) leaves every layer x T.
 - ``firing_rates``: mean output of every spikingjelly neuron (``BaseNode``) module, over all its
   calls; ``mean_firing_rate`` is weighted by element count (all spikes / all neuron outputs);
   None without neurons (an ANN).

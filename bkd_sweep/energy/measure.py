@@ -89,8 +89,11 @@ def _layers(counter: OpCounter, batch: int, e_mac_pj: float, e_ac_pj: float,
     once_pending = first_layer_once
     for tally in counter.accs.values():
         macs = tally.real_dense / batch
-        if once_pending and tally.is_module and tally.real_calls and tally.real_apps:
-            macs /= tally.real_apps
+        if once_pending and tally.is_module:
+            if tally.real_calls and tally.real_apps:
+                macs /= tally.real_apps
+            # the first layer only: a later layer's real input (a SEW sum of an event net's
+            # spikes) changes every time step, so it is never computed once
             once_pending = False
         layers.append(_layer(tally, batch, macs, e_mac_pj, e_ac_pj))
     return layers

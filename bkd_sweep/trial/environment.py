@@ -29,10 +29,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A distinct, reproducible seed per (trial seed, epoch): reseeding at every epoch start
-    makes a resumed trial draw exactly what an uninterrupted one would."""
-    return (seed * 1_000_003 + epoch * 7_919) % 2**31
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A distinct, reproducible seed per (trial seed, epoch, data-parallel rank): reseeding at
+    every epoch start makes a resumed trial draw exactly what an uninterrupted one would, and
+    each rank draws its own blur masks, mixes and augmentations (the same seed on every rank
+    would give sample i of each GPU's batch the same mask)."""
+    return (seed * 1_000_003 + epoch * 7_919 + rank * 104_729) % 2**31
 
 
 def rng_state() -> dict:

@@ -112,7 +112,7 @@ class LossLog:
 def _start_epoch(state: TrialState, epoch: int) -> bool:
     """Reseed (a resumed trial draws the same shuffles, masks and mixes), set train mode;
     returns whether mixup/cutmix is on this epoch."""
-    seed = epoch_seed(state.config.seed, epoch)
+    seed = epoch_seed(state.config.seed, epoch, state.group.rank)
     seed_everything(seed)
     loader = state.loaders.train
     if hasattr(loader.sampler, "set_epoch"):
