@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from bkd_sweep.config import StudyError, apply_overrides, load_study, parse_override
+from bkd_sweep.redact import redact_text
 from bkd_sweep.settings import cache_dir_for, settings
 
 EXIT_BAD_INPUT = 2
@@ -174,6 +175,7 @@ def result_summary(result) -> dict:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bkd_sweep.report import build_report
+    from bkd_sweep.report.build import ReportSpecError
     from bkd_sweep.storage import StorageError
     from bkd_sweep.tracking import ResultStore
     from bkd_sweep.tracking.parquet_files import DamagedFileError, SchemaVersionError
@@ -188,11 +190,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     out_dir = Path(args.out).resolve() if args.out else (Path.cwd() / "reports" / name)
     try:
         output = build_report(location, out_dir)
-    except (FileNotFoundError, DamagedFileError, SchemaVersionError, StorageError) as exc:
+    except (FileNotFoundError, DamagedFileError, SchemaVersionError, StorageError,
+            ReportSpecError) as exc:
         raise UsageError(_first_line(exc)) from None
     print(f"report: {output.index_html} ({len(output.files)} files, {output.seconds:.1f}s)")
     if not args.no_mlflow:
-        _attach_report_to_sweep(location, out_dir)
+        from bkd_sweep.tracking.mlflow_tracker import attach_report
+
+        attach_report(location, out_dir)
     return 0
 
 
@@ -209,8 +214,8 @@ def _study_folder(args: argparse.Namespace):
             return loaded.results_location(), loaded.study.name
         if args.storage:
             if is_remote(target) or "/" in target or target in (".", ".."):
-                raise UsageError(f"{args.command}: --storage goes with a study file or a study name, "
-                                 f"not a results directory ({target})")
+                raise UsageError(f"{args.command}: --storage goes with a study file or a study "
+                                 f"name, not a results directory ({target})")
             location = Location.of(args.storage).child(target)
         else:
             location = Location.of(target)  # a relative path made absolute
@@ -228,28 +233,19 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _attach_report_to_sweep(location, out_dir: Path) -> None:
-    """Log the report on the sweep's MLflow parent run, when the sweep has one. The report
-    itself never reads MLflow; this is only so the parent run carries it."""
-    try:
-        if not location.exists("sweep.json") or not location.exists("study.json"):
-            return
-        from bkd_sweep.config import Study
-        from bkd_sweep.tracking import StudyTracker
-
-        study = Study.model_validate_json(location.read_text("study.json"))
-        StudyTracker(study, results_dir=location, study_file=None).log_report(out_dir)
-    except Exception as exc:  # the report is written; MLflow being away must not fail it
-        logging.getLogger(__name__).warning("report not attached to MLflow: %s", exc)
-
-
 def cmd_results(args: argparse.Namespace) -> int:
     from bkd_sweep.results import load, rebuild, summary_table
     from bkd_sweep.tracking.parquet_files import DamagedFileError, SchemaVersionError
 
     target = args.target
     if target.endswith((".yaml", ".yml")) or args.storage:  # as `report` finds it
-        target, _ = _study_folder(args)
+        target, name = _study_folder(args)
+        try:
+            ran = target.is_dir()
+        except OSError as exc:
+            raise _unreadable(target.uri, exc) from None
+        if not ran:  # a name or a directory says what exists (study_location)
+            raise UsageError(f"no results of {name!r} in {target.uri} (run the study first)")
     try:
         if args.rebuild:
             for line in rebuild(target).lines():
@@ -349,7 +345,9 @@ def is_input_error(exc: BaseException) -> bool:
     """Errors that mean bad input (print one line, exit 2) rather than a bug."""
     from bkd_sweep.tracking.parquet_files import DamagedFileError
 
-    if isinstance(exc, DamagedFileError):  # before the data registry, which imports torch
+    from bkd_sweep.storage import StorageError
+
+    if isinstance(exc, (DamagedFileError, StorageError)):  # before the data registry (torch)
         return True
     from bkd_sweep.data import DataError
     from bkd_sweep.registry import UnknownNameError
@@ -376,14 +374,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (StudyError, UsageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # data errors and the like: one line, not a traceback
         if is_input_error(exc) and not args.verbose:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {redact_text(_first_line(exc))}", file=sys.stderr)
             return EXIT_BAD_INPUT
         raise
 

@@ -67,7 +67,7 @@ def teacher_checkpoint_missing(mode: str, checkpoint: str | None) -> str | None:
 
 
 def reference_problems(loaded: LoadedStudy) -> list[StudyError]:
-    """Names no registry knows, in the base config or among searched values."""
+    """Names no registry knows: in the base config, among searched values, in linked bundles."""
     study = loaded.study
     base = study.base_config().flat()
     problems = []
@@ -76,6 +76,9 @@ def reference_problems(loaded: LoadedStudy) -> list[StudyError]:
         spec = study.search.params.get(field)
         if isinstance(spec, CategoricalParam):
             values += [(v, f"search.params.{field}") for v in spec.values]
+        values += [(bundle[field], f"search.linked.{group}.{label}.{field}")
+                   for group, bundles in study.search.linked.items()
+                   for label, bundle in bundles.items() if field in bundle]
         problems += [p for value, where in values
                      if (p := _name_problem(loaded, field, value, where)) is not None]
     return problems

@@ -15,6 +15,8 @@ _SECRET_NAME = re.compile(r"(pass(word|wd)?|secret|token|credential|api[_-]?key|
                           r"private[_-]?key|auth)", re.IGNORECASE)
 # scheme://user:password@host  ->  scheme://user:***@host
 _URI_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:)(?P<pw>[^@\s]+?)@")
+# s3://bucket/x?access_key=...&secret_key=...  ->  ?access_key=***&secret_key=***
+_QUERY_VALUE = re.compile(r"(?P<head>[?&;](?P<name>[^=&;#\s]+)=)(?P<value>[^&;#\s]*)")
 
 
 def is_secret_name(name: str) -> bool:
@@ -27,7 +29,7 @@ def redact_value(value: Any, name: str = "") -> Any:
     if name and is_secret_name(name.rsplit(".", 1)[-1]) and value not in (None, ""):
         return HIDDEN
     if isinstance(value, str):
-        return _URI_PASSWORD.sub(lambda m: f"{m.group('head')}{HIDDEN}@", value)
+        return redact_text(value)
     if isinstance(value, dict):
         return {k: redact_value(v, str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -41,5 +43,7 @@ def redact_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def redact_text(text: str) -> str:
-    """A log line or message with URI passwords hidden."""
-    return _URI_PASSWORD.sub(lambda m: f"{m.group('head')}{HIDDEN}@", text)
+    """A log line or message with URI passwords and secret query parameters hidden."""
+    text = _URI_PASSWORD.sub(lambda m: f"{m.group('head')}{HIDDEN}@", text)
+    return _QUERY_VALUE.sub(lambda m: f"{m.group('head')}{HIDDEN}" if m.group("value")
+                            and is_secret_name(m.group("name")) else m.group(0), text)

@@ -25,6 +25,8 @@ from typing import Iterator
 
 import pyarrow.fs as pafs
 
+from bkd_sweep.redact import redact_text
+
 _REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "abfss://")
 
 
@@ -67,7 +69,7 @@ class Location:
             try:
                 fs, path = _remote_filesystem(text)
             except (ValueError, OSError) as exc:
-                raise StorageError(f"storage {text}: {exc}") from None
+                raise StorageError(redact_text(f"storage {text}: {exc}")) from None
             return cls(uri=text.rstrip("/"), fs=fs, path=path.rstrip("/"))
         if text.startswith("file://"):
             text = text[len("file://"):]
@@ -181,10 +183,12 @@ class Location:
             self.makedirs()
             self.write_bytes(b"bkd-sweep", probe)
             if self.read_bytes(probe) != b"bkd-sweep":
-                raise StorageError(f"storage {self.uri}: a file written could not be read back")
+                raise StorageError(redact_text(f"storage {self.uri}: a file written could not "
+                                                 "be read back"))
             self.delete(probe)
         except StorageError:
             raise
         except OSError as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise StorageError(f"storage {self.uri}: not writable ({reason})") from None
+            raise StorageError(redact_text(f"storage {self.uri}: not writable ({reason})")) \
+                from None

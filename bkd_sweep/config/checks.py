@@ -59,11 +59,35 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
+_SCALAR_TAGS = ("int", "float", "str", "bool", "none")
+_TAG_PREFIXES = ("constrained-", "literal[", "function-", "list[", "dict[", "tuple[")
+
+
+def _is_union_tag(part: Any) -> bool:
+    """A pydantic union member's tag in an error location ('int', "literal['auto']")."""
+    return isinstance(part, str) and (part in _SCALAR_TAGS or part.startswith(_TAG_PREFIXES))
+
+
+def _union_alternatives(errors: list[dict[str, Any]]) -> tuple[list[Any], str]:
+    """The first error's location without a trailing union tag, and its message: with a tag,
+    what each member of the union wanted ('... integer or ... number'), said once."""
+    first = errors[0]
+    loc = list(first["loc"])
+    members = [e for e in errors if len(e["loc"]) == len(loc) and loc
+               and list(e["loc"][:-1]) == loc[:-1] and _is_union_tag(e["loc"][-1])]
+    if first["type"] == "extra_forbidden" or len(members) < 2 or first not in members:
+        return loc, _pydantic_message(first)  # a key the user wrote, not a union's tag
+    wants = list(dict.fromkeys(e["msg"].removeprefix("Input should be ").split(", ")[0]
+                               for e in members))
+    message = _pydantic_message({**first, "msg": "Input should be " + " or ".join(wants)})
+    return loc[:-1], message
+
+
 def validation_error_to_study_error(err: ValidationError, path: Path,
                                    lines: dict[str, int]) -> StudyError:
     first = err.errors()[0]
+    loc, message = _union_alternatives(err.errors())
     # drop pydantic's union tags: ('search','params',P,'range','low') -> search.params.P.low
-    loc = list(first["loc"])
     if loc[:2] == ["search", "params"] and len(loc) > 3 and loc[3] in ("categorical", "range"):
         del loc[3]
     pruner_class = None
@@ -71,7 +95,6 @@ def validation_error_to_study_error(err: ValidationError, path: Path,
         pruner_class = PRUNER_CLASSES.get(str(loc.pop(2)))
     loc = tuple(loc)
     dotted = ".".join(str(p) for p in loc)
-    message = _pydantic_message(first)
     if first["type"] == "extra_forbidden":
         known = list(pruner_class.model_fields) if pruner_class else _known_keys(Study, loc)
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
@@ -146,3 +169,38 @@ def check_linked(loaded: LoadedStudy) -> None:
                 apply_overrides(base, overrides)
             except StudyError as exc:
                 raise loaded.error(f"{exc.field}: {exc.message}", field) from None
+
+
+# what the report may show besides the result metrics (bkd_sweep.records.RESULT_METRICS)
+REPORT_ALIASES = ("top1", "top5", "teacher_top1", "wall_seconds", "device_seconds")
+
+
+def check_report(loaded: LoadedStudy) -> None:
+    """The report section's tables and Pareto plot name known parameters and metrics."""
+    from bkd_sweep.records import RESULT_METRICS  # records imports this package
+
+    study = loaded.study
+    paths = set(study.base_config().flat()) | set(study.linked_params())
+    metrics = (*REPORT_ALIASES, *RESULT_METRICS)
+    for i, spec in enumerate(study.report.tables):
+        field = f"report.tables.{i}"
+        for key in ("rows", "cols"):
+            path = getattr(spec, key)
+            if path is not None and path not in paths:
+                close = difflib.get_close_matches(path, sorted(paths), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise loaded.error(f"unknown parameter path {path!r}{hint}", f"{field}.{key}")
+        _check_report_metric(loaded, spec.metric, f"{field}.metric", metrics)
+    if study.report.pareto is not None:
+        for key in ("x", "y"):
+            _check_report_metric(loaded, getattr(study.report.pareto, key),
+                                 f"report.pareto.{key}", metrics)
+
+
+def _check_report_metric(loaded: LoadedStudy, metric: str, field: str,
+                         known: tuple[str, ...]) -> None:
+    if metric not in known:
+        close = difflib.get_close_matches(metric, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise loaded.error(f"unknown metric {metric!r}{hint}; known: {', '.join(known)}",
+                           field)

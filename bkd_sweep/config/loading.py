@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bkd_sweep.config.checks import (check_linked, check_search_values,
+from bkd_sweep.config.checks import (check_linked, check_report, check_search_values,
                                      validation_error_to_study_error)
 from bkd_sweep.config.errors import StudyError
 from bkd_sweep.config.study import Study
@@ -188,6 +188,7 @@ def load_study_text(text: str, path: str | os.PathLike = "<study>",
                          unresolved=sorted(unresolved))
     check_search_values(loaded)
     check_linked(loaded)
+    check_report(loaded)
     return loaded
 
 

@@ -177,7 +177,7 @@ class SearchConfig(Strict):
     objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1)
     pruner: PrunerConfig = Field(default_factory=AutoPrunerConfig)
     n_trials: int | None = Field(None, ge=1, le=1_000_000)  # budget; grid: None = the full factorial x seeds
-    sampler_seed: int = 0
+    sampler_seed: int = Field(0, ge=0, lt=2**32)  # what Optuna's samplers accept
     pruned_metric: str = "top1"  # the per-epoch value pruners compare
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
 

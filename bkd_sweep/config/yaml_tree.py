@@ -56,10 +56,15 @@ def node_tree(node: yaml.Node, path: tuple, lines: dict[tuple, int], stack: set[
                  for i, item in enumerate(node.value)]
         stack.discard(id(node))
         return items
-    return _scalar(node)
+    return _scalar(node, path)
 
 
-def _scalar(node: yaml.Node) -> Any:
+def _scalar(node: yaml.Node, path: tuple = ()) -> Any:
+    if node.tag == _TIMESTAMP_TAG and isinstance(node, yaml.ScalarNode) and not node.style:
+        # YAML reads a bare 2024-01-01 as a date: no study value is one, text is meant
+        raise StudyError(f"{node.value} reads as a date in YAML; quote it for text "
+                         f"('{node.value}')", line=node.start_mark.line + 1,
+                         field=".".join(map(str, path)) or None)
     if not isinstance(node, yaml.ScalarNode) or node.tag not in _SAFE_SCALAR_TAGS:
         raise StudyError(f"YAML tag {node.tag!r} is not allowed", line=node.start_mark.line + 1)
     return yaml.constructor.SafeConstructor().construct_object(node)
@@ -67,6 +72,7 @@ def _scalar(node: yaml.Node) -> Any:
 
 _SAFE_SCALAR_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null")}
 _MAP_TAG, _SEQ_TAG = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
 
 def protect_variables(text: str) -> tuple[str, dict[str, re.Match]]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bkd_sweep.report.aggregate import mean_of
-from bkd_sweep.report.data import ResultsData, load_results_dir
+from bkd_sweep.report.data import ResultsData, load_results_dir, param_col
 from bkd_sweep.report.page import PageFigure, index_html
 from bkd_sweep.report.pareto import ParetoFront, pareto_front, pareto_points
 from bkd_sweep.report.plots import (device_hours_figure, epoch_curves_figure, pareto_figure,
@@ -39,15 +39,34 @@ class ReportOutput:
     seconds: float
 
 
-def _check_specs(specs: list[TableSpec]) -> None:
+class ReportSpecError(ValueError):
+    """The study's report section names a table, parameter or metric the results lack."""
+
+
+def _check_specs(data: ResultsData, specs: list[TableSpec], pareto: ParetoSpec | None) -> None:
+    """Every name the report section uses, checked before anything is written."""
     seen: set[str] = set()
     for spec in specs:
+        where = f"report table {spec.name!r}"
         if spec.name in RESERVED_NAMES:
-            raise ValueError(f"report table name {spec.name!r} is reserved; avoid: "
-                             + ", ".join(sorted(RESERVED_NAMES)))
+            raise ReportSpecError(f"{where}: the name is reserved; avoid: "
+                                  + ", ".join(sorted(RESERVED_NAMES)))
         if spec.name in seen:
-            raise ValueError(f"report table name {spec.name!r} appears twice")
+            raise ReportSpecError(f"{where}: the name appears twice")
         seen.add(spec.name)
+        for path in filter(None, (spec.rows, spec.cols)):
+            if param_col(path) not in data.trials.columns:
+                raise ReportSpecError(f"{where}: unknown parameter {path!r}")
+        _check_metric(data, spec.metric, where)
+    for metric in (pareto.x, pareto.y) if pareto is not None else ():
+        _check_metric(data, metric, "report pareto")
+
+
+def _check_metric(data: ResultsData, metric: str, where: str) -> None:
+    try:
+        data.metric_col(metric)
+    except ValueError as exc:
+        raise ReportSpecError(f"{where}: {exc}") from None
 
 
 def _objective_mode(data: ResultsData, metric: str) -> str:
@@ -93,7 +112,7 @@ def build_report(results_dir: Path, out_dir: Path, *, report_cfg: ReportConfig |
     cfg = report_cfg if report_cfg is not None else data.study.report
     seeds = seeds_expected if seeds_expected is not None else len(data.study.search.seeds)
     specs = list(cfg.tables) or default_table_specs(data)
-    _check_specs(specs)
+    _check_specs(data, specs, cfg.pareto)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = _ReportWriter(out_dir)

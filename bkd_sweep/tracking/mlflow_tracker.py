@@ -359,3 +359,15 @@ class StudyTracker:
             self._warned.add(trial_id)
             log.warning("MLflow %s failed for trial %s (%s: %s); Parquet results are kept",
                         where, trial_id, type(exc).__name__, exc)
+
+
+def attach_report(location: Location, out_dir: Path) -> None:
+    """Log a built report on the sweep's MLflow parent run, when the sweep has one (the report
+    itself never reads MLflow; this is only so the parent run carries it)."""
+    try:
+        if not location.exists("sweep.json") or not location.exists(STUDY_FILE):
+            return
+        study = Study.model_validate_json(location.read_text(STUDY_FILE))
+        StudyTracker(study, results_dir=location, study_file=None).log_report(out_dir)
+    except Exception as exc:  # noqa: BLE001 - the report is written; MLflow being away
+        log.warning("report not attached to MLflow: %s", exc)  # must not fail it
