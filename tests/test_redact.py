@@ -36,3 +36,14 @@ def test_nested_values_are_walked():
             "uris": ["http://a:b@c", "plain"]}
     assert redact_value(tree) == {"env": {"AWS_ACCESS_KEY_ID": HIDDEN, "HOME": "/root"},
                                   "uris": ["http://a:***@c", "plain"]}
+
+
+def test_secret_query_parameters_are_hidden_and_the_rest_kept():
+    uri = ("s3://bucket/x?access_key=AKIA1&secret_key=S2&region=us-east-1&session_token=T3"
+           "&endpoint_override=localhost:9000")
+    shown = redact_text(f"error: storage {uri}: bad")
+    assert "AKIA1" not in shown and "S2" not in shown and "T3" not in shown
+    assert (f"?access_key={HIDDEN}&secret_key={HIDDEN}&region=us-east-1&session_token={HIDDEN}"
+            "&endpoint_override=localhost:9000: bad") in shown
+    assert redact_value(uri).count(HIDDEN) == 3
+    assert redact_text("a?b=c&d=") == "a?b=c&d="  # nothing secret, nothing changed
