@@ -10,8 +10,8 @@ from bkd_sweep.config.base import Seed, Strict, flatten
 from bkd_sweep.config.errors import StudyError
 from bkd_sweep.config.loading import LoadedStudy, load_study, load_study_text, study_json_schema
 from bkd_sweep.config.overrides import apply_overrides, parse_override
-from bkd_sweep.config.study import (KNOWN_METRICS, LINKED_PREFIX, TRIAL_SECTIONS, AutoPrunerConfig,
-                                    CategoricalParam,
+from bkd_sweep.config.study import (KNOWN_METRICS, LINKED_PREFIX, LOWER_IS_BETTER,
+                                    TRIAL_SECTIONS, AutoPrunerConfig, CategoricalParam,
                                     HyperbandPrunerConfig, MedianPrunerConfig, NoPrunerConfig,
                                     Objective, ParetoSpec, PercentilePrunerConfig, PrunerConfig,
                                     RangeParam, ReportConfig, ResourcesConfig, SearchConfig, Study,
@@ -27,7 +27,8 @@ __all__ = [
     "NeuronConfig", "NoPrunerConfig", "Objective", "OptimizerConfig", "ParetoSpec",
     "PercentilePrunerConfig", "PrunerConfig", "RangeParam", "ReportConfig", "ResourcesConfig",
     "SearchConfig", "Seed", "Strict", "StudentConfig", "Study", "StudyError",
-    "SuccessiveHalvingPrunerConfig", "TRIAL_SECTIONS", "TableSpec", "TeacherConfig",
+    "LOWER_IS_BETTER", "SuccessiveHalvingPrunerConfig", "TRIAL_SECTIONS", "TableSpec",
+    "TeacherConfig",
     "TeacherTrainConfig", "ThresholdPrunerConfig", "TrackingConfig", "TrainConfig", "TrialConfig",
     "TrialResources", "apply_overrides", "flatten", "load_study", "load_study_text",
     "parse_override", "study_json_schema",

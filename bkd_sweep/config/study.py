@@ -254,12 +254,24 @@ class TrackingConfig(Strict):
     mlflow_uri: str | None = None  # default: sqlite:///<results_dir>/mlflow.db
 
 
+# metrics where less is better: a table or plot of one ranks its lowest value first
+LOWER_IS_BETTER = frozenset({"energy_mj", "sops", "macs", "firing_rate", "loss", "val_loss",
+                             "wall_seconds", "device_seconds", "teacher_energy_mj"})
+
+
 class TableSpec(Strict):
     name: str = Field(pattern=r"^[a-z0-9_-]+$")
     rows: str
     cols: str | None = None
     metric: str = "top1"
-    mode: Literal["max", "min"] = "max"  # which end is best (bold) in each column
+    # which end is best (bold) in each column; unset: min for LOWER_IS_BETTER metrics, else max
+    mode: Literal["max", "min"] | None = None
+
+    @model_validator(mode="after")
+    def _mode_from_metric(self) -> "TableSpec":
+        if self.mode is None:
+            self.mode = "min" if self.metric in LOWER_IS_BETTER else "max"
+        return self
     baseline: str | None = "none"  # distill.mode each other mode is tested against; null: none
 
 

@@ -16,12 +16,10 @@ from bkd_sweep.report.plots import (device_hours_figure, epoch_curves_figure, pa
 from bkd_sweep.report.render import EXTENSIONS, render
 from bkd_sweep.report.tables import (Table, ablation_table, default_table_specs, energy_table,
                                      main_results_table, pareto_table)
-from bkd_sweep.config import ParetoSpec, ReportConfig, TableSpec
+from bkd_sweep.config import LOWER_IS_BETTER, ParetoSpec, ReportConfig, TableSpec
 
 RESERVED_NAMES = frozenset({"main_results", "energy", "pareto", "index", "curves_epochs",
                             "curves_device_hours"})
-LOWER_IS_BETTER = frozenset({"energy_mj", "sops", "macs", "firing_rate", "loss", "val_loss",
-                             "wall_seconds", "device_seconds", "teacher_energy_mj"})
 PARETO_FORMATS = ("png", "pdf", "svg")
 CURVE_FORMATS = ("png", "svg")
 

@@ -108,3 +108,11 @@ def test_selection_note_says_when_some_rows_were_selected_on_test(tmp_path) -> N
     _rewrite(results, trials)
     note = load_results_dir(results).selection_note()
     assert "3 of 12" in note and "selected on the test split" in note
+
+
+def test_an_energy_table_ranks_the_lowest_first_by_default(tmp_path) -> None:
+    data = load_results_dir(_results(tmp_path, _study()))
+    spec = TableSpec(name="energy_by_mode", rows="distill.mode", metric="energy_mj")
+    assert spec.mode == "min"
+    table = ablation_table(data, spec, 3)
+    assert "lower is better" in table.caption
