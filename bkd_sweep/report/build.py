@@ -153,7 +153,7 @@ def _curves(data, writer: _ReportWriter) -> None:
             ("curves_epochs", epoch_curves_figure,
              "Validation top-1 per epoch per distillation mode (mean ± std over trials)"),
             ("curves_device_hours", device_hours_figure,
-             "Best top-1 so far per mode vs cumulative device-hours of the study")):
+             "Best val top-1 so far per mode vs cumulative device-hours of the study")):
         fig = make(data)
         if fig is not None:
             writer.figure(fig, name, CURVE_FORMATS, caption)

@@ -193,7 +193,8 @@ def epoch_curve_stats(epochs: pd.DataFrame, group_of: dict[str, int]
 def device_hours_series(data: ResultsData, mode_path: str = "distill.mode"
                         ) -> dict[Any, tuple[list[float], list[float]]]:
     """Per mode: (cumulative device-hours of the whole study at each of that mode's completed
-    trials, best top-1 of that mode so far), trials taken in finish order."""
+    trials, best val top-1 of that mode so far: what the search sees, never test), trials
+    taken in finish order. Results without a val column fall back to the reported top-1."""
     t = data.trials
     if t.empty or "device_seconds" not in t.columns:
         return {}
@@ -203,8 +204,8 @@ def device_hours_series(data: ResultsData, mode_path: str = "distill.mode"
     series: dict[Any, tuple[list[float], list[float]]] = {}
     best: dict[Any, float] = {}
     modes = [norm_value(v) for v in t[param_col(mode_path)].tolist()]
-    for h, status, mode, top1 in zip(hours, t["status"].tolist(), modes,
-                                     t[data.metric_col("top1")].tolist()):
+    seen = "metric.val_top1" if "metric.val_top1" in t.columns else data.metric_col("top1")
+    for h, status, mode, top1 in zip(hours, t["status"].tolist(), modes, t[seen].tolist()):
         top1 = norm_value(top1)
         if status != "completed" or top1 is None:
             continue
@@ -232,8 +233,8 @@ def device_hours_figure(data: ResultsData, mode_path: str = "distill.mode") -> F
         ax.scatter([xs[i] for i in better], [ys[i] for i in better], color=color,
                    marker=marker, s=16, zorder=3)
     ax.set_xlabel("device-hours spent by the study (cumulative, finish order)")
-    ax.set_ylabel("best top-1 so far (%)")
-    ax.set_title(f"{data.study.name}: best top-1 vs device-hours ({mode_path})")
+    ax.set_ylabel("best val top-1 so far (%)")
+    ax.set_title(f"{data.study.name}: best val top-1 vs device-hours ({mode_path})")
     ax.grid(True, alpha=0.3)
     _legend(ax, fontsize=7, loc="lower right")
     return fig

@@ -116,3 +116,12 @@ def test_an_energy_table_ranks_the_lowest_first_by_default(tmp_path) -> None:
     assert spec.mode == "min"
     table = ablation_table(data, spec, 3)
     assert "lower is better" in table.caption
+
+
+def test_the_device_hours_curve_follows_val_not_test(tmp_path) -> None:
+    from bkd_sweep.report.plots import device_hours_series
+
+    data = load_results_dir(_results(tmp_path, _study()))
+    _, best_none = device_hours_series(data)["none"]
+    # none's trials finish in VAL_TEST order: val 80, 81, 82, 78, 79, 80 (test peaks at 77)
+    assert best_none == [80.0, 81.0, 82.0, 82.0, 82.0, 82.0]
