@@ -280,6 +280,17 @@ class FrozenTeacher(Teacher):
                                         for v in (data_mean, data_std, mean, std))
         self.renormalize = (d_std / t_std, (d_mean - t_mean) / t_std)
 
+    def _classify(self, features: torch.Tensor, pre_logits: torch.Tensor) -> torch.Tensor:
+        """A timm net's logits from its pre-logits: the classifier alone when it is one Linear
+        (the last op of every such timm head; its dropout is off in eval), so the head's
+        pooling and convolutions run, and count in the teacher's energy, once; else the
+        whole head again (a two-headed distilled ViT)."""
+        get = getattr(self.net, "get_classifier", None)
+        head = get() if callable(get) else None
+        if isinstance(head, (nn.Linear, nn.Identity)) and not self.net.training:
+            return head(pre_logits)
+        return self.net.forward_head(features)
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> TeacherOutput:  # type: ignore[override]
         x = self.prepare(x)
@@ -298,7 +309,7 @@ class FrozenTeacher(Teacher):
             elif self._use_timm_head:
                 features = self.net.forward_features(x)
                 feature = self.net.forward_head(features, pre_logits=True)
-                logits = self.net.forward_head(features)
+                logits = self._classify(features, feature)
             else:
                 logits = self.net(x)
                 feature = self._capture.value  # type: ignore[union-attr]

@@ -55,7 +55,12 @@ def test_timm_model_at_its_input_size() -> None:
     net, teacher = _teacher("test_vit", image_size=16, input_size=32)
     assert teacher.feature_kind == "vector" and teacher.feature_channels == net.num_features
     x = torch.randn(2, 3, 16, 16)
+    heads = []
+    head = teacher.net.forward_head
+    teacher.net.forward_head = lambda *a, **k: heads.append(k) or head(*a, **k)
     out = teacher(x)
+    assert heads == [{"pre_logits": True}]  # the head runs once; the classifier alone after
+    del teacher.net.forward_head
     big = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
     torch.testing.assert_close(teacher.prepare(x), big)
     with torch.no_grad():
