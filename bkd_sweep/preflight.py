@@ -85,7 +85,8 @@ def reference_problems(loaded: LoadedStudy) -> list[StudyError]:
 
 
 def teacher_problems(loaded: LoadedStudy) -> list[StudyError]:
-    """A study that distils (in its base config or any searched mode) without a checkpoint."""
+    """A study that distils (in its base config, any searched mode or a linked bundle)
+    without a checkpoint."""
     study = loaded.study
     modes = {study.distill.mode}
     spec = study.search.params.get("distill.mode")
@@ -93,7 +94,15 @@ def teacher_problems(loaded: LoadedStudy) -> list[StudyError]:
         modes = set(spec.values)
     distilling = sorted(modes - {"none"})
     problem = distilling and teacher_checkpoint_missing(distilling[0], study.teacher.checkpoint)
-    return [loaded.error(problem, "teacher.checkpoint")] if problem else []
+    if problem:
+        return [loaded.error(problem, "teacher.checkpoint")]
+    for group, bundles in study.search.linked.items():
+        for label, bundle in bundles.items():
+            mode = bundle.get("distill.mode", "none")
+            checkpoint = bundle.get("teacher.checkpoint", study.teacher.checkpoint)
+            if problem := teacher_checkpoint_missing(mode, checkpoint):
+                return [loaded.error(problem, f"search.linked.{group}.{label}")]
+    return []
 
 
 def _registry(field: str) -> tuple[set[str] | None, str]:

@@ -121,3 +121,16 @@ def test_report_of_results_whose_study_names_an_unknown_metric_writes_nothing(tm
     assert_one_line_error(code, out, err)
     assert "report table 't': unknown metric 'nosuchmetric'; available:" in err, err
     assert not out_dir.exists()
+
+
+def test_a_linked_bundle_that_distils_without_a_teacher_checkpoint_is_refused(tmp_path):
+    teacherless = {k: v for k, v in VALID["teacher"].items() if k != "checkpoint"}
+    file = _study(tmp_path, teacher=teacherless, distill={"mode": "none"}, search={
+        "sampler": "grid", "seeds": [0],
+        "linked": {"recipe": {"plain": {"distill.mode": "none"},
+                              "bkd": {"distill.mode": "bkd", "distill.beta": 1e-5}}}})
+    before = listing(tmp_path)
+    code, out, err = run_cli(["run", str(file)], tmp_path)
+    assert_one_line_error(code, out, err)
+    assert ": search.linked.recipe.bkd: required when distill.mode is 'bkd'" in err, err
+    assert listing(tmp_path) == before
