@@ -122,7 +122,7 @@ class SweepBook:
             for number in self.finished_numbers():
                 found = self.files.read_result(number)
                 if found is not None:
-                    self.budget.tally.add_finished(found[0].device_seconds,
+                    self.budget.tally.add_finished(number, found[0].device_seconds,
                                                    found[0].wall_seconds)
 
     @property
@@ -137,9 +137,10 @@ class SweepBook:
         retried = {t.user_attrs.get(RETRY_OF_ATTR) for t in frozen}
         failed = [t for t in frozen if t.state == TrialState.FAIL and t.number not in retried]
         for trial in failed:
-            self.optuna.enqueue_trial(dict(trial.params), user_attrs={
+            promote = {PROMOTE_ATTR: True} if trial.user_attrs.get(PROMOTE_ATTR) else {}
+            self.optuna.enqueue_trial(dict(trial.params), user_attrs={  # a first seed's rerun
                 SEED_ATTR: int(trial.user_attrs.get(SEED_ATTR, self.search.seeds[0])),
-                RETRY_OF_ATTR: trial.number})
+                RETRY_OF_ATTR: trial.number, **promote})  # still promotes its configuration
         return [t.number for t in failed]
 
     def remaining(self) -> int:
@@ -194,6 +195,11 @@ class SweepBook:
         self.budget.trial_started(number)
         return spec
 
+    def seed_of(self, number: int) -> int:
+        if number in self.live:
+            return self.live.spec(number).seed
+        return int(self._trial(number).user_attrs.get(SEED_ATTR, self.search.seeds[0]))
+
     def _params_and_seed(self, frozen: FrozenTrial) -> tuple[dict[str, Any], int]:
         params = space.from_optuna_params(frozen.params, self.search)
         return params, int(frozen.user_attrs.get(SEED_ATTR, self.search.seeds[0]))
@@ -235,10 +241,11 @@ class SweepBook:
         if result.status == "pruned":
             return self._finish(number, result, TrialState.PRUNED)
         values, missing = objective_values(result, self.search)
-        if missing:
-            log.warning("%s: no finite value for objective %s; Optuna records it as FAIL",
-                        trial_id_of(number), ", ".join(missing))
-            return self._finish(number, result, TrialState.FAIL)
+        if missing:  # failed everywhere (Optuna, Parquet, MLflow, --retry-failed), not only
+            reason = f"no finite value for objective {', '.join(missing)}"  # in Optuna
+            log.warning("%s: %s; recorded as failed", trial_id_of(number), reason)
+            failed = result.model_copy(update={"status": "failed", "reason": reason})
+            return self._finish(number, failed, TrialState.FAIL)
         state = self._finish(number, result, TrialState.COMPLETE,
                              self.units.told_values(number, values))
         self._promote(number)
@@ -248,8 +255,8 @@ class SweepBook:
         """The first seed of a sampled configuration completed (it survived every pruning
         rung): queue the configuration's other seeds now, within the budget."""
         frozen = self._frozen()
-        if not frozen[number].user_attrs.get(PROMOTE_ATTR) or self.units.siblings(number):
-            return  # not a promoted first seed, or its seeds are already queued
+        if not frozen[number].user_attrs.get(PROMOTE_ATTR) or self.units.other_seeds(number):
+            return  # not a promoted first seed, or its other seeds are already queued
         started = sum(1 for t in frozen if t.state != TrialState.WAITING)
         queued = len(frozen) - started
         params, _ = self._params_and_seed(frozen[number])

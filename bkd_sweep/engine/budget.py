@@ -26,8 +26,14 @@ class BudgetTally:
     wall_seconds: float = 0.0
     finished: int = 0
     running_since: dict[int, float] = field(default_factory=dict)  # number -> monotonic start
+    counted: set[int] = field(default_factory=set)  # trial numbers in the sums
 
-    def add_finished(self, device_seconds: float, wall_seconds: float) -> None:
+    def add_finished(self, number: int, device_seconds: float, wall_seconds: float) -> None:
+        """Count a finished trial once (a resumed driver settles a trial, then reads every
+        finished trial's spend: the settled one must not count twice)."""
+        if number in self.counted:
+            return
+        self.counted.add(number)
         self.device_seconds += max(0.0, device_seconds)
         self.wall_seconds += max(0.0, wall_seconds)
         self.finished += 1
@@ -52,7 +58,7 @@ class SweepBudget:
 
     def trial_finished(self, number: int, device_seconds: float, wall_seconds: float) -> None:
         self.tally.running_since.pop(number, None)
-        self.tally.add_finished(device_seconds, wall_seconds)
+        self.tally.add_finished(number, device_seconds, wall_seconds)
 
     def projected_device_hours(self) -> float:
         tally = self.tally

@@ -91,6 +91,7 @@ class SeedUnits:
         self.book = book
         self._index = _Index(None, None)
         self._finished_epochs: dict[int, dict[int, EpochMetrics]] = {}
+        self._seeds: dict[int, int] = {}  # trial number -> its seed (never changes)
 
     # ---------------------------------------------------------------- the index
 
@@ -155,24 +156,44 @@ class SeedUnits:
             return []
         return [n for n in index.members[key] if n != number]
 
+    def seed_of(self, number: int) -> int:
+        if number not in self._seeds:
+            self._seeds[number] = self.book.seed_of(number)
+        return self._seeds[number]
+
+    def other_seeds(self, number: int) -> dict[int, list[int]]:
+        """The configuration's other seeds -> their trial numbers, latest first. A rerun of
+        this trial's own seed (a retried failure, a configuration sampled twice) is not
+        another seed: a mean counts each seed once."""
+        own, out = self.seed_of(number), {}
+        for other in reversed(self.siblings(number)):
+            if (seed := self.seed_of(other)) != own:
+                out.setdefault(seed, []).append(other)
+        return out
+
     def told_values(self, number: int, values: list[float]) -> list[float]:
-        """The seed mean of the objective values, over this trial and its completed siblings."""
+        """The seed mean of the objective values: this trial and, per other seed, its latest
+        completed trial."""
         rows = [values]
-        for other in self.siblings(number):
-            found = self.book.files.read_result(other)
-            if found is None or found[0].status != "completed":
-                continue
-            other_values, missing = objective_values(found[0], self.book.search)
-            if not missing:
-                rows.append(other_values)
+        for numbers in self.other_seeds(number).values():
+            for other in numbers:
+                found = self.book.files.read_result(other)
+                if found is None or found[0].status != "completed":
+                    continue
+                other_values, missing = objective_values(found[0], self.book.search)
+                if not missing:
+                    rows.append(other_values)
+                    break
         return [math.fsum(column) / len(rows) for column in zip(*rows)]
 
     def pruning_value(self, number: int, metrics: EpochMetrics) -> float:
-        """The epoch's pruning value, averaged over the seeds that reached this epoch."""
+        """The epoch's pruning value, averaged over the seeds that reached this epoch (each
+        seed once)."""
         search = self.book.search
         values = [pruning_value(search, metrics)]
-        for other in self.siblings(number):
-            seen = self._epochs(other).get(metrics.epoch)
+        for numbers in self.other_seeds(number).values():
+            seen = next((e for n in numbers if (e := self._epochs(n).get(metrics.epoch))
+                         is not None), None)
             if seen is not None:
                 values.append(pruning_value(search, seen))
         return math.fsum(values) / len(values)

@@ -1,0 +1,89 @@
+"""SweepBook edge cases (driver side, no Ray): a missing objective fails everywhere, a retried
+first seed still promotes its configuration, a seed run twice counts once in a mean, and a
+resumed driver counts a settled trial's spend once."""
+
+from __future__ import annotations
+
+from optuna.trial import TrialState
+
+from bkd_sweep.config import load_study_text
+from bkd_sweep.engine.book import SweepBook
+
+SAMPLED = """
+name: edges
+distill: {{mode: none}}
+train: {{epochs: 2}}
+search:
+  sampler: random
+  n_trials: 9
+  seeds: [0, 1, 2]
+  params:
+    distill.blur_ratio: {{values: [0.1, 0.2]}}
+  pruner: {{name: median, startup_trials: 0}}
+  objectives: [{objectives}]
+  {budget}
+tracking: {{results_dir: {results}}}
+"""
+
+
+def _book(tmp_path, objectives="{metric: top1}", budget=""):
+    study = load_study_text(SAMPLED.format(objectives=objectives, budget=budget,
+                                           results=tmp_path)).study
+    book = SweepBook(study, tmp_path / "edges")
+    book.open()
+    return book
+
+
+def _result(fakes, spec, **changes):
+    return fakes.curve_trial(spec.config, epoch_seconds=0).model_copy(update=changes)
+
+
+def test_a_missing_objective_is_a_failed_trial_everywhere(tmp_path, fakes):
+    book = _book(tmp_path, objectives="{metric: energy_mj, mode: min}")
+    spec = book.next_trial()
+    assert book.complete(spec.number, _result(fakes, spec, energy=None)) == TrialState.FAIL
+    record = book.record(spec.number)
+    assert record.result.status == "failed"  # Parquet, MLflow and --retry-failed agree
+    assert record.result.reason == "no finite value for objective energy_mj"
+    assert book.retry_failed() == [spec.number]
+
+
+def test_a_retried_first_seed_still_promotes_its_configuration(tmp_path, fakes):
+    book = _book(tmp_path)
+    first = book.next_trial()
+    assert first.seed == 0
+    book.fail(first.number, "RuntimeError: CUDA out of memory")
+    assert book.retry_failed() == [first.number]
+    rerun = book.next_trial()
+    assert (rerun.params, rerun.seed) == (first.params, 0)
+    book.complete(rerun.number, _result(fakes, rerun))
+    queued = [book.next_trial() for _ in range(2)]
+    assert [(s.params, s.seed) for s in queued] == [(first.params, 1), (first.params, 2)]
+
+
+def test_a_seed_run_twice_counts_once_in_the_told_mean(tmp_path, fakes):
+    book = _book(tmp_path)
+    first = book.next_trial()
+    book.complete(first.number, _result(fakes, first, val_top1=80.0))
+    seeds = {book.next_trial().seed: None for _ in range(2)}
+    assert set(seeds) == {1, 2}
+    # the same configuration and seed once more (a sampler that drew it twice)
+    book.optuna.enqueue_trial(book._trial(first.number).params, user_attrs={"seed": 0})
+    again = book.next_trial()
+    assert (again.params, again.seed) == (first.params, 0)
+    book.complete(again.number, _result(fakes, again, val_top1=90.0))
+    # told: the mean over seeds with a result (seed 0 once: this run), not (80 + 90) / 2
+    assert book._trial(again.number).values == [90.0]
+
+
+def test_a_resumed_driver_counts_a_settled_trial_once(tmp_path, fakes):
+    book = _book(tmp_path, budget="budget: {device_hours: 10}")
+    spec = book.next_trial()
+    result = _result(fakes, spec, device_seconds=3600.0)
+    book.files.write_result(spec.number, result, None, params=spec.params, seed=spec.seed)
+    # the driver died after writing result.json, before telling Optuna
+    resumed = SweepBook(book.study, tmp_path / "edges")
+    assert resumed.settle_interrupted() == [spec.number]
+    resumed.open()
+    assert resumed.budget.tally.finished == 1
+    assert resumed.budget.tally.device_seconds == 3600.0
