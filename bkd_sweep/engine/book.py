@@ -118,6 +118,10 @@ class SweepBook:
                                           user_attrs={SEED_ATTR: seed})
         self._reruns = sorted(t.number for t in trials if t.state == TrialState.RUNNING
                               and t.number not in self.live)
+        for t in trials:  # a driver stopped between telling a first seed and promoting it
+            if (t.state == TrialState.COMPLETE and t.user_attrs.get(PROMOTE_ATTR)
+                    and not self.units.other_seeds(t.number)):
+                self._promote(t.number)
         if self.budget.active:  # what earlier sessions spent (read once per session)
             for number in self.finished_numbers():
                 found = self.files.read_result(number)
@@ -372,5 +376,5 @@ class SweepBook:
         if not any(t.state == TrialState.COMPLETE for t in self._frozen()):
             return []
         if self.multi_objective:
-            return list(self.optuna.best_trials)
+            return self.units.pareto_front([o.mode for o in self.search.objectives])
         return self.units.best()

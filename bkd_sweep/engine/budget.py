@@ -56,6 +56,10 @@ class SweepBudget:
     def trial_started(self, number: int) -> None:
         self.tally.running_since[number] = time.monotonic()
 
+    def trial_held(self, number: int) -> None:
+        """Asked but held back (its teacher is being prepared): not running, not spending."""
+        self.tally.running_since.pop(number, None)
+
     def trial_finished(self, number: int, device_seconds: float, wall_seconds: float) -> None:
         self.tally.running_since.pop(number, None)
         self.tally.add_finished(number, device_seconds, wall_seconds)

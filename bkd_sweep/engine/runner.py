@@ -141,8 +141,9 @@ def _best(book) -> list[dict[str, Any]]:
         entries.append({"trial_id": trial_id_of(trial.number), "values": values,
                         "params": space.from_optuna_params(trial.params, book.search),
                         "seed": trial.user_attrs.get(SEED_ATTR),
-                        "seeds": 1 + sum(book.state(n).name == "COMPLETE"  # told a mean of
-                                         for n in book.units.siblings(trial.number))})
+                        "seeds": 1 + sum(  # told a mean of its seeds, each seed once
+                            any(book.state(n).name == "COMPLETE" for n in numbers)
+                            for numbers in book.units.other_seeds(trial.number).values())})
     return entries
 
 

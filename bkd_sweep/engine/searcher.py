@@ -73,11 +73,16 @@ class OptunaSearcher(Searcher):
         """The next trial to hand out; while the teachers are prepared, trials that need
         one are held back (up to HOLD_AT_MOST) and the others go first."""
         if self._teachers_ready():
-            return self.held.pop(0) if self.held else self.book.next_trial()
+            if not self.held:
+                return self.book.next_trial()
+            spec = self.held.pop(0)
+            self.book.budget.trial_started(spec.number)  # its budget clock starts now
+            return spec
         if self.teacher_error is not None or len(self.held) >= HOLD_AT_MOST:
             return _WAIT
         while (spec := self.book.next_trial()) is not None and needs_teacher(spec.config):
             self.held.append(spec)
+            self.book.budget.trial_held(spec.number)
             if len(self.held) >= HOLD_AT_MOST:
                 return _WAIT
         return spec

@@ -214,6 +214,27 @@ class SeedUnits:
         index.changed.clear()
         return [index.best]
 
+    def pareto_front(self, modes: list[str]) -> list[FrozenTrial]:
+        """Multi-objective: the configurations (each as its seed that completed last, told
+        the seed means) that no other configuration dominates. Optuna's own front would take
+        every completed seed, a first seed's lone value among them."""
+        signs = [1.0 if mode == "max" else -1.0 for mode in modes]
+
+        def signed(trial: FrozenTrial) -> tuple[float, ...]:
+            return tuple(s * v for s, v in zip(signs, trial.values))
+
+        def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+            return a != b and all(x >= y for x, y in zip(a, b))
+
+        # best first: any dominator of a point comes before it, and a dominated point's
+        # dominator is itself dominated by the front, so checking the front suffices
+        front: list[FrozenTrial] = []
+        for trial in sorted(self._refresh().latest.values(),
+                            key=lambda t: tuple(-v for v in signed(t))):
+            if not any(dominates(signed(f), signed(trial)) for f in front):
+                front.append(trial)
+        return sorted(front, key=lambda t: t.number)
+
     def _epochs(self, number: int) -> dict[int, EpochMetrics]:
         """A sibling's epochs: this session's live ones, else its epoch log (read once for
         a finished trial, whose log no longer changes)."""

@@ -19,15 +19,18 @@ search:
   seeds: [0, 1, 2]
   params:
     distill.blur_ratio: {{values: [0.1, 0.2]}}
-  pruner: {{name: median, startup_trials: 0}}
+  pruner: {pruner}
   objectives: [{objectives}]
   {budget}
 tracking: {{results_dir: {results}}}
 """
 
 
-def _book(tmp_path, objectives="{metric: top1}", budget=""):
-    study = load_study_text(SAMPLED.format(objectives=objectives, budget=budget,
+MEDIAN = "{name: median, startup_trials: 0}"
+
+
+def _book(tmp_path, objectives="{metric: top1}", budget="", pruner=MEDIAN):
+    study = load_study_text(SAMPLED.format(objectives=objectives, budget=budget, pruner=pruner,
                                            results=tmp_path)).study
     book = SweepBook(study, tmp_path / "edges")
     book.open()
@@ -87,3 +90,47 @@ def test_a_resumed_driver_counts_a_settled_trial_once(tmp_path, fakes):
     resumed.open()
     assert resumed.budget.tally.finished == 1
     assert resumed.budget.tally.device_seconds == 3600.0
+
+
+def test_the_multi_objective_front_holds_configurations_at_their_seed_means(tmp_path, fakes):
+    book = _book(tmp_path, objectives="{metric: top1}, {metric: energy_mj, mode: min}",
+                 pruner="{name: none}")  # unpruned: a configuration's seeds queued at once
+    specs = [book.next_trial() for _ in range(3)]
+    assert [s.seed for s in specs] == [0, 1, 2] and len({str(s.params) for s in specs}) == 1
+    for spec, val in zip(specs, (90.0, 70.0, 70.0)):
+        book.complete(spec.number, _result(fakes, spec, val_top1=val))
+    (best,) = book.best()  # one configuration: its last seed, told the mean of three
+    assert best.number == specs[2].number
+    assert best.values[0] == (90.0 + 70.0 + 70.0) / 3
+
+
+def test_trials_held_for_a_teacher_do_not_spend_the_budget(tmp_path, fakes):
+    from types import SimpleNamespace
+
+    from bkd_sweep.engine.searcher import OptunaSearcher
+
+    text = SAMPLED.format(objectives="{metric: top1}", budget="budget: {device_hours: 1}",
+                          pruner=MEDIAN, results=tmp_path).replace(
+        "distill: {mode: none}", "distill: {mode: bkd}\nteacher: {checkpoint: train}")
+    book = SweepBook(load_study_text(text).study, tmp_path / "edges")
+    book.open()
+    teachers = SimpleNamespace(ready=lambda: teachers.done, done=False)
+    searcher = OptunaSearcher(book, teachers=teachers)
+    assert searcher.suggest("ray-0") is None and len(searcher.held) == 9  # all of them
+    assert book.budget.tally.running_since == {}  # asked ahead, not started
+    first = searcher.held[0].number
+    teachers.done = True
+    assert isinstance(searcher.suggest("ray-0"), dict)
+    assert list(book.budget.tally.running_since) == [first]
+
+
+def test_a_promotion_lost_to_a_crash_is_made_on_resume(tmp_path, fakes, monkeypatch):
+    book = _book(tmp_path)
+    first = book.next_trial()
+    monkeypatch.setattr(SweepBook, "_promote", lambda self, number: None)  # dies right after
+    book.complete(first.number, _result(fakes, first))
+    monkeypatch.undo()
+    resumed = SweepBook(book.study, tmp_path / "edges")
+    resumed.open()
+    queued = [resumed.next_trial() for _ in range(2)]
+    assert [(s.params, s.seed) for s in queued] == [(first.params, 1), (first.params, 2)]
