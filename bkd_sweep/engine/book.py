@@ -38,6 +38,7 @@ from bkd_sweep.records import EpochMetrics, TrialRecord, TrialResult, TrialStatu
 log = logging.getLogger(__name__)
 
 SEED_ATTR = "seed"
+_INVALID = object()  # _start: the schema rejected the combination; take the next one
 PROMOTE_ATTR = "promote_seeds"  # a sampled configuration's other seeds wait for its first
 PRUNED_EPOCH_ATTR = "pruned_epoch"
 RETRY_OF_ATTR = "retry_of"  # `--retry-failed`: the failed trial this one runs again
@@ -155,7 +156,14 @@ class SweepBook:
     # ---------------------------------------------------------------- asking
 
     def next_trial(self) -> TrialSpec | None:
-        """The next trial to run, or None when the sweep has handed out all of them."""
+        """The next trial to run, or None when the sweep has handed out all of them. A
+        combination the schema rejects fails at once and the next one is taken (a loop: a
+        grid may hold hundreds of them)."""
+        while (spec := self._next_trial()) is _INVALID:
+            pass
+        return spec  # type: ignore[return-value]
+
+    def _next_trial(self) -> TrialSpec | object | None:
         if self._reruns:
             number = self._reruns.pop(0)
             params, seed = self._params_and_seed(self._trial(number))
@@ -187,13 +195,13 @@ class SweepBook:
             created += 1
 
     def _start(self, number: int, trial: optuna.Trial, params: dict[str, Any], seed: int,
-               *, rerun: bool) -> TrialSpec | None:
+               *, rerun: bool) -> TrialSpec | object:
         try:
             config = self.study.trial_config(params, seed)
         except StudyError as exc:  # a combination the schema rejects: the trial fails
             self.live.add(TrialSpec(number, params, seed, self.study.base_config(), rerun), trial)
             self.fail(number, f"invalid configuration: {exc.one_line()}")
-            return self.next_trial()
+            return _INVALID
         spec = TrialSpec(number, params, seed, config, rerun)
         self.live.add(spec, trial, self.files.read_epochs(number))
         self.budget.trial_started(number)

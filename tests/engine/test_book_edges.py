@@ -134,3 +134,33 @@ def test_a_promotion_lost_to_a_crash_is_made_on_resume(tmp_path, fakes, monkeypa
     resumed.open()
     queued = [resumed.next_trial() for _ in range(2)]
     assert [(s.params, s.seed) for s in queued] == [(first.params, 1), (first.params, 2)]
+
+
+def test_hundreds_of_invalid_combinations_in_a_row_fail_one_by_one(tmp_path, monkeypatch):
+    """The schema can reject a combination only when it is built (cross-field checks): each
+    fails at once, and the next is taken in a loop, not by recursion."""
+    from bkd_sweep.config import Study, StudyError
+
+    text = f"""
+name: invalid
+distill: {{mode: none}}
+search:
+  sampler: grid
+  seeds: {list(range(25))}
+  params: {{distill.blur_ratio: {[round(0.01 * i, 2) for i in range(30)]}}}
+tracking: {{results_dir: {tmp_path}}}
+"""
+    book = SweepBook(load_study_text(text).study, tmp_path / "invalid")
+    book.open()
+    real, calls = Study.trial_config, {"n": 0}
+
+    def rejecting(self, params, seed):
+        calls["n"] += 1
+        if calls["n"] <= 600:
+            raise StudyError("teacher.mean and teacher.std go together")
+        return real(self, params, seed)
+
+    monkeypatch.setattr(Study, "trial_config", rejecting)
+    spec = book.next_trial()
+    assert spec is not None and spec.number == 600
+    assert book.counts()["failed"] == 600
