@@ -92,6 +92,19 @@ def bootstrap_interval(values: Sequence[float], baseline: Sequence[float], *,
     return float(low), float(high)
 
 
+def holm_adjusted(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given): the k-th smallest times
+    (m - k + 1), made monotone, capped at 1. Controls the family-wise error over a table's
+    m tests; p_adj < alpha is what a corrected claim needs."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 def compare(values: Sequence[float], baseline_values: Sequence[float], mode: str,
             baseline: str, where: tuple[Any, ...] = (), alpha: float = ALPHA) -> Comparison:
     """Test and interval of ``values`` (one cell's seeds) against the baseline cell's seeds."""
@@ -147,14 +160,17 @@ def significance_notes(comparisons: Sequence[Comparison], baseline: str, within:
     notes = [f"Significance at α = {ALPHA:g} ({SIG_MARK} marks p < {ALPHA:g}): two-sided "
              "Welch t-test of a "
              f"cell's seeds against {MODE_PATH} = {baseline} {within}, not corrected for "
-             f"multiple comparisons; interval: {CONFIDENCE:.0%} percentile bootstrap of the "
-             f"mean difference ({BOOTSTRAP_RESAMPLES:,} resamples)."]
+             f"multiple comparisons (Holm-adjusted p over the table's tests is listed); "
+             f"interval: {CONFIDENCE:.0%} percentile bootstrap of the mean difference "
+             f"({BOOTSTRAP_RESAMPLES:,} resamples)."]
     tested = [c for c in comparisons if c.p is not None]
     if tested:
-        notes.append(f"Difference to {baseline} [{CONFIDENCE:.0%} CI], Welch p, per "
+        holm = holm_adjusted([c.p for c in tested])
+        notes.append(f"Difference to {baseline} [{CONFIDENCE:.0%} CI], Welch p, Holm p, per "
                      f"{', '.join([MODE_PATH, *where_paths])}: " + "; ".join(
                          f"{label(c)}: {signed(c.diff)} [{signed(c.ci_low)}, "
-                         f"{signed(c.ci_high)}], {p_text(c.p)}" for c in tested) + ".")
+                         f"{signed(c.ci_high)}], {p_text(c.p)}, Holm {p_text(h)}"
+                         for c, h in zip(tested, holm)) + ".")
     few = [c for c in comparisons if c.too_few_seeds]
     if few:
         notes.append(f"n too small for a significance claim (under {MIN_SEEDS_CLAIM} seeds on "

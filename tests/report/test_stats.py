@@ -12,7 +12,7 @@ import pytest
 
 from bkd_sweep.report.data import load_results_dir
 from bkd_sweep.report.render import render
-from bkd_sweep.report.stats import bootstrap_interval, compare, welch_p
+from bkd_sweep.report.stats import bootstrap_interval, compare, holm_adjusted, p_text, welch_p
 from bkd_sweep.report.tables import ablation_table, main_results_table
 from bkd_sweep.config import TableSpec
 
@@ -182,3 +182,15 @@ def test_fixture_tables_mark_exactly_the_significant_cells(fixture_results: Path
     _, _, p_b = _welch_by_hand([68.0, 69.0, 70.0], [60.0, 62.0, 64.0])
     assert main.comparisons[1].p == pytest.approx(p_b)
     assert main.comparisons[1].diff == pytest.approx(7.0)
+    # the footnote lists each tested cell's Holm-adjusted p over the table's tests
+    tested = [c for c in table.comparisons if c.p is not None]
+    listed = next(n for n in table.notes if n.startswith("Difference to none"))
+    for c, adjusted in zip(tested, holm_adjusted([c.p for c in tested])):
+        assert f"{p_text(c.p)}, Holm {p_text(adjusted)}" in listed
+
+
+def test_holm_adjusted_p_by_hand() -> None:
+    # sorted 0.01, 0.03, 0.04 -> 3 x 0.01 = 0.03; 2 x 0.03 = 0.06; max(0.06, 1 x 0.04) = 0.06
+    assert holm_adjusted([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm_adjusted([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm_adjusted([0.02]) == [0.02] and holm_adjusted([]) == []
