@@ -103,6 +103,7 @@ class SeedUnits:
             study_id = self.book.storage.get_study_id_from_name(self.book.study.name)
             index = self._index = _Index(self.book.optuna, study_id)
             self._finished_epochs.clear()
+            self._seeds.clear()
             first = self.book.optuna.get_trials(deepcopy=False)
             index.trials_read += len(first)
         else:
