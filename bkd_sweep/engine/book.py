@@ -176,18 +176,24 @@ class SweepBook:
         trial = self.optuna.ask()
         params = space.suggest(trial, self.search)
         seed = trial.user_attrs.get(SEED_ATTR)
-        if seed is None:  # sampled (not enqueued): first seed now, the others after it
-            seed = self.search.seeds[0]
-            trial.set_user_attr(SEED_ATTR, seed)
-            if self.search.pruner.name == "none" or len(self.search.seeds) == 1:
-                self._enqueue_other_seeds(params, created=len(frozen) + 1)
-            else:  # seed promotion: only a configuration its first seed survives gets more
-                trial.set_user_attr(PROMOTE_ATTR, True)
+        if seed is None:
+            claimed = self.units.claimed_seeds(trial.number, trial.params, frozen)
+            if claimed:  # drawn again: its next seed, not a second run of a seed it has
+                free = [s for s in self.search.seeds if s not in claimed]
+                seed = free[0] if free else self.search.seeds[0]
+                trial.set_user_attr(SEED_ATTR, seed)
+            else:  # sampled (not enqueued): first seed now, the others after it
+                seed = self.search.seeds[0]
+                trial.set_user_attr(SEED_ATTR, seed)
+                if self.search.pruner.name == "none" or len(self.search.seeds) == 1:
+                    self._enqueue_seeds(params, self.search.seeds[1:], created=len(frozen) + 1)
+                else:  # seed promotion: only a configuration its first seed survives gets more
+                    trial.set_user_attr(PROMOTE_ATTR, True)
         return self._start(trial.number, trial, params, int(seed), rerun=False)
 
-    def _enqueue_other_seeds(self, params: dict[str, Any], created: int) -> None:
-        """Queue a sampled configuration under the study's other seeds, within the budget."""
-        for other in self.search.seeds[1:]:
+    def _enqueue_seeds(self, params: dict[str, Any], seeds: list[int], created: int) -> None:
+        """Queue a sampled configuration under these seeds, within the study's trial count."""
+        for other in seeds:
             if created >= self.total:
                 break
             self.optuna.enqueue_trial(space.to_optuna_params(params, self.search),
@@ -267,12 +273,13 @@ class SweepBook:
         """The first seed of a sampled configuration completed (it survived every pruning
         rung): queue the configuration's other seeds now, within the budget."""
         frozen = self._frozen()
-        if not frozen[number].user_attrs.get(PROMOTE_ATTR) or self.units.other_seeds(number):
-            return  # not a promoted first seed, or its other seeds are already queued
-        started = sum(1 for t in frozen if t.state != TrialState.WAITING)
-        queued = len(frozen) - started
+        if not frozen[number].user_attrs.get(PROMOTE_ATTR):
+            return  # not a promoted first seed
+        claimed = self.units.claimed_seeds(number, frozen[number].params, frozen)
+        claimed.add(self.units.seed_of(number))
+        missing = [s for s in self.search.seeds if s not in claimed]  # none: already queued
         params, _ = self._params_and_seed(frozen[number])
-        self._enqueue_other_seeds(params, created=started + queued)
+        self._enqueue_seeds(params, missing, created=len(frozen))
 
     def prune(self, number: int, epoch: int, reason: str) -> TrialResult:
         """Record a scheduler-stopped trial: a pruned TrialResult from the epochs seen."""

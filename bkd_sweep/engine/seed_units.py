@@ -38,7 +38,12 @@ if TYPE_CHECKING:
 
 def unit_key(trial: FrozenTrial) -> str:
     """Trials with the same params (any seed) are one configuration."""
-    return json.dumps(trial.params, sort_keys=True, default=str)
+    return params_key(trial.params)
+
+
+def params_key(params: dict) -> str:
+    """A configuration's key from its Optuna params (or an enqueued trial's fixed params)."""
+    return json.dumps(params, sort_keys=True, default=str)
 
 
 def _completion_order(trial: FrozenTrial) -> tuple[float, int]:
@@ -171,6 +176,17 @@ class SeedUnits:
             if (seed := self.seed_of(other)) != own:
                 out.setdefault(seed, []).append(other)
         return out
+
+    def claimed_seeds(self, number: int, params: dict, frozen: list[FrozenTrial]) -> set[int]:
+        """The seeds a configuration already has, besides ``number``'s: its other asked
+        trials' (the index) and its queued ones' (an enqueued trial's params are known only
+        as its fixed params until it is asked)."""
+        key = params_key(params)
+        claimed = {self.seed_of(n) for n in self.siblings(number)}
+        claimed.update(self.seed_of(t.number) for t in frozen
+                       if t.state == TrialState.WAITING and t.number != number
+                       and params_key(t.system_attrs.get("fixed_params", {})) == key)
+        return claimed
 
     def told_values(self, number: int, values: list[float]) -> list[float]:
         """The seed mean of the objective values: this trial and, per other seed, its latest

@@ -164,3 +164,19 @@ tracking: {{results_dir: {tmp_path}}}
     spec = book.next_trial()
     assert spec is not None and spec.number == 600
     assert book.counts()["failed"] == 600
+
+
+def test_a_configuration_drawn_again_runs_its_next_seed(tmp_path, fakes):
+    """A sampler that draws a configuration it already has gets that configuration's next
+    seed, not a second run of one it has; promotion then queues only the seeds still missing."""
+    text = SAMPLED.format(objectives="{metric: top1}", budget="", pruner=MEDIAN,
+                          results=tmp_path).replace("[0.1, 0.2]", "[0.1]").replace(
+        "n_trials: 9", "n_trials: 4")  # one configuration: every draw is the same
+    book = SweepBook(load_study_text(text).study, tmp_path / "edges")
+    book.open()
+    first, again = book.next_trial(), book.next_trial()
+    assert (first.seed, again.seed) == (0, 1) and first.params == again.params
+    book.complete(first.number, _result(fakes, first))  # promotes: only seed 2 is missing
+    rest = [book.next_trial(), book.next_trial()]
+    assert [s.seed for s in rest] == [2, 0]  # then all seeds are taken: seed 0 once more
+    assert book.next_trial() is None
