@@ -24,7 +24,6 @@ class BudgetTally:
 
     device_seconds: float = 0.0
     wall_seconds: float = 0.0
-    finished: int = 0
     running_since: dict[int, float] = field(default_factory=dict)  # number -> monotonic start
     counted: set[int] = field(default_factory=set)  # trial numbers in the sums
 
@@ -36,7 +35,10 @@ class BudgetTally:
         self.counted.add(number)
         self.device_seconds += max(0.0, device_seconds)
         self.wall_seconds += max(0.0, wall_seconds)
-        self.finished += 1
+
+    @property
+    def finished(self) -> int:
+        return len(self.counted)
 
 
 class SweepBudget:

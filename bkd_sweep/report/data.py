@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import posixpath
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,7 +44,7 @@ class ResultsData:
         """Searched parameter paths (a configuration = these values; seeds are aggregated)."""
         return [p for p in self.study.search.params if p != "seed" and param_col(p) in self.trials]
 
-    @property
+    @cached_property  # read by every table, the Pareto plot and the notes: built once
     def completed(self) -> pd.DataFrame:
         """Completed trials, one per (configuration, seed): a seed run twice (Optuna records a
         completed trial without an objective value as FAIL, and --retry-failed runs it
