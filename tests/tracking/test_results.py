@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -111,3 +112,19 @@ def test_reading_results_imports_no_heavy_stack():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_summary_best_is_the_val_selected_configuration_not_the_best_test(study, results_dir,
+                                                                          make_record):
+    """bkd4 wins on val (91 vs 90) and loses on test (80 vs 85): 'best' shows bkd4's 80."""
+    def record(number, params, seed, val, test):
+        rec = make_record(study, number, params, seed)
+        return dataclasses.replace(rec, result=rec.result.model_copy(
+            update={"val_top1": val, "test_top1": test}))
+
+    bkd4 = {"distill.mode": "bkd", "student.timesteps": 4}
+    none2 = {"distill.mode": "none", "student.timesteps": 2}
+    _stored(study, results_dir, [record(0, bkd4, 0, 91.0, 79.0), record(1, bkd4, 1, 91.0, 81.0),
+                                 record(2, none2, 0, 90.0, 85.0)])
+    total = summary_table(load(results_dir)).splitlines()[-2].split()
+    assert total[5:7] == ["best", "80.00"]
