@@ -73,9 +73,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.retry_failed and not args.resume:
         raise UsageError("--retry-failed reruns the failed trials of an earlier sweep: "
                          "use it with --resume")
+    from bkd_sweep.engine.lease import DriverLeaseLost
+
     loaded = _load_sweep(args)
     check_references(loaded)
-    summary = run_study(loaded, resume=args.resume, retry_failed=args.retry_failed)
+    try:
+        summary = run_study(loaded, resume=args.resume, retry_failed=args.retry_failed)
+    except DriverLeaseLost as exc:
+        print(f"error: {exc}; this driver stopped, that one goes on", file=sys.stderr)
+        return 1
     print(summary.render() if hasattr(summary, "render") else summary)
     return 0 if getattr(summary, "ok", True) else 1
 
@@ -96,7 +102,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     options = SweepOptions(resume=args.resume, retry_failed=args.retry_failed)
     try:
-        job_id = submit_study(loaded, address=address, wait=not args.no_wait, options=options)
+        job_id = submit_study(loaded, address=address, wait=not args.no_wait, options=options,
+                              python=args.python)
     except JobFailedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -303,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_options(p)
     p.add_argument("--address", help="Ray dashboard address, e.g. http://HOST:8265")
     p.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    p.add_argument("--python", help="the Python on the head that runs the job (default: "
+                   "`python` on the head's PATH)")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("status", help="a sweep's progress, best so far and device-hours, "

@@ -12,9 +12,12 @@ from typing import Any
 
 HIDDEN = "***"
 _SECRET_NAME = re.compile(r"(pass(word|wd)?|secret|token|credential|api[_-]?key|access[_-]?key|"
-                          r"private[_-]?key|auth)", re.IGNORECASE)
-# scheme://user:password@host  ->  scheme://user:***@host
-_URI_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:)(?P<pw>[^@\s]+?)@")
+                          r"private[_-]?key|auth|signature|^sig$)", re.IGNORECASE)
+# scheme://user:password@host -> scheme://user:***@host; also an empty user (redis://:pw@h)
+# and the one-slash form a pathlib.Path leaves of a URI (s3:/user:pw@h) in error messages
+_URI_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*:/{1,2}[^/\s:@]*:)(?P<pw>[^@\s]+?)@")
+# https://TOKEN@host: on the web a user name with no password is a token (GitHub, GitLab)
+_WEB_TOKEN_USER = re.compile(r"(?P<head>https?://)(?P<user>[^/\s:@]+)@")
 # s3://bucket/x?access_key=...&secret_key=...  ->  ?access_key=***&secret_key=***
 _QUERY_VALUE = re.compile(r"(?P<head>[?&;](?P<name>[^=&;#\s]+)=)(?P<value>[^&;#\s]*)")
 
@@ -45,5 +48,6 @@ def redact_params(params: dict[str, Any]) -> dict[str, Any]:
 def redact_text(text: str) -> str:
     """A log line or message with URI passwords and secret query parameters hidden."""
     text = _URI_PASSWORD.sub(lambda m: f"{m.group('head')}{HIDDEN}@", text)
+    text = _WEB_TOKEN_USER.sub(lambda m: f"{m.group('head')}{HIDDEN}@", text)
     return _QUERY_VALUE.sub(lambda m: f"{m.group('head')}{HIDDEN}" if m.group("value")
                             and is_secret_name(m.group("name")) else m.group(0), text)

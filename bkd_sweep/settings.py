@@ -29,9 +29,9 @@ class Settings(BaseSettings):
     results_dir: Path | None = Field(
         None, description="Older name of the storage root (a local path); used when neither "
         "`--storage`, BKD_STORAGE nor the study's `storage:` is set.")
-    cache_dir: Path | None = Field(
-        None, description="Teacher cache (trained teachers, teacher evaluations); "
-        "default <results root>/cache.")
+    cache_dir: str | None = Field(  # a str: a Path would fold s3://b/c into s3:/b/c
+        None, description="Teacher cache (trained teachers, teacher evaluations), a shared "
+        "path or s3://bucket/prefix; default <results root>/cache.")
     data: Path | None = Field(
         None, description="Conventional dataset root used by the shipped studies as ${BKD_DATA}.")
     ckpt: Path | None = Field(
@@ -57,7 +57,10 @@ def env_var(field: str) -> str:
     return (Settings.model_config["env_prefix"] + field).upper()
 
 
-def cache_dir_for(results_root: Path) -> Path:
-    """The teacher cache: $BKD_CACHE_DIR, else <results root>/cache (absolute)."""
-    chosen = settings().cache_dir or Path(results_root) / "cache"
-    return Path(chosen).resolve()
+def cache_dir_for(results_root: Path) -> Path | str:
+    """The teacher cache: $BKD_CACHE_DIR (an object-store URI as given, a path made
+    absolute), else <results root>/cache (absolute)."""
+    chosen = settings().cache_dir
+    if chosen and "://" in chosen:
+        return chosen
+    return Path(chosen or Path(results_root) / "cache").expanduser().resolve()

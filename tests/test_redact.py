@@ -47,3 +47,22 @@ def test_secret_query_parameters_are_hidden_and_the_rest_kept():
             "&endpoint_override=localhost:9000: bad") in shown
     assert redact_value(uri).count(HIDDEN) == 3
     assert redact_text("a?b=c&d=") == "a?b=c&d="  # nothing secret, nothing changed
+
+
+@pytest.mark.parametrize("text,shown", [
+    ("https://ghp_abc123@github.com/o/r.git", "https://***@github.com/o/r.git"),  # a token user
+    ("redis://:hunter2@cache:6379/0", "redis://:***@cache:6379/0"),  # an empty user
+    # what pathlib.Path makes of a URI in an error message: one slash after the scheme
+    ("data root s3:/AKIAEX:wJalrXU@127.0.0.1:9000/bucket does not exist",
+     "data root s3:/AKIAEX:***@127.0.0.1:9000/bucket does not exist"),
+    ("https://b.s3.amazonaws.com/k?X-Amz-Credential=AK%2F1&X-Amz-Signature=f00d&sig=beef&v=2",
+     "https://b.s3.amazonaws.com/k?X-Amz-Credential=***&X-Amz-Signature=***&sig=***&v=2"),
+    ("http://mlflow:5000/#/experiments", "http://mlflow:5000/#/experiments"),  # nothing secret
+])
+def test_tokens_in_uris_are_hidden(text, shown):
+    assert redact_text(text) == shown
+
+
+def test_names_that_merely_contain_sig_are_not_secrets():
+    assert not is_secret_name("design") and not is_secret_name("signal_ratio")
+    assert is_secret_name("sig") and is_secret_name("X-Amz-Signature")

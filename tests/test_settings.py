@@ -119,6 +119,11 @@ def test_relative_bkd_cache_dir_is_made_absolute(clean_env, tmp_path) -> None:
     assert cache_dir_for(Path("/elsewhere/results")) == tmp_path.resolve() / "teachers"
 
 
+def test_an_object_store_bkd_cache_dir_stays_a_uri(clean_env, tmp_path) -> None:
+    clean_env.setenv("BKD_CACHE_DIR", "s3://bucket/cache")
+    assert cache_dir_for(Path("/elsewhere/results")) == "s3://bucket/cache"
+
+
 def test_empty_variables_count_as_unset(clean_env, tmp_path) -> None:
     """`VAR=` in a shell or a job's env_vars means "not set", as `os.environ.get(..) or` did."""
     for name in ENV_NAMES:

@@ -101,19 +101,50 @@ def _refuse_nul_paths(raw: dict[str, Any], path: Path, lines: dict[str, int]) ->
 
 def _resolve_relative(raw: dict[str, Any], study_dir: Path) -> None:
     storage = raw.get("storage")
-    if isinstance(storage, str) and storage and "${" not in storage and not is_remote(storage):
-        if not Path(storage).expanduser().is_absolute():
-            raw["storage"] = str((study_dir / Path(storage).expanduser()).resolve())
+    if isinstance(storage, str):
+        raw["storage"] = _absolute(storage, study_dir)
+    tracking = raw.get("tracking")
+    if isinstance(tracking, dict) and isinstance(tracking.get("mlflow_uri"), str):
+        tracking["mlflow_uri"] = absolute_tracking_uri(tracking["mlflow_uri"], study_dir)
+    fields = {".".join(field) for field in _RELATIVE_PATH_FIELDS}
     for section, key in _RELATIVE_PATH_FIELDS:
         node = raw.get(section)
-        if not isinstance(node, dict):
-            continue
-        value = node.get(key)
-        if not isinstance(value, str) or value == "" or value == "train" or "${" in value:
-            continue
-        path = Path(value).expanduser()
-        if not path.is_absolute():
-            node[key] = str((study_dir / path).resolve())
+        if isinstance(node, dict) and isinstance(node.get(key), str):
+            node[key] = _absolute(node[key], study_dir)
+    # the same fields where a search gives them: a list of values, or a linked bundle's
+    search = raw.get("search") if isinstance(raw.get("search"), dict) else {}
+    params = search.get("params") if isinstance(search.get("params"), dict) else {}
+    for dotted, values in params.items():
+        if dotted in fields and isinstance(values, list):
+            params[dotted] = [_absolute(v, study_dir) if isinstance(v, str) else v
+                              for v in values]
+    groups = search.get("linked") if isinstance(search.get("linked"), dict) else {}
+    for bundles in groups.values():
+        for bundle in (bundles.values() if isinstance(bundles, dict) else ()):
+            for dotted in (fields & set(bundle) if isinstance(bundle, dict) else ()):
+                if isinstance(bundle[dotted], str):
+                    bundle[dotted] = _absolute(bundle[dotted], study_dir)
+
+
+def absolute_tracking_uri(uri: str, base: Path) -> str:
+    """An MLflow URI whose local database or folder is given relative (``sqlite:///mlflow.db``,
+    ``mlruns``) made absolute against ``base``: it would otherwise follow the current
+    directory, a temporary one under Ray Jobs. Servers and absolute paths pass unchanged."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(base / uri.removeprefix('sqlite:///')).resolve()}"
+    # a path is MLflow's file store; a bare word may name a scheme (databricks)
+    if ":" not in uri and (uri.startswith((".", "~")) or "/" in uri):
+        return str((base / Path(uri).expanduser()).resolve())
+    return uri
+
+
+def _absolute(value: str, study_dir: Path) -> str:
+    """A relative path made absolute against the study's folder; URIs (``s3://``), the
+    ``train`` keyword and values still holding ``${VARS}`` are left as they are."""
+    if value in ("", "train") or "${" in value or is_remote(value) or "://" in value:
+        return value
+    path = Path(value).expanduser()
+    return value if path.is_absolute() else str((study_dir / path).resolve())
 
 
 def load_study(path: str | os.PathLike, overrides: dict[str, Any] | None = None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from ray.tune import Callback
+from ray.tune.stopper import Stopper
 
 from bkd_sweep.engine.book import SweepBook
 from bkd_sweep.engine.scheduler import epoch_metrics
@@ -143,3 +144,22 @@ class SweepCallback(Callback):
             self.tracker.finish_trial(record)
         self.finished.append(spec.trial_id)
         self.progress.line(spec.trial_id, record.result.status, record_detail(record))
+
+
+class LeaseStopper(Stopper):
+    """Ends the whole sweep once another driver has taken the study's lease: from then on
+    this driver must not ask, tell or record anything (two writers on one journal)."""
+
+    def __init__(self, lease: Any):
+        self.lease: Any = lease
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.lease is not None and self.lease.lost is not None
+
+    def __getstate__(self) -> dict:
+        # Tune saves its stopper with the experiment's state; the lease (a heartbeat
+        # thread) lives only in this driver process
+        return {"lease": None}

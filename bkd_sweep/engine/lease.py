@@ -81,16 +81,21 @@ class LeaseHolder:
                 f"{self.age_s():.0f} s ago")
 
 
+class DriverLeaseLost(RuntimeError):
+    """Another driver took this study's lease (this one's heartbeat went stale: a laptop
+    asleep, storage unreachable for a TTL): this driver stops and writes nothing more."""
+
+
 class DriverLease:
     """The lease of one study's driver on its results folder (a local path or s3://...)."""
 
     def __init__(self, folder: Location | str | os.PathLike, study_name: str, *,
-                 ttl_s: float = DEFAULT_TTL_S, heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+                 ttl_s: float = DEFAULT_TTL_S, heartbeat_s: float | None = None,
                  settle_s: float | None = None):
         self.folder = Location.of(folder)
         self.study_name = study_name
         self.ttl_s = ttl_s
-        self.heartbeat_s = heartbeat_s
+        self.heartbeat_s = DEFAULT_HEARTBEAT_S if heartbeat_s is None else heartbeat_s
         self.settle_s = DEFAULT_SETTLE_S[self.folder.is_local] if settle_s is None else settle_s
         self.holder = LeaseHolder(host=socket.gethostname(), pid=os.getpid(),
                                   driver_id=uuid.uuid4().hex, started_at=_now(),
@@ -142,6 +147,11 @@ class DriverLease:
                 self.folder.delete(LEASE_FILE)
         except OSError as exc:  # the next driver will find it stale
             log.warning("study %s: could not remove the driver lease: %s", self.study_name, exc)
+
+    def check(self) -> None:
+        """Raise DriverLeaseLost once another driver has taken the lease."""
+        if self.lost is not None:
+            raise DriverLeaseLost(self.lost)
 
     def __enter__(self) -> "DriverLease":
         return self.acquire()

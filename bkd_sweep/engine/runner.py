@@ -183,7 +183,7 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
 
             nodes = preflight_nodes(loaded, loaded.storage_uri())
             log.info("preflight passed on %d nodes", nodes)
-        session = _Session(loaded, results_dir, trial_fn, progress, nodes)
+        session = _Session(loaded, results_dir, trial_fn, progress, nodes, lease)
         return session.run(resume, retry_failed, tracker, started)
     finally:
         if early is not None and not early.cancel():
@@ -220,6 +220,7 @@ class _Session:
     trial_fn: Callable | None
     progress: bool
     nodes: int
+    lease: DriverLease
 
     def run(self, resume: bool, retry_failed: bool, tracker: Any, started: float
             ) -> SweepSummary:
@@ -249,7 +250,9 @@ class _Session:
         if remaining and self.trial_fn is None:  # stand-in trial functions need no teacher
             teachers = _start_teachers(study, self.results_dir, tracker, self.progress)
         if remaining:
-            _fit(study, book, callback, self.trial_fn, self.results_dir, remaining, teachers)
+            _fit(study, book, callback, self.trial_fn, self.results_dir, remaining, teachers,
+                 self.lease)
+            self.lease.check()  # taken by another driver: this one writes nothing more
         if teachers is not None:
             teachers.wait()  # recorded by now, or a teacher's failure raised here
         recovered += _record_missing(book, tracker)
@@ -281,9 +284,10 @@ def _start_teachers(study: Study, results_dir: Location, tracker, progress: bool
 
 
 def _fit(study: Study, book, callback, trial_fn, results_dir: Location,
-         remaining: int, teachers=None) -> None:
+         remaining: int, teachers=None, lease: DriverLease | None = None) -> None:
     from ray import tune
 
+    from bkd_sweep.engine.callbacks import LeaseStopper
     from bkd_sweep.engine.scheduler import OptunaPruningScheduler
     from bkd_sweep.engine.searcher import OptunaSearcher
     from bkd_sweep.engine.worker import WorkerSetup, make_tune_function
@@ -323,6 +327,7 @@ def _fit(study: Study, book, callback, trial_fn, results_dir: Location,
             storage_filesystem=ray_dir.fs,
             failure_config=tune.FailureConfig(max_failures=study.resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            stop=LeaseStopper(lease) if lease is not None else None,
             callbacks=[callback], verbose=0),
     )
     tuner.fit()

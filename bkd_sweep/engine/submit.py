@@ -10,9 +10,15 @@ What travels with the job, and why:
   is the bkd-sweep installed on the cluster; preflight checks every node has the driver's.
 * **The storage root**, absolute (``--storage``), so results land where the submitter reads,
   never in the job's working dir.
-* **The environment**: the settings bkd-sweep reads (BKD_*, MLFLOW_TRACKING_URI) and the
-  standard AWS variables for an object-store root, as runtime_env ``env_vars``. They are
-  sent to the cluster, never printed (a credential in them stays out of every log).
+* **The environment, credentials left out**: the settings bkd-sweep reads (BKD_*,
+  MLFLOW_TRACKING_URI) and the standard AWS / MLflow variables, as runtime_env ``env_vars``.
+  Ray writes a job's runtime_env into its logs on every node and shows it in ``ray job
+  list``, so a variable named like a secret (AWS_SECRET_ACCESS_KEY, MLFLOW_TRACKING_PASSWORD)
+  or holding one (a URI with a password) stays here: the nodes use their own credentials
+  (an instance profile, or variables set where ``ray start`` ran), and submit says which
+  variables it kept back, by name.
+* **The interpreter on the head**: ``python`` as the head's PATH finds it (the submitter's
+  own path rarely exists there), or ``--python``.
 
 Token authentication (on by default since Ray 2.59): the client sends the token from
 ``~/.ray/auth_token`` / ``RAY_AUTH_TOKEN(_PATH)`` when one is available and RAY_AUTH_MODE is
@@ -34,12 +40,17 @@ from typing import TextIO
 import yaml
 
 from bkd_sweep.config import LoadedStudy, StudyError
-from bkd_sweep.redact import redact_text
+from bkd_sweep.config.loading import absolute_tracking_uri
+from bkd_sweep.redact import is_secret_name, redact_text
 from bkd_sweep.settings import Settings, env_var
 
-# sent with every job when set here: bkd-sweep's own settings and the object-store variables
+# sent with every job when set here (credentials excepted): bkd-sweep's own settings, the
+# object-store and the MLflow client's variables
 AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                 "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION")
+                 "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE")
+MLFLOW_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                    "MLFLOW_TRACKING_TOKEN", "MLFLOW_S3_ENDPOINT_URL")
+_PATH_VARIABLES = ("BKD_CACHE_DIR", "BKD_DATA", "BKD_CKPT")
 _NOT_SENT = ("ray_address", "results_dir", "storage")  # the job gets --storage instead
 
 
@@ -108,22 +119,51 @@ def resolved_study_text(loaded: LoadedStudy) -> str:
     return header + yaml.safe_dump(tree, sort_keys=False)
 
 
-def job_environment() -> dict[str, str]:
-    """The variables a job needs from this shell: bkd-sweep's settings and AWS_*."""
+@dataclass(frozen=True)
+class JobEnvironment:
+    """The variables a job gets from this shell, and the names of those kept back because
+    they are, or hold, credentials."""
+
+    sent: dict[str, str]
+    withheld: tuple[str, ...]
+
+
+def job_environment() -> JobEnvironment:
+    """bkd-sweep's settings and the AWS / MLflow variables set here, credentials left out."""
     names = [env_var(field) for field in Settings.model_fields if field not in _NOT_SENT]
-    return {name: os.environ[name] for name in [*names, *AWS_VARIABLES] if os.environ.get(name)}
+    found = {name: os.environ[name] for name in [*names, *AWS_VARIABLES, *MLFLOW_VARIABLES]
+             if os.environ.get(name)}
+    withheld = tuple(name for name, value in found.items()
+                     if is_secret_name(name) or redact_text(value) != value)
+    sent = {k: _absolute_here(k, v) for k, v in found.items() if k not in withheld}
+    return JobEnvironment(sent, withheld)
+
+
+def _absolute_here(name: str, value: str) -> str:
+    """A relative path (or sqlite URI) means this shell's folder, not the job's temporary one."""
+    if name == "MLFLOW_TRACKING_URI":
+        return absolute_tracking_uri(value, Path.cwd())
+    if name in _PATH_VARIABLES and "://" not in value:
+        return str(Path(value).expanduser().resolve())
+    return value
 
 
 def job_spec(loaded: LoadedStudy, staging: Path, *, python: str | None = None,
-             options: SweepOptions = SweepOptions()) -> tuple[str, dict]:
+             options: SweepOptions = SweepOptions(),
+             environment: JobEnvironment | None = None) -> tuple[str, dict]:
     """(entrypoint, runtime_env) of the job; ``staging`` (a new empty folder) becomes its
     working dir, holding the resolved study."""
+    storage = loaded.storage_uri()
+    if redact_text(storage) != storage:  # Ray keeps the entrypoint in its job table
+        raise StudyError(f"--storage {redact_text(storage)}: a storage URI given to submit "
+                         "cannot hold a credential (Ray shows a job's command line); give "
+                         "the nodes their own (instance profile, AWS_* where ray start runs)")
     study_file = staging / f"{loaded.study.name}.yaml"
     study_file.write_text(resolved_study_text(loaded), encoding="utf-8")
-    command = [python or sys.executable, "-m", "bkd_sweep.cli", "run", study_file.name,
-               "--storage", loaded.storage_uri(), *options.flags()]
-    runtime_env = {"working_dir": str(staging), "env_vars": job_environment()}
-    return shlex.join(command), runtime_env
+    command = [python or "python", "-m", "bkd_sweep.cli", "run", study_file.name,
+               "--storage", storage, *options.flags()]
+    sent = (environment or job_environment()).sent
+    return shlex.join(command), {"working_dir": str(staging), "env_vars": sent}
 
 
 def submit_study(loaded: LoadedStudy, *, address: str, wait: bool = True,
@@ -134,9 +174,13 @@ def submit_study(loaded: LoadedStudy, *, address: str, wait: bool = True,
     ends; a job that does not succeed raises JobFailedError."""
     out = stream or sys.stdout
     client = job_client(address)
+    environment = job_environment()
+    if environment.withheld:
+        print(f"not sent with the job (credentials; Ray logs a job's environment): "
+              f"{', '.join(environment.withheld)}; the nodes use their own", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="bkd-submit-") as staging:
         entrypoint, runtime_env = job_spec(loaded, Path(staging), python=python,
-                                           options=options)
+                                           options=options, environment=environment)
         job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
                                    metadata={"bkd_sweep.study": loaded.study.name})
     # the entrypoint holds the storage URI: hide a user:password part if it has one

@@ -93,6 +93,15 @@ def _restore(checkpoint, directory: Path | Location) -> None:
                 shutil.copy2(item, target)
 
 
+def hide_gpus_unless_given(gpu: float) -> None:
+    """A trial that asked Ray for no GPU runs on the CPU. Ray 2.60 no longer hides a node's
+    GPUs from a worker given zero (RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO is off), so device
+    ``auto`` would put every CPU trial of a GPU node on cuda:0, and its precision would
+    depend on where it landed."""
+    if gpu <= 0:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch first touches CUDA here
+
+
 def set_threads(cpu: float) -> None:
     """torch's threads (and OpenMP's) = the CPUs Ray gave this worker."""
     threads = max(1, int(cpu))
@@ -117,6 +126,7 @@ def make_tune_function(setup: WorkerSetup, trial_fn: TrialFn | None) -> Callable
             _run_distributed(setup, trial_fn, trial_config, config["trial_id"], checkpoint_dir,
                              cache_dir)
             return
+        hide_gpus_unless_given(setup.gpu)
         set_threads(setup.cpu)
         fn = trial_fn or _default_trial_fn()
 
@@ -148,6 +158,7 @@ def _run_distributed(setup: WorkerSetup, trial_fn: TrialFn | None, trial_config:
         from ray.train import Checkpoint
 
         rank = ray.train.get_context().get_world_rank()
+        hide_gpus_unless_given(setup.gpu)
         set_threads(setup.cpu)
         if rank == 0:
             _restore(ray.train.get_checkpoint(), checkpoint_dir)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bkd_sweep.config import Study, flatten
-from bkd_sweep.redact import redact_value
+from bkd_sweep.redact import redact_text, redact_value
 from bkd_sweep.storage import Location
 from bkd_sweep.records import EpochMetrics, TrialRecord
 from bkd_sweep.tracking.mlflow_values import (epoch_metrics, final_metrics, now_ms,
@@ -127,7 +127,9 @@ class StudyTracker:
         self._parent_id = parent
         self._write_sweep_info(info)
         if self.study_file is not None and self.study_file.exists():
-            self.client.log_artifact(parent, str(self.study_file), artifact_path="study")
+            # as text, redacted: a file `submit` staged has its ${VARS} filled in
+            text = redact_text(self.study_file.read_text(encoding="utf-8"))
+            self.client.log_text(parent, text, f"study/{self.study_file.name}")
         self.client.log_text(parent, study_json, f"study/{STUDY_FILE}")
         return parent
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bkd_sweep.config import Study, StudyError
+from bkd_sweep.config.loading import absolute_tracking_uri
 from bkd_sweep.records import EpochMetrics, TrialRecord, result_metrics
 from bkd_sweep.redact import redact_value
 from bkd_sweep.settings import settings
@@ -25,8 +26,8 @@ def resolve_tracking_uri(study: Study, results_dir, explicit: str | None = None)
     """explicit > study.tracking.mlflow_uri > $MLFLOW_TRACKING_URI > sqlite beside results
     (a filesystem storage root only: an object store cannot hold a database)."""
     for candidate in (explicit, study.tracking.mlflow_uri, settings().mlflow_tracking_uri):
-        if candidate:
-            return candidate
+        if candidate:  # the study's is absolute once loaded; a flag's or variable's, here
+            return absolute_tracking_uri(candidate, Path.cwd())
     location = Location.of(results_dir)
     if not location.is_local:
         raise StudyError(f"storage {location.uri}: an object-store root needs an MLflow "

@@ -45,6 +45,9 @@ def curve_trial(config: TrialConfig, report=None, *, checkpoint_dir=None, cache_
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         with open(ckpt.parent / "starts.txt", "a") as handle:  # one line per (re)start
             handle.write(f"{start}\n")
+        # the GPUs this trial's process may see (a trial given none must see none)
+        (ckpt.parent / "visible_gpus.txt").write_text(
+            os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
     for epoch in range(start, config.train.epochs + 1):
         time.sleep(delay)
         top1 = top1_at(config, epoch)
@@ -66,6 +69,16 @@ def curve_trial(config: TrialConfig, report=None, *, checkpoint_dir=None, cache_
         "completed", history, config=config.model_dump(mode="json"),
         config_hash=config.config_hash(), wall_seconds=sum(h.wall_seconds for h in history),
         devices=1, device="cpu", energy=energy, test_top1=selected.top1 - 1.0)
+
+
+def lease_thief(config: TrialConfig, report=None, *, checkpoint_dir=None, cache_dir=None):
+    """Another driver takes the study's lease while this trial runs (as one that found this
+    driver's heartbeat stale would), then the trial goes on as curve_trial."""
+    lease = Path(checkpoint_dir).parents[2] / "driver.lease"  # <results>/trials/tNNNN/ckpt
+    held = json.loads(lease.read_text())
+    if held["driver_id"] != "thief":
+        lease.write_text(json.dumps({**held, "driver_id": "thief", "host": "elsewhere"}))
+    return curve_trial(config, report, checkpoint_dir=checkpoint_dir, epoch_seconds=0.3)
 
 
 def crash_or_fail(config: TrialConfig, report=None, *, checkpoint_dir=None, cache_dir=None):

@@ -180,3 +180,21 @@ def test_a_configuration_drawn_again_runs_its_next_seed(tmp_path, fakes):
     rest = [book.next_trial(), book.next_trial()]
     assert [s.seed for s in rest] == [2, 0]  # then all seeds are taken: seed 0 once more
     assert book.next_trial() is None
+
+
+def test_credentials_in_a_result_never_reach_its_file(tmp_path, fakes):
+    """A data root or an error message may carry a URI password: result.json (what Parquet,
+    MLflow and --rebuild read) holds neither."""
+    book = _book(tmp_path)
+    secret = "s3://AKIAEX:wJalrXUtn@minio:9000/data"
+    spec = book.next_trial()
+    config = {**spec.config.model_dump(mode="json"), "data": {"root": secret}}
+    book.complete(spec.number, _result(fakes, spec, config=config))
+    failed = book.next_trial()
+    book.fail(failed.number, f"DataError: data root {secret.replace('//', '/')} does not exist")
+    files = sorted((tmp_path / "edges" / "trials").glob("*/result.json"))
+    assert len(files) == 2 and not any("wJalrXUtn" in f.read_text() for f in files)
+    assert book.record(spec.number).result.config["data"]["root"] == \
+        "s3://AKIAEX:***@minio:9000/data"
+    assert book.record(failed.number).result.reason == \
+        "DataError: data root s3:/AKIAEX:***@minio:9000/data does not exist"

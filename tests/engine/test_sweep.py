@@ -95,6 +95,8 @@ def test_crashed_trial_retries_from_checkpoint_and_failure_is_recorded(ray_sessi
     trials = tmp_path / "crashes/trials"
     # t0000 crashed after epoch 2 and its retry resumed at epoch 3
     assert (trials / "t0000/ckpt/starts.txt").read_text().split() == ["1", "3"]
+    # given no GPU by Ray, a trial sees none (Ray 2.60 leaves a GPU node's visible)
+    assert (trials / "t0000/ckpt/visible_gpus.txt").read_text() == ""
     ok = fake_tracker.records["t0000"].result
     assert ok.status == "completed" and [h.epoch for h in ok.history] == [1, 2, 3, 4]
     # t0001 raised on both attempts (max_failures 1) and is failed with the exception's line
@@ -104,3 +106,32 @@ def test_crashed_trial_retries_from_checkpoint_and_failure_is_recorded(ray_sessi
     assert fake_tracker.finishes().count("t0001") == 1
     book = SweepBook(loaded.study, tmp_path / "crashes")
     assert [t.state for t in book.optuna.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+
+
+LEASED = """
+name: leased
+teacher: {{checkpoint: train}}
+train: {{epochs: 6}}
+search:
+  sampler: grid
+  params: {{distill.mode: [none, logit, bkd, mixed]}}
+resources: {{per_trial: {{cpu: 1}}, max_concurrent: 1}}
+tracking: {{results_dir: {results}}}
+"""
+
+
+def test_a_driver_whose_lease_was_taken_stops_and_writes_nothing_more(
+        ray_session, tmp_path, fakes, fake_tracker, monkeypatch):
+    """Another driver took the study (this one's heartbeat looked stale to it): this one
+    stops its trials, records nothing more and leaves the other's lease in place."""
+    import json
+
+    from bkd_sweep.engine import lease
+
+    monkeypatch.setattr(lease, "DEFAULT_HEARTBEAT_S", 0.1)
+    loaded = load_study_text(LEASED.format(results=tmp_path))
+    with pytest.raises(lease.DriverLeaseLost, match="driver lease was taken by pid"):
+        run_study(loaded, trial_fn=fakes.lease_thief, tracker=fake_tracker, progress=False)
+    assert fake_tracker.records == {}  # 4 trials x 6 epochs x 0.3 s would have finished
+    assert ("end",) not in fake_tracker.calls
+    assert json.loads((tmp_path / "leased/driver.lease").read_text())["driver_id"] == "thief"

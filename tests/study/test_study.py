@@ -57,6 +57,32 @@ def test_environment_variables_interpolate_and_unset_ones_are_reported(tmp_path,
     assert loaded.study.teacher.checkpoint == "${BKD_TEST_UNSET}/t.pth"
 
 
+def test_searched_and_linked_paths_resolve_and_uris_stay_as_written(tmp_path):
+    """A Ray worker runs in a folder of its own: every path a trial may be given is absolute
+    once loaded, wherever the study gives it; URIs are not paths (a password in one must not
+    be folded into a local path, where no redaction recognises it)."""
+    text = """\
+name: paths
+data: {dataset: cifar10, root: "s3://AK:SECRET@minio:9000/data"}
+teacher: {arch: resnet18_cifar, checkpoint: ckpt/a.pt}
+search:
+  sampler: grid
+  params: {teacher.checkpoint: [ckpt/a.pt, /abs/b.pt, train]}
+  linked:
+    backbone:
+      small: {student.arch: spiking_cnn_small, data.root: data/small}
+      big: {student.arch: sew_resnet18_cifar, data.root: "s3://bucket/big"}
+"""
+    study = load_study_text(text, tmp_path / "p.yaml").study
+    assert study.data.root == "s3://AK:SECRET@minio:9000/data"
+    assert study.teacher.checkpoint == str(tmp_path / "ckpt/a.pt")
+    assert study.search.params["teacher.checkpoint"].values == [
+        str(tmp_path / "ckpt/a.pt"), "/abs/b.pt", "train"]
+    bundles = study.search.linked["backbone"]
+    assert bundles["small"]["data.root"] == str(tmp_path / "data/small")
+    assert bundles["big"]["data.root"] == "s3://bucket/big"
+
+
 MALFORMED = [
     ("unknown key", "name: x\ndistill: {mdoe: bkd}\n", 2, "distill.mdoe: unknown key (did you mean 'mode'?)"),
     ("wrong type", "name: x\ntrain:\n  epochs: many\n", 3, "train.epochs: Input should be a valid integer"),

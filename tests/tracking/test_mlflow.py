@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bkd_sweep.config import load_study_text
 from bkd_sweep.tracking import ResultStore, StudyTracker, resolve_tracking_uri
 
 
@@ -34,7 +35,8 @@ def test_sweep_makes_one_parent_and_a_nested_child_per_trial(
     study = make_study("sweep_basic", description="tracking test")
     results_dir = tmp_path / "results" / study.name
     study_file = tmp_path / "s.yaml"
-    study_file.write_text("name: sweep_basic\n")
+    # a file `submit` staged: its ${VARS} filled in, a password among them
+    study_file.write_text("name: sweep_basic\ntracking: {mlflow_uri: http://bob:hunter2@h}\n")
     tracker = StudyTracker(study, results_dir=results_dir, study_file=study_file,
                            mlflow_uri=mlflow_db)
     parent = tracker.start_sweep(resume=False)
@@ -61,6 +63,8 @@ def test_sweep_makes_one_parent_and_a_nested_child_per_trial(
     assert "mlflow.parentRunId" not in top.data.tags
     assert json.loads(top.data.params["search.seeds"]) == [0, 1]
     assert _artifacts(client, parent, "study") == {"study/s.yaml", "study/study.json"}
+    logged = Path(client.download_artifacts(parent, "study/s.yaml", str(tmp_path)))
+    assert logged.read_text() == "name: sweep_basic\ntracking: {mlflow_uri: http://bob:***@h}\n"
     assert _artifacts(client, parent, "results") == {"results/trials.parquet",
                                                      "results/epochs.parquet"}
     assert _artifacts(client, parent, "report") == {"report/index.html"}
@@ -222,5 +226,18 @@ def test_tracking_uri_precedence(tmp_path, make_study, make_record, monkeypatch)
     assert tracker.tracking_uri.endswith("/x.db")
     with pytest.raises(RuntimeError, match="no sweep started"):
         _ = tracker.parent_run_id
+    # a relative database or folder is made absolute: under Ray Jobs the current
+    # directory is a temporary one (a study file's own value: its folder, when loaded)
+    monkeypatch.chdir(tmp_path)
+    for given, meant in (("sqlite:///db/m.db", f"sqlite:///{tmp_path.resolve()}/db/m.db"),
+                         ("./mlruns", str(tmp_path.resolve() / "mlruns")),
+                         ("databricks", "databricks"),
+                         ("file:///abs/mlruns", "file:///abs/mlruns")):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", given)
+        study.tracking.mlflow_uri = None
+        assert resolve_tracking_uri(study, results_dir) == meant
+    loaded = load_study_text("name: u\ntracking: {mlflow_uri: 'sqlite:///m.db'}\n",
+                             tmp_path / "sub" / "u.yaml")
+    assert loaded.study.tracking.mlflow_uri == f"sqlite:///{tmp_path / 'sub'}/m.db"
     with pytest.raises(RuntimeError, match="start_sweep"):
         tracker.finish_trial(make_record(study, 0, {}, 0))
