@@ -18,7 +18,7 @@ class AugmentConfig(Strict):
     randaugment: str | None = None  # timm rand-augment spec, e.g. "rand-m9-mstd0.5-inc1"
     mixup: float = Field(0.0, ge=0)  # mixup alpha (timm Mixup); 0 = off
     cutmix: float = Field(0.0, ge=0)  # cutmix alpha; 0 = off
-    mixup_off_epoch: int | None = Field(None, ge=0)  # mixup/cutmix switched off from this epoch
+    mixup_off_epoch: int | None = Field(None, ge=0)  # last epoch (from 1) that mixes; 0: none
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     random_erasing: float = Field(0.0, ge=0, le=1)
 

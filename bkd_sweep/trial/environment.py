@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -35,6 +38,21 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     each rank draws its own blur masks, mixes and augmentations (the same seed on every rank
     would give sample i of each GPU's batch the same mask)."""
     return (seed * 1_000_003 + epoch * 7_919 + rank * 104_729) % 2**31
+
+
+@contextmanager
+def preserved_rng(device: torch.device) -> Iterator[None]:
+    """Run a block without moving the global generators (torch CPU and ``device``, Python,
+    NumPy): what it draws, or whether it draws at all, then cannot change what follows."""
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    python, numpy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            yield
+        finally:
+            random.setstate(python)
+            np.random.set_state(numpy)
 
 
 def rng_state() -> dict:
@@ -66,3 +84,12 @@ def process_group() -> ProcessGroup:
     if dist.is_available() and dist.is_initialized():
         return ProcessGroup(dist.get_rank(), dist.get_world_size())
     return ProcessGroup()
+
+
+def broadcast_buffers(module: nn.Module, group: ProcessGroup) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics). DDP broadcasts them at each
+    forward, but each rank's own batch then updates them: without this, each rank would
+    evaluate its own statistics while checkpoints hold rank 0's."""
+    if group.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)

@@ -25,8 +25,8 @@ from bkd_sweep.distill import DistillLoss
 from bkd_sweep.fileio import load_torch, save_torch
 from bkd_sweep.models import SpikingStudent, Teacher, create_student, training_layout
 from bkd_sweep.records import CHECKPOINT_FILE, EpochMetrics
-from bkd_sweep.trial.environment import (ProcessGroup, process_group, rng_state,
-                                         seed_everything, select_device)
+from bkd_sweep.trial.environment import (ProcessGroup, preserved_rng, process_group,
+                                         rng_state, seed_everything, select_device)
 from bkd_sweep.trial.model import DistillationModel
 from bkd_sweep.trial.optim import (UpdateSchedule, load_optimizer_state, make_optimizer,
                                    make_scheduler)
@@ -111,8 +111,11 @@ def build_state(config: TrialConfig, *,
                              in_channels=bundle.in_channels, image_size=bundle.image_size,
                              timesteps=config.student.timesteps, neuron=config.student.neuron,
                              **config.student.arch_options())
-    teacher_info = prepare_teacher(config, bundle, device=device, cache_dir=cache_dir,
-                                   load=config.distill.mode != "none")
+    # what the teacher draws depends on the cache (a miss trains, or iterates evaluation
+    # loaders): fork, so the loss modules below start alike however warm the cache is
+    with preserved_rng(device):
+        teacher_info = prepare_teacher(config, bundle, device=device, cache_dir=cache_dir,
+                                       load=config.distill.mode != "none")
     if teacher_info.teacher is not None:
         teacher_info.teacher.to(device)
         if device.type == "cuda":  # conv teachers run faster channels-last on GPU

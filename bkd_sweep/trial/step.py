@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, ContextManager
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from bkd_sweep.models import Teacher, reset
 from bkd_sweep.records import EpochMetrics
-from bkd_sweep.trial.environment import epoch_seed, seed_everything
+from bkd_sweep.trial.environment import (ProcessGroup, broadcast_buffers, epoch_seed,
+                                         seed_everything)
 from bkd_sweep.trial.evaluate import evaluate
 from bkd_sweep.trial.state import TrialState
 
@@ -78,10 +80,12 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
 
 class LossLog:
     """Batch-weighted sums of the logged terms, read from the device once per interval;
-    the read doubles as the finite check (naming the first bad step)."""
+    the read doubles as the finite check (naming the first bad step). Under DDP every rank
+    raises when any rank saw a non-finite loss (a lone rank raising would leave the others
+    waiting in the next gradient all-reduce)."""
 
-    def __init__(self, epoch: int, every: int):
-        self.epoch, self.every = epoch, every
+    def __init__(self, epoch: int, every: int, group: ProcessGroup = ProcessGroup()):
+        self.epoch, self.every, self.group = epoch, every, group
         self.sums: dict[str, float] = {}
         self.seen = 0
         self._pending: list[tuple[int, int, StepLosses]] = []
@@ -94,7 +98,9 @@ class LossLog:
     def flush(self) -> None:
         if not self._pending:
             return
-        rows = torch.stack([losses.values for _, _, losses in self._pending]).tolist()
+        stacked = torch.stack([losses.values for _, _, losses in self._pending])
+        rows = stacked.tolist()
+        elsewhere = self._any_rank_non_finite(stacked)
         for (step, batch, losses), row in zip(self._pending, rows):
             if not math.isfinite(row[0]):
                 raise NonFiniteLoss(f"non-finite loss ({row[0]}) at epoch {self.epoch} "
@@ -102,7 +108,20 @@ class LossLog:
             self.seen += batch
             for name, value in zip(losses.names, row):
                 self.sums[name] = self.sums.get(name, 0.0) + value * batch
+        if elsewhere:
+            first, last = self._pending[0][0] + 1, self._pending[-1][0] + 1
+            raise NonFiniteLoss(f"non-finite loss on another rank at epoch {self.epoch} "
+                                f"steps {first}-{last}")
         self._pending.clear()
+
+    def _any_rank_non_finite(self, stacked: torch.Tensor) -> bool:
+        """Whether any rank's pending totals include a non-finite one (one all-reduce per
+        flush, only under DDP: a single process pays nothing)."""
+        if not self.group.enabled:
+            return False
+        flag = (~torch.isfinite(stacked[:, 0])).any().float().reshape(1)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def means(self) -> dict[str, float]:
         self.flush()
@@ -132,7 +151,7 @@ def train_epoch(state: TrialState, epoch: int) -> EpochMetrics:
     epoch and step."""
     started = time.perf_counter()
     mixing = _start_epoch(state, epoch)
-    log_ = LossLog(epoch, state.config.train.log_every_steps)
+    log_ = LossLog(epoch, state.config.train.log_every_steps, state.group)
     for step, (images, targets) in enumerate(state.loaders.train):
         if step >= state.steps_per_epoch:
             break
@@ -142,6 +161,7 @@ def train_epoch(state: TrialState, epoch: int) -> EpochMetrics:
             images, targets = state.mixup(images, targets)
         log_.add(step, images.shape[0], _step(state, images, targets))
     means = log_.means()
+    broadcast_buffers(state.model, state.group)  # evaluate (and save) rank 0's statistics
     top1, top5, val_loss = evaluate(state.student, state.loaders.val, state.device, state.group,
                                     state.autocast)
     seconds = time.perf_counter() - started

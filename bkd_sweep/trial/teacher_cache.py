@@ -57,12 +57,15 @@ def teacher_cache_key(config: TrialConfig) -> str:
 
 
 def evaluation_key(weights: bytes, config: TrialConfig) -> str:
-    """One evaluation per weights content and data: a content hash works on every storage
-    (no paths or modification times, which object stores do not keep alike)."""
-    blob = json.dumps({"weights": hashlib.sha256(weights).hexdigest(),
-                       "teacher": config.teacher.model_dump(mode="json"),
-                       "data": config.data.model_dump(mode="json", exclude={"num_workers"})},
-                      sort_keys=True)
+    """One evaluation per weights content, data and (for an SNN teacher, which is built
+    with the student's neurons) neuron settings: a content hash works on every storage (no
+    paths or modification times, which object stores do not keep alike)."""
+    parts = {"weights": hashlib.sha256(weights).hexdigest(),
+             "teacher": config.teacher.model_dump(mode="json"),
+             "data": config.data.model_dump(mode="json", exclude={"num_workers"})}
+    if config.teacher.timesteps:  # only then: ANN teachers keep their cached evaluations
+        parts["neuron"] = config.student.neuron.model_dump(mode="json")
+    blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

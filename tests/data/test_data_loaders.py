@@ -11,6 +11,7 @@ from timm.data import Mixup
 from torch.utils.data import DistributedSampler
 
 from bkd_sweep.data import build_data, make_loaders, make_mixup
+from bkd_sweep.data.loaders import EvalShard
 from bkd_sweep.config import AugmentConfig, DataConfig
 
 
@@ -54,16 +55,25 @@ def test_distributed_samplers(tmp_path: Path):
                             world_size=1)
     try:
         train, val, test = make_loaders(bundle, cfg, seed=3, distributed=True)
-        assert all(isinstance(loader.sampler, DistributedSampler)
-                   for loader in (train, val, test))
-        assert train.sampler.seed == 3 and train.sampler.shuffle and not val.sampler.shuffle
-        assert not test.sampler.shuffle
+        assert isinstance(train.sampler, DistributedSampler)
+        assert train.sampler.seed == 3 and train.sampler.shuffle
+        assert isinstance(val.sampler, EvalShard) and isinstance(test.sampler, EvalShard)
+        assert list(val.sampler) == list(range(len(bundle.val)))  # in order, one rank: all
         assert sorted(epoch_labels(val)) == sorted(bundle.val.labels.tolist())
         assert sorted(epoch_labels(test)) == sorted(bundle.test.labels.tolist())
         assert len(bundle.train) == 340
         assert len(epoch_labels(train)) == 336  # 42 full batches of 8, the last 4 dropped
     finally:
         dist.destroy_process_group()
+
+
+def test_eval_shards_hold_every_sample_once():
+    """10 samples on 4 ranks: shares of 3, 3, 2, 2 (DistributedSampler pads to 3 each,
+    so all-reduced eval counts would be 12)."""
+    shards = [list(EvalShard(10, rank, 4)) for rank in range(4)]
+    assert [len(EvalShard(10, rank, 4)) for rank in range(4)] == [3, 3, 2, 2]
+    assert shards[1] == [1, 5, 9]
+    assert sorted(i for shard in shards for i in shard) == list(range(10))
 
 
 def test_make_mixup_off_when_both_alphas_are_zero():
