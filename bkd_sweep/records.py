@@ -22,7 +22,9 @@ CHECKPOINT_FILE = "last.pt"  # a trial's latest checkpoint in its folder: what a
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # JSON keeps inf/NaN as Infinity/NaN (Python's json reads them): as null, a diverged
+    # epoch's val_loss could not be read back into its float field
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
 
 
 class LayerEnergy(Record):

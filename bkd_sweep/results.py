@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
+from pydantic import ValidationError
 
+from bkd_sweep.config import LINKED_PREFIX, SearchConfig
 from bkd_sweep.storage import Location, is_remote
 from bkd_sweep.tracking.rebuild import RebuildReport, rebuild_tables
 from bkd_sweep.tracking.schema import PARAM_PREFIX
@@ -56,17 +58,33 @@ class Results:
         return search.get("seeds")
 
     def config_columns(self) -> list[str]:
-        """Columns that define a configuration: the searched params except seed.
+        """Columns that define a configuration: the searched params (linked groups too)
+        except seed.
 
-        From study.json when present, else the param columns (but seed) that vary.
+        From study.json when it validates, else the param columns (but seed) that vary.
         """
         search = (self.study or {}).get("search")
-        if search is not None:
-            cols = [PARAM_PREFIX + p for p in search.get("params", {}) if p != "seed"]
+        try:
+            paths = None if search is None else configuration_params(
+                SearchConfig.model_validate(search))
+        except ValidationError:  # a study.json of another version: judge by the values
+            paths = None
+        if paths is not None:
+            cols = [PARAM_PREFIX + p for p in paths]
             return [c for c in cols if c in self.trials.columns]
         return [c for c in self.trials.columns
                 if c.startswith(PARAM_PREFIX) and c != PARAM_PREFIX + "seed"
                 and self.trials[c].nunique(dropna=False) > 1]
+
+
+def configuration_params(search: SearchConfig) -> list[str]:
+    """The parameter paths whose values make one configuration: every searched parameter,
+    linked groups included (``linked.<group>``, stored as ``param.linked.<group>``); never
+    seed, the one a configuration's results are averaged over. The summary and the report
+    group by these. space.all_params in its order, without importing optuna (readers stay
+    light)."""
+    paths = [*(LINKED_PREFIX + name for name in search.linked), *search.params]
+    return [p for p in paths if p != "seed"]
 
 
 def study_location(name_or_dir: str | os.PathLike | Location,
@@ -77,7 +95,7 @@ def study_location(name_or_dir: str | os.PathLike | Location,
     if isinstance(name_or_dir, Location) or is_remote(name_or_dir):
         return Location.of(name_or_dir)
     path = Path(name_or_dir)
-    if path.is_dir():
+    if _names_a_folder(name_or_dir) and path.is_dir():
         return Location.of(path)
     root = Path(results_root) if results_root is not None else Path.cwd() / "results"
     directory = root / str(name_or_dir)
@@ -88,6 +106,17 @@ def study_location(name_or_dir: str | os.PathLike | Location,
         raise FileNotFoundError(f"no results for {str(name_or_dir)!r}: {directory} does not "
                                 f"exist{hint}")
     return Location.of(directory)
+
+
+def _names_a_folder(name_or_dir: str | os.PathLike) -> bool:
+    """Whether the argument means a folder rather than a study name: a Path, text with a
+    path separator (or . / ..), or a folder here that holds results. A bare name is a study
+    under the results root even when an unrelated folder here has that name (./reports)."""
+    if not isinstance(name_or_dir, str):
+        return True
+    separators = ("/", os.sep, *(os.altsep or ""))
+    return any(s in name_or_dir for s in separators) or name_or_dir in (".", "..") \
+        or _holds_results(Path(name_or_dir))
 
 
 def _holds_results(folder: Path) -> bool:

@@ -70,7 +70,8 @@ class Location:
                 fs, path = _remote_filesystem(text)
             except (ValueError, OSError) as exc:
                 raise StorageError(redact_text(f"storage {text}: {exc}")) from None
-            return cls(uri=text.rstrip("/"), fs=fs, path=path.rstrip("/"))
+            base, mark, query = text.partition("?")
+            return cls(uri=base.rstrip("/") + mark + query, fs=fs, path=path.rstrip("/"))
         if text.startswith("file://"):
             text = text[len("file://"):]
         local = str(Path(text).expanduser().resolve())
@@ -95,8 +96,11 @@ class Location:
 
     def child(self, *parts: str) -> "Location":
         path = posixpath.join(self.path, *parts)
-        uri = posixpath.join(self.uri, *parts) if not self.is_local else path
-        return Location(uri=uri, fs=self.fs, path=path)
+        if self.is_local:
+            return Location(uri=path, fs=self.fs, path=path)
+        # the parts go into the path, before any query (?region=..&scheme=..), which stays
+        base, mark, query = self.uri.partition("?")
+        return Location(uri=posixpath.join(base, *parts) + mark + query, fs=self.fs, path=path)
 
     def file(self, *parts: str) -> str:
         """The fs path of a file below this folder."""

@@ -43,11 +43,10 @@ class TrialFiles:
         line = metrics.model_dump_json() + "\n"
         if folder.is_local:
             folder.makedirs()
-            with open(folder.file(EPOCH_LOG_FILE), "a", encoding="utf-8") as handle:
-                handle.write(line)
+            _append_line(folder.file(EPOCH_LOG_FILE), line)
             return
         old = folder.read_text(EPOCH_LOG_FILE) if folder.exists(EPOCH_LOG_FILE) else ""
-        folder.write_text(old + line, EPOCH_LOG_FILE)
+        folder.write_text(old[:old.rfind("\n") + 1] + line, EPOCH_LOG_FILE)
 
     def read_epochs(self, number: int) -> dict[int, EpochMetrics]:
         """The epoch log by epoch (see read_epoch_log)."""
@@ -74,6 +73,19 @@ class TrialFiles:
             return None
         return TrialResult.model_validate(payload["result"]), payload.get("pruned_epoch")
 
+
+
+def _append_line(path: str, line: str) -> None:
+    """Append ``line`` to a local file, first dropping a last line a kill cut short: glued
+    onto it, this line would be unreadable too (the log skips unparsable lines)."""
+    with open(path, "ab+") as handle:  # appends always land at the end, after any cut
+        size = handle.seek(0, os.SEEK_END)
+        if size:
+            handle.seek(size - 1)
+            if handle.read(1) != b"\n":
+                handle.seek(0)
+                handle.truncate(handle.read().rfind(b"\n") + 1)
+        handle.write(line.encode("utf-8"))
 
 
 def read_epoch_log(trial_dir: Location) -> dict[int, EpochMetrics]:

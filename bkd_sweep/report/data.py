@@ -16,6 +16,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from bkd_sweep.config import CategoricalParam, Study
+from bkd_sweep.results import configuration_params, load
 from bkd_sweep.storage import Location
 
 STATUSES = ("completed", "pruned", "failed")
@@ -41,8 +42,10 @@ class ResultsData:
 
     @property
     def config_keys(self) -> list[str]:
-        """Searched parameter paths (a configuration = these values; seeds are aggregated)."""
-        return [p for p in self.study.search.params if p != "seed" and param_col(p) in self.trials]
+        """Searched parameter paths, linked groups included (a configuration = these values;
+        seeds are aggregated)."""
+        return [p for p in configuration_params(self.study.search)
+                if param_col(p) in self.trials]
 
     @cached_property  # read by every table, the Pareto plot and the notes: built once
     def completed(self) -> pd.DataFrame:
@@ -110,7 +113,8 @@ class ResultsData:
     def order(self, path: str, values: list[Any]) -> list[Any]:
         """A fixed order for a parameter's values: the study's declared order, then sorted."""
         spec = self.study.search.params.get(path)
-        declared = list(spec.values) if isinstance(spec, CategoricalParam) else []
+        declared = list(spec.values) if isinstance(spec, CategoricalParam) else \
+            self.study.linked_params().get(path, [])  # a linked group: its labels
         present = _distinct(values)
         first = [v for v in declared if value_key(norm_value(v)) in present]
         for v in first:
@@ -220,8 +224,6 @@ def load_results_dir(results_dir: "str | Path | Location") -> ResultsData:
     an object-store prefix such as ``s3://bucket/prefix/<study>``) through
     ``bkd_sweep.results.load`` (the Parquet reader, which checks the schema version) and
     validate its study.json."""
-    from bkd_sweep.results import load  # the tracking stage's reader: pandas + pyarrow only
-
     location = Location.of(results_dir)
     # as the caller named it: a local path unchanged (relative stays relative), else the URI
     where = location.uri if isinstance(results_dir, Location) or not location.is_local \

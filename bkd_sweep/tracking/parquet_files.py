@@ -89,7 +89,10 @@ def read_checked(location: Location, *parts: str, columns: list[str] | None = No
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` with exactly ``schema``'s columns (missing ones null), in order, cast."""
+    """``table`` with exactly ``schema``'s columns (missing ones null), in order, cast.
+
+    A column ``schema`` lacks is dropped: callers build ``schema`` with every stored column
+    (tables.with_extra_columns) so that nothing is lost."""
     if table.schema.equals(schema):  # every part written today: nothing to do
         return table
     names = set(table.schema.names)  # once: listing names costs per call

@@ -17,6 +17,7 @@ as before.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from bkd_sweep.redact import redact_text
 from bkd_sweep.storage import Location
 from bkd_sweep.tracking.parquet_files import (
     DamagedFileError,
@@ -42,6 +44,7 @@ from bkd_sweep.tracking.schema import (
     trials_schema,
 )
 
+log = logging.getLogger(__name__)
 TABLES_DIR = "tables"
 PART_SUFFIX = ".parquet"
 COVERAGE_KEY = b"bkd_sweep.parts"  # snapshot metadata: trial_id -> "size:mtime_ns" of its part
@@ -59,6 +62,20 @@ def extra_param_types(schemas: list[pa.Schema]) -> dict[str, pa.DataType]:
             if field.name.startswith(PARAM_PREFIX) and path not in known:
                 extra.setdefault(path, field.type)
     return extra
+
+
+def with_extra_columns(base: pa.Schema, schemas: list[pa.Schema]) -> pa.Schema:
+    """``base`` plus, at its end, every column of ``schemas`` that it lacks (one an older or
+    newer schema had, e.g. v1's ``metric.final_top5``), with the first non-null type seen:
+    no read or compact ever drops a stored column."""
+    names = set(base.names)
+    extra: dict[str, pa.Field] = {}
+    for schema in schemas:
+        for field in schema:
+            seen = extra.get(field.name)
+            if field.name not in names and (seen is None or pa.types.is_null(seen.type)):
+                extra[field.name] = field.with_nullable(True)
+    return pa.schema([*base, *extra.values()], metadata=base.metadata)
 
 
 @dataclass(frozen=True)
@@ -82,10 +99,11 @@ class TableKind:
 
 TRIALS = TableKind("trials", "trials.parquet",
                    (("trial_number", "ascending"), ("trial_id", "ascending")),
-                   lambda schemas: trials_schema(extra_param_types(schemas)))
+                   lambda schemas: with_extra_columns(
+                       trials_schema(extra_param_types(schemas)), schemas))
 EPOCHS = TableKind("epochs", "epochs.parquet",
                    (("trial_id", "ascending"), ("epoch", "ascending")),
-                   lambda schemas: EPOCHS_SCHEMA)
+                   lambda schemas: with_extra_columns(EPOCHS_SCHEMA, schemas))
 KINDS = (EPOCHS, TRIALS)  # epochs first: a trial row always has its epochs beside it
 
 
@@ -108,11 +126,27 @@ def list_parts(location: Location, kind: TableKind) -> list[PartFile]:
     except FileNotFoundError:
         return []
     cut = len(PART_SUFFIX)
-    parts = [PartFile(info.base_name[:-cut], info.size, info.mtime_ns) for info in infos
-             if info.is_file and info.base_name.endswith(PART_SUFFIX)
-             and not info.base_name.startswith(".")]
+    parts = []
+    for info in infos:
+        name = info.base_name
+        if not info.is_file or not name.endswith(PART_SUFFIX) or name.startswith("."):
+            continue
+        if not _TRIAL_ID.match(name[:-cut]):  # "t0001 (conflicted copy).parquet": no part
+            _warn_stray(location.child(*kind.parts_dir, name).uri)
+            continue
+        parts.append(PartFile(name[:-cut], info.size, info.mtime_ns))
     parts.sort()
     return parts
+
+
+_warned: set[str] = set()  # stray files already named: every read lists the parts again
+
+
+def _warn_stray(file_uri: str) -> None:
+    if file_uri not in _warned:
+        _warned.add(file_uri)
+        log.warning("%s: ignored (not a trial id's part file); move or delete it",
+                    redact_text(file_uri))
 
 
 def read_part(location: Location, kind: TableKind, trial_id: str,

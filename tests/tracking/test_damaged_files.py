@@ -112,3 +112,31 @@ def test_cli_results_refuses_an_unknown_schema_version_in_one_line(study, result
     assert capsys.readouterr().err == (f"error: {part}: schema version 99, this bkd-sweep "
                                        "reads versions 1, 2\n")
     assert store.location.exists("tables", "trials", "t0000.parquet")
+
+
+def test_a_stray_file_among_the_parts_is_skipped_with_one_warning(study, results_dir,
+                                                                   make_record, caplog):
+    import logging
+    import shutil
+
+    from bkd_sweep.results import load, rebuild
+
+    store = _stored(study, results_dir, make_record, n=2)
+    strays = []
+    for kind in ("trials", "epochs"):
+        part = results_dir / "tables" / kind / "t0001.parquet"
+        strays.append(part.with_name("t0001 (conflicted copy).parquet"))
+        shutil.copy(part, strays[-1])
+    with caplog.at_level(logging.WARNING, logger="bkd_sweep.tracking.tables"):
+        for _ in range(2):
+            res = load(results_dir)
+            assert list(res.trials["trial_id"]) == ["t0000", "t0001"]
+            assert len(res.epochs) == 6
+        report = rebuild(results_dir)
+        assert store.compact() == (2, 6)
+    assert report is not None and list(store.read_trials()["trial_id"]) == ["t0000", "t0001"]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+              and "conflicted copy" in r.getMessage()]
+    assert sorted(warned) == sorted(f"{s}: ignored (not a trial id's part file); move or "
+                                    "delete it" for s in strays)
+    assert all(s.exists() for s in strays)  # the user's file: named, never deleted

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bkd_sweep.results import load, summary_table
+from bkd_sweep.results import load, rebuild, summary_table
 from bkd_sweep.tracking import ResultStore
 from bkd_sweep.fileio import write_json_atomic
 
@@ -128,3 +128,81 @@ def test_summary_best_is_the_val_selected_configuration_not_the_best_test(study,
                                  record(2, none2, 0, 90.0, 85.0)])
     total = summary_table(load(results_dir)).splitlines()[-2].split()
     assert total[5:7] == ["best", "80.00"]
+
+
+def linked_study(make_study):
+    """Two backbones as a linked group (their timesteps differ) crossed with distill.mode."""
+    return make_study("lk", search={
+        "params": {"distill.mode": ["none", "bkd"]},
+        "linked": {"backbone": {"small": {"student.timesteps": 2},
+                                "big": {"student.timesteps": 4}}},
+        "seeds": [0, 1]})
+
+
+def linked_records(study, make_record):
+    """small scores about 79.5, big about 99.5: two seeds of every (backbone, mode)."""
+    records, n = [], 0
+    for label, offset in (("small", 0.0), ("big", 20.0)):
+        for mode in ("none", "bkd"):
+            for seed in (0, 1):
+                params = {"linked.backbone": label, "distill.mode": mode}
+                records.append(make_record(study, n, params, seed, offset=offset))
+                n += 1
+    return records
+
+
+def test_linked_groups_are_part_of_the_configuration(tmp_path, make_study, make_record):
+    study = linked_study(make_study)
+    records = linked_records(study, make_record)
+    res = load(_stored(study, tmp_path / "lk", records).location)
+    assert res.config_columns() == ["param.linked.backbone", "param.distill.mode"]
+    lines = summary_table(res).splitlines()
+    assert lines[1].split()[:3] == ["linked.backbone", "distill.mode", "n"]
+    rows = {tuple(line.split()[:2]): line.split() for line in lines[3:-2]}
+    assert sorted(rows) == [("big", "bkd"), ("big", "none"), ("small", "bkd"),
+                            ("small", "none")]
+    for (label, mode), cells in rows.items():
+        mine = [r.result.test_top1 for r in records
+                if r.params == {"linked.backbone": label, "distill.mode": mode}]
+        assert cells[2:4] == ["2", "2"]  # n, completed: the two seeds, not four trials
+        assert " ".join(cells[6:9]) == (f"{statistics.mean(mine):.2f} ± "
+                                        f"{statistics.stdev(mine):.2f}")
+
+
+def test_configuration_params_are_the_spaces_params_but_seed(make_study):
+    from bkd_sweep.results import configuration_params
+    from bkd_sweep.space import all_params  # optuna: the reader itself must not import it
+
+    study = make_study("lk", search={
+        "params": {"distill.mode": ["none", "bkd"], "seed": [0, 1]},
+        "linked": {"backbone": {"small": {"student.timesteps": 2},
+                                "big": {"student.timesteps": 4}}}})
+    assert configuration_params(study.search) == ["linked.backbone", "distill.mode"]
+    assert configuration_params(study.search) == [
+        p for p in all_params(study.search) if p != "seed"]
+
+
+def test_a_bare_name_is_a_study_not_a_folder_here(tmp_path, make_study, make_record,
+                                                  monkeypatch):
+    study = make_study("reports")
+    _stored(study, tmp_path / "results" / "reports",
+            [make_record(study, 0, {"distill.mode": "bkd"}, 0)])
+    (tmp_path / "reports").mkdir()  # the repo's own folder of the same name: no results
+    (tmp_path / "reports" / "notes.md").write_text("not a study")
+    monkeypatch.chdir(tmp_path)
+    res = load("reports")
+    assert res.directory == (tmp_path / "results" / "reports").resolve()
+    assert list(res.trials["trial_id"]) == ["t0000"]
+    rebuild("reports")  # rebuilds the study, writes nothing into ./reports
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["notes.md"]
+    assert (tmp_path / "results" / "reports" / "trials.parquet").exists()
+    # said as a path, it is that folder (which holds no trials)
+    for as_path in ("./reports", Path("reports"), str(tmp_path / "reports")):
+        res = load(as_path)
+        assert res.directory == (tmp_path / "reports").resolve() and res.trials.empty
+    # a folder here that holds a study's results is read by its bare name
+    other = make_study("local")
+    _stored(other, tmp_path / "local", [make_record(other, 3, {"distill.mode": "none"}, 1)])
+    res = load("local")
+    assert res.directory == (tmp_path / "local").resolve()
+    assert list(res.trials["trial_id"]) == ["t0003"]
