@@ -117,18 +117,24 @@ def teacher_cache(results_dir: Location) -> str:
 
 def _record_missing(book, tracker) -> list[str]:
     """Hand tracking every finished trial it does not hold yet (a driver killed between
-    telling Optuna and recording)."""
+    telling Optuna and recording), and again those MLflow missed (down as they finished)."""
     if tracker is None:
         return []
     recorded = tracker.store.trial_ids()
+    unsynced = tracker.unsynced_trials() if hasattr(tracker, "unsynced_trials") else {}
     added = []
     for number in book.finished_numbers():
-        if trial_id_of(number) in recorded:
+        trial_id = trial_id_of(number)
+        if trial_id in recorded and trial_id not in unsynced:
             continue
         record = book.record(number)
-        if record is not None:
+        if record is None:
+            continue
+        if trial_id in unsynced:
+            tracker.finish_trial(record, finished_at=unsynced[trial_id])
+        else:
             tracker.finish_trial(record)
-            added.append(record.trial_id)
+            added.append(trial_id)
     return added
 
 

@@ -170,6 +170,10 @@ class StudyTracker:
         spent = sum(float(r.get("device_seconds", 0.0)) for r in info["teachers"])
         self.client.log_metric(self.parent_run_id, "teacher_device_hours", spent / 3600)
 
+    def unsynced_trials(self) -> dict[str, datetime]:
+        """{trial id: finished_at} of the trials whose MLflow run was never completed."""
+        return self.store.without_mlflow_run()
+
     def log_report(self, report_dir: Path) -> None:
         """Attach a built report folder to the parent run (artifact path ``report``)."""
         self.client.log_artifacts(self.parent_run_id, str(report_dir), artifact_path="report")
@@ -192,9 +196,11 @@ class StudyTracker:
         except Exception as exc:  # noqa: BLE001 - MLflow is a view; the trial goes on
             self._warn(trial_id, "log_epoch", exc)
 
-    def finish_trial(self, record: TrialRecord) -> None:
+    def finish_trial(self, record: TrialRecord, finished_at: datetime | None = None) -> None:
         """Complete the child run (params, final metrics, tags, artifacts, missing epochs),
-        then upsert the trial's Parquet rows (exactly once per trial_id)."""
+        then upsert the trial's Parquet rows (exactly once per trial_id). A row whose run
+        could not be completed keeps no run id: the next session sends it again, with its
+        ``finished_at``."""
         self._require_started()
         run_id = None
         live = self._live.pop(record.trial_id, {})
@@ -206,10 +212,9 @@ class StudyTracker:
                 record, result=record.result.model_copy(update={"history": merged}))
         try:
             run_id = self._finish_child(record)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - MLflow is a view; Parquet is the record
             self._warn(record.trial_id, "finish_trial", exc)
-            run_id = run_id or self._children.get(record.trial_id)
-        self.store.upsert(record, mlflow_run_id=run_id)
+        self.store.upsert(record, mlflow_run_id=run_id, finished_at=finished_at)
         self._recorded += 1
         if self._recorded % COMPACT_EVERY == 0:
             self._compact()  # keeps mid-sweep reads (status, report) to a snapshot + a few files

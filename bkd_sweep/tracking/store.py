@@ -128,6 +128,16 @@ class ResultStore:
             table = table.select([c for c in columns if c in table.column_names])
         return table
 
+    def without_mlflow_run(self) -> dict[str, Any]:
+        """{trial id: finished_at} of the stored trials with no MLflow run id: MLflow failed
+        as they finished, so a resumed sweep sends them again (keeping their time)."""
+        table = read_view(self.location, TRIALS,
+                          columns=["trial_id", "mlflow_run_id", "finished_at"]).table
+        if table is None:
+            return {}
+        table = table.filter(pc.is_null(table["mlflow_run_id"]))
+        return dict(zip(table["trial_id"].to_pylist(), table["finished_at"].to_pylist()))
+
     def trial_ids(self, status: str | None = None) -> set[str]:
         """The stored trial ids: all of them, or those stored with ``status`` (completed |
         pruned | failed). A resumed sweep records every finished trial missing here."""

@@ -144,6 +144,7 @@ class FakeTracker:
     def __init__(self):
         self.calls: list[tuple] = []
         self.store = FakeStore()
+        self.unsynced: dict = {}  # trial id -> finished_at: stored, but MLflow missed it
 
     @property
     def records(self) -> dict[str, TrialRecord]:
@@ -156,9 +157,13 @@ class FakeTracker:
     def log_epoch(self, trial_id, params, metrics) -> None:
         self.calls.append(("epoch", trial_id, metrics.epoch))
 
-    def finish_trial(self, record: TrialRecord) -> None:
-        self.calls.append(("finish", record.trial_id))
+    def finish_trial(self, record: TrialRecord, finished_at=None) -> None:
+        self.calls.append(("finish", record.trial_id) + ((finished_at,) if finished_at else ()))
         self.store.records[record.trial_id] = record
+        self.unsynced.pop(record.trial_id, None)
+
+    def unsynced_trials(self) -> dict:
+        return dict(self.unsynced)
 
     def finish_sweep(self) -> None:
         self.calls.append(("end",))

@@ -224,6 +224,11 @@ def test_finished_but_unrecorded_trials_are_recorded_once_on_resume(tmp_path, fa
     assert pruned.result.status == "pruned" and pruned.pruned_epoch == 2
     assert [m.epoch for m in pruned.result.history] == [1, 2]  # from the epoch log
     assert _record_missing(book2, tracker) == []  # exactly once
+    # MLflow was down as t0000 finished: the next session sends it again, keeping its time
+    tracker.unsynced = {"t0000": "2026-01-01T00:00:00+00:00"}
+    assert _record_missing(book2, tracker) == []
+    assert tracker.calls[-1] == ("finish", "t0000", "2026-01-01T00:00:00+00:00")
+    assert _record_missing(book2, tracker) == [] and len(tracker.finishes()) == 3
 
 
 def test_the_last_epoch_is_never_pruned(tmp_path):

@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -207,7 +208,22 @@ def test_mlflow_failure_keeps_the_parquet_record(tmp_path, mlflow_db, make_study
     assert sum("tracking server unreachable" in r.message for r in caplog.records) == 1
     trials, epochs = tracker.store.read()
     assert list(trials["trial_id"]) == ["t0000"] and len(epochs) == 3
-    assert trials["mlflow_run_id"].iloc[0]  # the child run existed, its id is kept
+    # no run id: the run was never completed, so the next session sends the trial again
+    finished_at = trials["finished_at"].iloc[0]
+    assert pd.isna(trials["mlflow_run_id"].iloc[0])
+    assert tracker.unsynced_trials() == {"t0000": finished_at.to_pydatetime()}
+    monkeypatch.undo()  # MLflow is back
+    again = StudyTracker(study, results_dir=tmp_path / study.name, study_file=None,
+                         mlflow_uri=mlflow_db)
+    again.start_sweep(resume=True)
+    again.finish_trial(rec, finished_at=again.unsynced_trials()["t0000"])
+    trials, _ = again.store.read()
+    assert trials["finished_at"].iloc[0] == finished_at and again.unsynced_trials() == {}
+    client = MlflowClient(mlflow_db)
+    [child] = client.search_runs([client.get_experiment_by_name(study.name).experiment_id],
+                                 "tags.trial_id = 't0000'")
+    assert child.info.run_id == trials["mlflow_run_id"].iloc[0]  # the same run, completed
+    assert child.info.status == "FINISHED" and "test_top1" in child.data.metrics
 
 
 def test_tracking_uri_precedence(tmp_path, make_study, make_record, monkeypatch):
