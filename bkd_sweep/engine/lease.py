@@ -56,13 +56,17 @@ class LeaseHolder:
     driver_id: str
     started_at: str
     heartbeat_at: str
+    # containers on one host (--net=host, as Ray's docker launcher runs them) share its name
+    # but not their process ids: a pid is only looked up within the same pid namespace
+    pid_namespace: str = ""
 
     @classmethod
     def parse(cls, data: bytes) -> "LeaseHolder | None":
         """The holder, or None for a lease that cannot be read (a stray or foreign file)."""
         try:
             fields = json.loads(data)
-            holder = cls(**{key: fields[key] for key in cls.__dataclass_fields__})
+            holder = cls(**{key: fields[key] for key in cls.__dataclass_fields__
+                            if key in fields or key != "pid_namespace"})  # older leases lack it
             holder.age_s()
         except (ValueError, KeyError, TypeError):
             return None
@@ -98,6 +102,7 @@ class DriverLease:
         self.heartbeat_s = DEFAULT_HEARTBEAT_S if heartbeat_s is None else heartbeat_s
         self.settle_s = DEFAULT_SETTLE_S[self.folder.is_local] if settle_s is None else settle_s
         self.holder = LeaseHolder(host=socket.gethostname(), pid=os.getpid(),
+                                  pid_namespace=_pid_namespace(),
                                   driver_id=uuid.uuid4().hex, started_at=_now(),
                                   heartbeat_at=_now())
         self.took_over: str | None = None  # the line said when a stale lease was taken over
@@ -163,7 +168,8 @@ class DriverLease:
 
     def _why_stale(self, current: LeaseHolder) -> str | None:
         """Why ``current`` may be taken over (None: its driver is alive)."""
-        if current.host == self.holder.host and not _pid_alive(current.pid):
+        if current.host == self.holder.host and not _pid_alive(current.pid) \
+                and current.pid_namespace == self.holder.pid_namespace:
             return "its process is gone"
         if current.age_s() > self.ttl_s:
             return f"no heartbeat for {current.age_s():.0f} s, more than {self.ttl_s:g} s"
@@ -199,6 +205,14 @@ class DriverLease:
                 self._write()
             except OSError as exc:  # storage briefly unreachable: try again next beat
                 log.warning("study %s: driver lease heartbeat failed: %s", self.study_name, exc)
+
+
+def _pid_namespace() -> str:
+    """This process's pid namespace (Linux; elsewhere empty: one namespace per host)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
 
 
 def _pid_alive(pid: int) -> bool:

@@ -24,12 +24,15 @@ from bkd_sweep.engine.lease import LEASE_FILE, DriverLease
 FAST = dict(ttl_s=1.0, heartbeat_s=0.1, settle_s=0.05)
 
 
-def write_lease(folder: Path, *, host: str, pid: int, beat_age_s: float) -> None:
-    """Another driver's lease, as that driver would have written it."""
+def write_lease(folder: Path, *, host: str, pid: int, beat_age_s: float,
+                namespace: str | None = None) -> None:
+    """Another driver's lease, as that driver would have written it (by default from this
+    process's pid namespace)."""
     beat = datetime.now(timezone.utc) - timedelta(seconds=beat_age_s)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / LEASE_FILE).write_text(json.dumps({
         "host": host, "pid": pid, "driver_id": "other-driver",
+        "pid_namespace": os.readlink("/proc/self/ns/pid") if namespace is None else namespace,
         "started_at": (beat - timedelta(hours=1)).isoformat(), "heartbeat_at": beat.isoformat()}))
 
 
@@ -50,7 +53,9 @@ def test_acquire_writes_who_holds_it_and_release_removes_it(tmp_path):
     held = lease_of(folder)
     assert held["host"] == socket.gethostname() and held["pid"] == os.getpid()
     assert held["driver_id"] == lease.holder.driver_id and len(held["driver_id"]) == 32
-    assert set(held) == {"host", "pid", "driver_id", "started_at", "heartbeat_at"}
+    assert set(held) == {"host", "pid", "driver_id", "started_at", "heartbeat_at",
+                         "pid_namespace"}
+    assert held["pid_namespace"] == os.readlink("/proc/self/ns/pid")
     lease.release()
     assert not (folder / LEASE_FILE).exists()
 
@@ -89,6 +94,15 @@ def test_a_fresh_lease_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
     with DriverLease(tmp_path, "quickstart", **{**FAST, "ttl_s": 60}) as lease:
         assert lease.took_over.endswith("(its process is gone)")
         assert lease_of(tmp_path)["driver_id"] == lease.holder.driver_id
+
+
+def test_a_fresh_lease_from_another_container_of_this_host_is_refused(tmp_path):
+    """Containers run with --net=host share the host's name, not their process ids: a pid
+    that is not alive here may be a live driver there."""
+    write_lease(tmp_path, host=socket.gethostname(), pid=dead_pid(), beat_age_s=1,
+                namespace="pid:[4026530000]")
+    with pytest.raises(StudyError, match="being run by another driver"):
+        DriverLease(tmp_path, "quickstart", **{**FAST, "ttl_s": 60}).acquire()
 
 
 def test_an_unreadable_lease_is_taken_over(tmp_path):
