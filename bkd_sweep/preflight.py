@@ -240,15 +240,18 @@ def _teacher_file_problems(loaded: LoadedStudy, config: TrialConfig) -> list[Stu
     return []
 
 
-def configs_to_check(study: Study) -> list[TrialConfig]:
+def configs_to_check(study: Study, trials_only: bool = False) -> list[TrialConfig]:
     """Configurations whose paths must exist: every grid trial when the grid is small, else
-    the base config plus one per linked bundle and per listed path-like value."""
+    the base config plus one per linked bundle and per listed path-like value.
+    ``trials_only``: a small grid's trials without the base config, which may be none of them
+    (the teachers to prepare: an extra one would cost a task)."""
     from bkd_sweep import space
 
     search = study.search
     configs = [study.base_config()]
     points = space.grid(search) if space.is_finite(search) else []
     if points and len(points) <= _CHECK_GRID_LIMIT:
+        configs = [] if trials_only else configs
         for params in points:
             try:
                 configs.append(study.trial_config(params, search.seeds[0]))

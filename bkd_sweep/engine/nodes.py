@@ -5,14 +5,19 @@ each of them: one Ray task per alive node (pinned there, no CPU asked so it runs
 node) runs ``preflight.NODE_CHECKS`` (variables, data roots, teacher checkpoints, results
 folder) plus a write-and-read-back of the storage root, the GPUs Ray advertises against those
 torch sees, and the versions of torch / spikingjelly / ray / bkd-sweep against the driver's.
+The storage root must also be the driver's (``SharedProbe``): a node-local path passes a
+write-and-read-back on every node, yet scatters checkpoints and teacher caches across them.
+Before any of that, some alive node must fit one trial (Ray would leave it pending forever).
 Every failing node gives one line; the driver then stops with exit 2 before anything runs.
+Nodes that join later are checked the same way before their resources count (``NodeGate``).
 """
 
 from __future__ import annotations
 
-import socket
+import sys
+import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from bkd_sweep.config import LoadedStudy, StudyError
 
@@ -43,6 +48,70 @@ class NodeReport:
         return f"node {self.address} (id {self.node_id[:12]}): " + "; ".join(self.problems)
 
 
+@dataclass(frozen=True)
+class SharedProbe:
+    """A file the driver writes under the storage root, which each node must read back, and
+    one each node writes there, which the driver then reads: proof that they share the root
+    (each node reading back its own file proves only that it can write)."""
+
+    root: str  # the storage root's URI, as every node is given it
+    nonce: str
+
+    PREFIX = ".bkd-shared-"
+
+    @classmethod
+    def place(cls, storage_uri: str) -> "SharedProbe":
+        """The driver's side: write its file (StorageError if it cannot)."""
+        from bkd_sweep.storage import Location
+
+        probe = cls(storage_uri, uuid.uuid4().hex)
+        Location.of(storage_uri).write_text(probe.nonce, probe.name("driver"))
+        return probe
+
+    def name(self, who: str) -> str:
+        return f"{self.PREFIX}{self.nonce}-{who}"
+
+    def _holds(self, who: str) -> bool:
+        from bkd_sweep.storage import Location
+
+        try:
+            return Location.of(self.root).read_text(self.name(who)) == self.nonce
+        except (OSError, ValueError):
+            return False
+
+    def _not_shared(self, why: str) -> str:
+        from bkd_sweep.redact import redact_text
+
+        return redact_text(f"storage {self.root} is not shared with the driver: {why} (a "
+                           "node-local path? use a shared filesystem or an object store)")
+
+    def node_side(self, node_id: str) -> str | None:
+        """On a node: the problem, or None once it has seen the driver's file and written
+        its own for the driver to read."""
+        from bkd_sweep.storage import Location
+
+        if not self._holds("driver"):
+            return self._not_shared("the driver's probe file is not visible on this node")
+        Location.of(self.root).write_text(self.nonce, self.name(node_id))
+        return None
+
+    def driver_side(self, node_id: str) -> str | None:
+        """On the driver, after the node's side passed: the problem, or None."""
+        if self._holds(node_id):
+            return None
+        return self._not_shared("the probe file this node wrote is not visible to the driver")
+
+    def remove(self, node_ids: list[str]) -> None:
+        from bkd_sweep.storage import Location, StorageError
+
+        root = Location.of(self.root)
+        for who in ["driver", *node_ids]:
+            try:
+                root.delete(self.name(who))
+            except (OSError, StorageError):  # a leftover dot-file harms nothing
+                pass
+
+
 def software_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -59,8 +128,10 @@ def software_versions() -> dict[str, str]:
 
 
 def node_problems(loaded: LoadedStudy, storage_uri: str, driver_versions: dict[str, str],
-                  gpus_advertised: float) -> list[str]:
-    """Everything wrong on the machine this runs on (an empty list: ready)."""
+                  gpus_advertised: float, shared: SharedProbe | None = None,
+                  node_id: str = "") -> list[str]:
+    """Everything wrong on the machine this runs on (an empty list: ready); with ``shared``,
+    that includes a storage root other than the driver's."""
     from bkd_sweep.preflight import NODE_CHECKS
     from bkd_sweep.storage import Location, StorageError
 
@@ -71,7 +142,10 @@ def node_problems(loaded: LoadedStudy, storage_uri: str, driver_versions: dict[s
             problems.append(f"{where}{problem.message}")
     try:
         Location.of(storage_uri).check_writable()
-    except StorageError as exc:
+        not_shared = shared.node_side(node_id) if shared is not None else None
+        if not_shared:
+            problems.append(not_shared)
+    except (StorageError, OSError) as exc:
         problems.append(str(exc))
     ours = software_versions()
     for name, wanted in driver_versions.items():
@@ -92,43 +166,134 @@ def alive_nodes() -> list[dict[str, Any]]:
     return [node for node in ray.nodes() if node.get("Alive")]
 
 
-def check_every_node(loaded: LoadedStudy, storage_uri: str) -> list[NodeReport]:
-    """Run node_problems on every alive node of the connected Ray cluster."""
+def _on_node(loaded: LoadedStudy, storage_uri: str, driver_versions: dict[str, str],
+             gpus: float, shared: SharedProbe | None, node_id: str) -> list[str]:
+    return node_problems(loaded, storage_uri, driver_versions, gpus, shared, node_id)
+
+
+def start_checks(loaded: LoadedStudy, storage_uri: str, nodes: list[dict[str, Any]],
+                 shared: SharedProbe | None) -> dict[Any, dict[str, Any]]:
+    """One node_problems task pinned to each node (no CPU asked: it runs on a full node);
+    {its ref: the node}."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    @ray.remote(num_cpus=0, max_retries=0)
-    def on_node(driver_versions: dict[str, str], gpus: float) -> tuple[str, list[str]]:
-        return socket.gethostname(), node_problems(loaded, storage_uri, driver_versions, gpus)
-
+    task = ray.remote(num_cpus=0, max_retries=0)(_on_node)
     versions = software_versions()
     pending = {}
-    for node in alive_nodes():
+    for node in nodes:
         strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
         gpus = float(node.get("Resources", {}).get("GPU", 0.0))
-        ref = on_node.options(scheduling_strategy=strategy).remote(versions, gpus)
-        pending[ref] = node
-    reports = []
-    for ref, node in pending.items():
-        address = node.get("NodeManagerAddress", "?")
-        try:
-            _, problems = ray.get(ref, timeout=NODE_CHECK_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - a node that cannot run a task is a problem
-            problems = [f"the check could not run: {type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''}"]
-        if node.get("NodeManagerPort"):
-            address = f"{address}:{node['NodeManagerPort']}"
-        reports.append(NodeReport(node["NodeID"], address, problems))
-    return reports
+        pending[task.options(scheduling_strategy=strategy).remote(
+            loaded, storage_uri, versions, gpus, shared, node["NodeID"])] = node
+    return pending
 
 
-def preflight_nodes(loaded: LoadedStudy, storage_uri: str) -> int:
-    """Raise StudyError, one line per failing node, unless every alive node is ready.
-    Returns the number of nodes checked."""
-    reports = check_every_node(loaded, storage_uri)
+def node_report(node: dict[str, Any], answer: Callable[[], list[str]],
+                shared: SharedProbe | None) -> NodeReport:
+    """A node's verdict from ``answer`` (the task's result); with ``shared``, the driver then
+    reads the probe file a node wrote once it saw the driver's (no storage problem)."""
+    try:
+        problems = list(answer())
+        if shared is not None and not any(p.startswith("storage ") for p in problems):
+            problems += [p for p in [shared.driver_side(node["NodeID"])] if p]
+    except Exception as exc:  # noqa: BLE001 - a node that cannot run a task is a problem
+        problems = [f"the check could not run: {type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}"]
+    address = node.get("NodeManagerAddress", "?")
+    if node.get("NodeManagerPort"):
+        address = f"{address}:{node['NodeManagerPort']}"
+    return NodeReport(node["NodeID"], address, problems)
+
+
+def check_every_node(loaded: LoadedStudy, storage_uri: str, shared: SharedProbe | None = None,
+                     nodes: list[dict[str, Any]] | None = None) -> list[NodeReport]:
+    """Run node_problems on ``nodes`` (default: every alive node of the connected cluster)."""
+    import ray
+
+    pending = start_checks(loaded, storage_uri, alive_nodes() if nodes is None else nodes,
+                           shared)
+    return [node_report(node, lambda ref=ref: ray.get(ref, timeout=NODE_CHECK_TIMEOUT_S),
+                        shared) for ref, node in pending.items()]
+
+
+def place_probe(loaded: LoadedStudy, storage_uri: str) -> SharedProbe:
+    from bkd_sweep.storage import StorageError
+
+    try:
+        return SharedProbe.place(storage_uri)
+    except (StorageError, OSError) as exc:
+        raise StudyError(f"storage {storage_uri}: the driver cannot write there ({exc})",
+                         field="storage", file=loaded.path) from None
+
+
+def preflight_gate(loaded: LoadedStudy, storage_uri: str) -> "NodeGate":
+    """Raise StudyError unless some alive node fits a trial and every alive node is ready
+    (one line per failing node); else the gate that checks nodes joining later."""
+    from bkd_sweep.engine.ray_setup import check_a_node_fits
+
+    nodes = alive_nodes()
+    check_a_node_fits(loaded.study, [dict(n.get("Resources", {})) for n in nodes],
+                      file=loaded.path)
+    shared = place_probe(loaded, storage_uri)
+    try:
+        reports = check_every_node(loaded, storage_uri, shared, nodes)
+    finally:
+        shared.remove([n["NodeID"] for n in nodes])
     failing = [r for r in reports if r.problems]
     if failing:
         raise NodePreflightError(f"preflight failed on {len(failing)} of {len(reports)} "
                                  "nodes; nothing was started:",
                                  [" ".join(r.line().split()) for r in failing], loaded.path)
-    return len(reports)
+    return NodeGate(loaded, storage_uri, [r.node_id for r in reports])
+
+
+def preflight_nodes(loaded: LoadedStudy, storage_uri: str) -> int:
+    """preflight_gate, for a caller that only needs the number of nodes checked."""
+    return len(preflight_gate(loaded, storage_uri).passed)
+
+
+class NodeGate:
+    """The nodes whose resources a sweep counts (max_concurrent: auto): those that passed
+    preflight. A node that joins later gets the same check before it counts, as a task the
+    gate polls without waiting (capacity is asked often); one that fails is named once on
+    stderr and never counted."""
+
+    def __init__(self, loaded: LoadedStudy, storage_uri: str, passed: list[str]):
+        self.loaded = loaded
+        self.storage_uri = storage_uri
+        self.passed: set[str] = set(passed)
+        self.failed: dict[str, str] = {}  # node id: its line
+        self._pending: dict[Any, tuple[dict[str, Any], SharedProbe]] = {}
+
+    def nodes(self) -> list[dict[str, float]]:
+        """The resources of the alive nodes that passed; starts checks of new ones."""
+        alive = alive_nodes()
+        self._collect()
+        known = self.passed | self.failed.keys() | {n["NodeID"] for n, _ in
+                                                    self._pending.values()}
+        for node in (n for n in alive if n["NodeID"] not in known):
+            try:  # a probe of its own: each is removed when its node's check ends
+                shared = place_probe(self.loaded, self.storage_uri)
+            except StudyError:  # the storage blinked: the node is checked on a later call
+                break
+            for ref in start_checks(self.loaded, self.storage_uri, [node], shared):
+                self._pending[ref] = (node, shared)
+        return [dict(n.get("Resources", {})) for n in alive if n["NodeID"] in self.passed]
+
+    def _collect(self) -> None:
+        import ray
+
+        if not self._pending:
+            return
+        done, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=0)
+        for ref in done:
+            node, shared = self._pending.pop(ref)
+            report = node_report(node, lambda ref=ref: ray.get(ref), shared)
+            shared.remove([node["NodeID"]])
+            if not report.problems:
+                self.passed.add(node["NodeID"])
+                continue
+            self.failed[node["NodeID"]] = " ".join(report.line().split())
+            print(f"warning: a node that joined failed preflight; its resources are not "
+                  f"counted: {self.failed[node['NodeID']]}", file=sys.stderr, flush=True)

@@ -102,10 +102,47 @@ def is_embedded() -> bool:
     return not address or address.startswith(("http://", "https://"))
 
 
-def concurrency(study: Study, cluster: dict[str, float], remaining: int) -> int:
-    """Trials to run at once: resources.max_concurrent, else as many as the cluster fits."""
+def node_resources() -> list[dict[str, float]]:
+    """The resources of each alive node of the connected Ray cluster."""
+    import ray
+
+    return [dict(node.get("Resources", {})) for node in ray.nodes() if node.get("Alive")]
+
+
+def fits_on_nodes(per_trial, nodes: list[dict[str, float]]) -> int:
+    """Trials running at once on these nodes. A worker stays on one node, so each node fits
+    its own share (totals would count a trial spread over nodes that Ray never places); a
+    multi-worker trial's workers may sit on different nodes (Train's PACK is soft)."""
+    one = per_trial.model_copy(update={"workers": 1})
+    slots = sum(trials_fitting(one, node.get("CPU", 0.0), node.get("GPU", 0.0))
+                for node in nodes)
+    return slots // per_trial.workers
+
+
+def check_a_node_fits(study: Study, nodes: list[dict[str, float]], file=None) -> None:
+    """Refuse (StudyError) when the alive nodes cannot run one trial: Ray would leave it
+    pending forever, and Tune's warning compares totals, so it would say nothing."""
     per_trial = study.resources.per_trial
-    fits = trials_fitting(per_trial, cluster.get("CPU", 0.0), cluster.get("GPU", 0.0))
+    if fits_on_nodes(per_trial, nodes):
+        return
+    need_gpu = per_trial.gpu > 0
+    largest = max(nodes, default={}, key=lambda n: ((n.get("GPU", 0.0), n.get("CPU", 0.0))
+                                                   if need_gpu else n.get("CPU", 0.0)))
+    each = "each of its workers needs" if per_trial.workers > 1 else "it needs"
+    spread = (f" ({per_trial.workers} workers in all)" if per_trial.workers > 1 else "")
+    raise StudyError(
+        f"no node of the cluster fits one trial: {each} {per_trial.cpu:g} CPUs and "
+        f"{per_trial.gpu:g} GPUs on one node{spread}; the largest of {len(nodes)} alive "
+        f"node(s) has {largest.get('CPU', 0):g} CPUs and {largest.get('GPU', 0):g} GPUs",
+        field="resources.per_trial", file=file)
+
+
+def concurrency(study: Study, cluster: dict[str, float], remaining: int,
+                nodes: list[dict[str, float]] | None = None) -> int:
+    """Trials to run at once: resources.max_concurrent, else as many as the cluster fits
+    (per node when ``nodes`` is given, else in ``cluster``'s totals: one machine)."""
+    per_trial = study.resources.per_trial
+    fits = fits_on_nodes(per_trial, nodes if nodes is not None else [cluster])
     if fits == 0 and is_embedded():
         raise StudyError(
             f"one trial needs {per_trial.cpu * per_trial.workers:g} CPUs and "
@@ -116,17 +153,23 @@ def concurrency(study: Study, cluster: dict[str, float], remaining: int) -> int:
     return max(1, min(wanted, remaining))
 
 
-def capacity_now(study: Study, remaining: int, refresh_s: float = 5.0) -> Callable[[], int]:
-    """Trials the cluster fits now (max_concurrent: auto), re-read from Ray every few
-    seconds so nodes that join (or leave) change it."""
+def capacity_now(study: Study, remaining: int, refresh_s: float = 5.0,
+                 nodes: Callable[[], list[dict[str, float]]] | None = None
+                 ) -> Callable[[], int]:
+    """Trials the alive nodes fit now (max_concurrent: auto), re-read from Ray every few
+    seconds so nodes that join (or leave) change it. ``nodes``: the resources of the nodes
+    to count (e.g. ``NodeGate.nodes``: only those that passed preflight); else every alive
+    node's."""
     import ray
 
     state = {"at": -1e9, "value": 1}
+    counted = nodes or node_resources
 
     def capacity() -> int:
         now = time.monotonic()
         if now - state["at"] > refresh_s:
-            state["value"] = concurrency(study, ray.cluster_resources(), remaining)
+            state["value"] = concurrency(study, ray.cluster_resources(), remaining,
+                                         nodes=counted())
             state["at"] = now
         return state["value"]
 

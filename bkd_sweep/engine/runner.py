@@ -183,13 +183,13 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
         if early is not None:
             tracker = early.result()
         concurrency(loaded.study, ray.cluster_resources(), 1)  # a trial must fit (embedded)
-        nodes = 1
+        gate = None  # on a cluster: the nodes that passed preflight (joiners are checked)
         if not is_embedded():
-            from bkd_sweep.engine.nodes import preflight_nodes
+            from bkd_sweep.engine.nodes import preflight_gate
 
-            nodes = preflight_nodes(loaded, loaded.storage_uri())
-            log.info("preflight passed on %d nodes", nodes)
-        session = _Session(loaded, results_dir, trial_fn, progress, nodes, lease)
+            gate = preflight_gate(loaded, loaded.storage_uri())
+            log.info("preflight passed on %d nodes", len(gate.passed))
+        session = _Session(loaded, results_dir, trial_fn, progress, lease, gate)
         return session.run(resume, retry_failed, tracker, started)
     finally:
         if early is not None and not early.cancel():
@@ -225,8 +225,8 @@ class _Session:
     results_dir: Location
     trial_fn: Callable | None
     progress: bool
-    nodes: int
     lease: DriverLease
+    gate: Any = None  # nodes.NodeGate on a cluster, None on one machine
 
     def run(self, resume: bool, retry_failed: bool, tracker: Any, started: float
             ) -> SweepSummary:
@@ -240,7 +240,7 @@ class _Session:
         resumed = resume and not book.is_empty()
         if tracker is None:
             tracker = make_tracker(self.loaded, self.results_dir)
-        warn_local_mlflow(tracker, self.nodes)
+        warn_local_mlflow(tracker, len(self.gate.passed) if self.gate is not None else 1)
         tracker.start_sweep(resume=resumed)
         book.settle_interrupted()
         recovered = _record_missing(book, tracker)
@@ -257,7 +257,7 @@ class _Session:
             teachers = _start_teachers(study, self.results_dir, tracker, self.progress)
         if remaining:
             _fit(study, book, callback, self.trial_fn, self.results_dir, remaining, teachers,
-                 self.lease)
+                 self.lease, self.gate)
             self.lease.check()  # taken by another driver: this one writes nothing more
         if teachers is not None:
             teachers.wait()  # recorded by now, or a teacher's failure raised here
@@ -290,7 +290,8 @@ def _start_teachers(study: Study, results_dir: Location, tracker, progress: bool
 
 
 def _fit(study: Study, book, callback, trial_fn, results_dir: Location,
-         remaining: int, teachers=None, lease: DriverLease | None = None) -> None:
+         remaining: int, teachers=None, lease: DriverLease | None = None,
+         gate: Any = None) -> None:
     from ray import tune
 
     from bkd_sweep.engine.callbacks import LeaseStopper
@@ -312,8 +313,10 @@ def _fit(study: Study, book, callback, trial_fn, results_dir: Location,
     function = make_tune_function(setup, trial_fn)
     cap = study.resources.concurrency_cap
     # auto: Tune may hold every remaining trial; the searcher asks only as many as fit now
-    searcher = OptunaSearcher(book, capacity=None if cap else capacity_now(study, remaining),
-                              teachers=teachers)
+    counted = gate.nodes if gate is not None else None  # nodes that passed preflight
+    searcher = OptunaSearcher(
+        book, capacity=None if cap else capacity_now(study, remaining, nodes=counted),
+        teachers=teachers)
 
     def trial_name(trial) -> str:
         return str(trial.config.get("trial_id", trial.trial_id))

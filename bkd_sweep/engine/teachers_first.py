@@ -19,22 +19,49 @@ from typing import Any, Callable
 from bkd_sweep.config import Study, TrialConfig
 
 
-def distinct_teachers(study: Study) -> list[TrialConfig]:
-    """One config per distinct teacher the sweep's distilling trials can use."""
-    from bkd_sweep.preflight import configs_to_check
+def weights_identity(config: TrialConfig) -> str:
+    """What names a teacher's weights before they exist: its training key, or its file."""
     from bkd_sweep.trial.teacher_cache import teacher_cache_key
+
+    if config.teacher.checkpoint == "train":
+        return f"train:{teacher_cache_key(config)}"
+    return f"file:{config.teacher.checkpoint}"
+
+
+def distinct_teachers(study: Study) -> list[TrialConfig]:
+    """One config per teacher evaluation the sweep's distilling trials read: per weights and
+    evaluation key (a teacher on two data variants is evaluated twice; with one task per
+    weights only, each trial of the second variant would evaluate it itself)."""
+    from bkd_sweep.preflight import configs_to_check
+    from bkd_sweep.trial.teacher_cache import evaluation_key
 
     seen: set[str] = set()
     chosen: list[TrialConfig] = []
-    for config in configs_to_check(study):
+    for config in configs_to_check(study, trials_only=True):
         if not needs_teacher(config):
             continue
-        key = (teacher_cache_key(config) if config.teacher.checkpoint == "train"
-               else f"file:{config.teacher.checkpoint}")
+        # the weights' name stands for their content: equal within one identity, so these
+        # keys split the configs exactly as the real evaluation keys will
+        identity = weights_identity(config)
+        key = f"{identity}/{evaluation_key(identity.encode(), config)}"
         if key not in seen:
             seen.add(key)
             chosen.append(config)
     return chosen
+
+
+def trained_first(configs: list[TrialConfig]) -> list[int | None]:
+    """For each config, the index of the earlier one training the same teacher, or None:
+    its task waits for that one, so a teacher is trained once (an object store has no lock
+    to make a second training wait), then only evaluated on the other data."""
+    first: dict[str, int] = {}
+    after: list[int | None] = []
+    for index, config in enumerate(configs):
+        identity = weights_identity(config)
+        trains = config.teacher.checkpoint == "train"
+        after.append(first.get(identity) if trains else None)
+        first.setdefault(identity, index)
+    return after
 
 
 class PendingTeachers:
@@ -87,20 +114,26 @@ def start_teachers(study: Study, cache_uri: str,
     cpus = per_trial.cpu
 
     task = ray.remote(max_retries=1)(teacher_task).options(num_cpus=cpus, num_gpus=gpus)
-    cached, refs = [], []
-    for config in distinct_teachers(study):
+    configs = distinct_teachers(study)
+    cached, refs, ref_of = [], [], {}
+    for index, (config, after) in enumerate(zip(configs, trained_first(configs))):
         report = cached_report(config, cache_uri)
         if report is not None:
             cached.append(report)
-        else:
-            refs.append(task.remote(config.model_dump_json(), cache_uri, cpus, gpus))
+            continue
+        # a ref as an argument: Ray starts this task once that one has finished
+        wait_for = [ref_of[after]] if after in ref_of else []
+        ref_of[index] = task.remote(config.model_dump_json(), cache_uri, cpus, gpus, *wait_for)
+        refs.append(ref_of[index])
     return PendingTeachers(refs, gpus, on_ready, cached)
 
 
-def teacher_task(config_json: str, cache_uri: str, cpus: float, gpus: float) -> dict[str, Any]:
+def teacher_task(config_json: str, cache_uri: str, cpus: float, gpus: float,
+                 *after: Any) -> dict[str, Any]:
     """The Ray task's body: ensure_teacher on this worker's device, with torch's threads set
     to the task's CPUs as a trial's are (Ray leaves a user's OMP_NUM_THREADS as it is, and a
-    CPU teacher with more threads than its CPUs slows the trials beside it)."""
+    CPU teacher with more threads than its CPUs slows the trials beside it). ``after``: the
+    reports of the tasks it waited for (unused)."""
     from bkd_sweep.engine.worker import set_threads
     from bkd_sweep.trial.teacher import ensure_teacher
 

@@ -46,12 +46,14 @@ class RayNode:
     process: subprocess.Popen
     temp_dir: Path
     log_path: Path
+    stopped: bool = False  # on purpose: its exit is no failure to start
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 8) -> None:
+        self.stopped = True
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
@@ -144,7 +146,8 @@ class RayCluster:
             alive = self.alive_nodes()
             if alive >= count:
                 return
-            dead = [n.name for n in self.nodes if n.process.poll() is not None]
+            dead = [n.name for n in self.nodes
+                    if not n.stopped and n.process.poll() is not None]
             if dead or time.time() > deadline:
                 tails = "\n".join(f"--- {n.name}\n{n.log_path.read_text()[-2000:]}"
                                   for n in self.nodes)

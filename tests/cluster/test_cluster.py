@@ -5,6 +5,9 @@
     `status` and `report` lines read it back;
 (b) a second driver on a running study is refused with one line;
 (c) preflight with the data root missing on one node: exit 2, one line naming that node;
+    likewise a storage root one node does not share with the driver; and a trial that fits
+    no single node (though the cluster's totals hold it) is refused, not left pending; a
+    node joining later counts towards max_concurrent: auto only once it passed the check;
 (d) the README's own `ray job submit` line (--working-dir included) runs the quickstart across
     both nodes, the extra node is killed mid-sweep, and the sweep completes with 0 lost and 0
     duplicate rows in Parquet and MLflow; `bkd-sweep status` reads it back (last: the node is
@@ -19,6 +22,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -73,7 +77,8 @@ def submitted(cluster, tmp_path_factory):
     included: (storage root, the finished command). The resume test reuses its sweep."""
     storage = tmp_path_factory.mktemp("submitted") / "shared"
     line = fill(readme_line("RAY_AUTH_MODE=token bkd-sweep submit"), cluster, storage)
-    # a credential in the submitter's environment travels with the job and is never printed
+    # a credential in the submitter's environment is neither sent (Ray logs a job's
+    # runtime_env) nor printed: submit names it as kept back
     done = run_shell(line + " " + shlex.join(SUBMIT_FAST),
                      cluster_env(cluster, AWS_SECRET_ACCESS_KEY="never-printed-42"))
     return storage, done
@@ -83,6 +88,8 @@ def test_bkd_sweep_submit_line_ships_the_resolved_study(submitted):
     storage, done = submitted
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "never-printed-42" not in done.stdout + done.stderr
+    assert "not sent with the job (credentials; Ray logs a job's environment): " \
+        "AWS_SECRET_ACCESS_KEY; the nodes use their own" in done.stderr
     assert "SUCCEEDED" in done.stdout and "2/2 trials done (2 completed" in done.stdout
     trials = read_trials(storage)
     assert sorted(trials["param.student.timesteps"]) == [1, 2]
@@ -173,6 +180,96 @@ resources: {{per_trial: {{cpu: 1}}}}
     assert "data root" in node_lines[0] and "does not exist" in node_lines[0]
     assert "preflight failed on 1 of 3 nodes; nothing was started" in done.stderr
     assert not (tmp_path / "shared/cifar_tiny/trials").exists()  # no trial started
+
+
+TINY = """\
+name: tiny
+data: {{dataset: digits, limit_train: 64, limit_val: 32}}
+student: {{arch: spiking_cnn_small}}
+train: {{epochs: 1}}
+distill: {{mode: none}}
+search: {{sampler: grid, params: {{student.timesteps: [1]}}}}
+resources: {{per_trial: {{cpu: {cpu}}}}}
+"""
+
+
+def run_tiny(cluster, tmp_path: Path, storage: Path, cpu: int = 1,
+             timeout: float = 300) -> subprocess.CompletedProcess:
+    study = tmp_path / "tiny.yaml"
+    study.write_text(TINY.format(cpu=cpu))
+    return subprocess.run(["bkd-sweep", "run", str(study), "--storage", str(storage)],
+                          cwd=ROOT, env=cluster_env(cluster, connect=True),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_preflight_refuses_a_storage_root_the_driver_does_not_share(cluster, tmp_path):
+    """--storage naming a node-local folder: one node's copy of that path is its own (a
+    tmpfs over it, in its own mount namespace), which it can write and read back, but the
+    driver's probe file is not there: exit 2, one line naming that node and the root."""
+    storage = tmp_path / "local"
+    storage.mkdir()  # the mount point
+    before = cluster.alive_nodes()
+    local = cluster.add_node("local", cpus=1, hide=[storage])
+    try:
+        cluster.wait_for_nodes(before + 1)
+        done = run_tiny(cluster, tmp_path, storage)
+    finally:
+        local.stop()
+    assert done.returncode == 2, done.stdout + done.stderr
+    node_lines = [line for line in done.stderr.splitlines() if line.startswith("node ")]
+    assert len(node_lines) == 1, done.stderr
+    assert f"storage {storage} is not shared with the driver" in node_lines[0]
+    assert f"preflight failed on 1 of {before + 1} nodes; nothing was started" in done.stderr
+    assert not (storage / "tiny/trials").exists()
+    assert not list(storage.glob(".bkd-shared-*"))  # the probe files are removed
+
+
+def test_a_trial_no_node_fits_is_refused_not_left_pending(cluster, tmp_path):
+    """2 CPUs a trial on 1-CPU nodes: the cluster's totals hold 2 CPUs, no node does, and
+    Ray would leave the trial pending forever. Exit 2 at once, naming the largest node."""
+    done = run_tiny(cluster, tmp_path, tmp_path / "shared", cpu=2, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    assert "resources.per_trial: no node of the cluster fits one trial: it needs 2 CPUs" \
+        in errors[0]
+    assert "alive node(s) has 1 CPUs and 0 GPUs" in errors[0]
+    assert not (tmp_path / "shared/tiny/trials").exists()
+
+
+def test_a_node_that_joins_later_counts_once_it_passed(cluster, tmp_path, dataset_files):
+    """max_concurrent: auto grows onto nodes that join, each checked first: of two nodes
+    joining after preflight, the one without the data root is named once on stderr and never
+    counted, the other counts once its check passed."""
+    data = tmp_path / "datasets"
+    dataset_files.write_cifar10(data / "cifar10")
+    study = tmp_path / "cifar.yaml"
+    study.write_text(TINY.format(cpu=1).replace(
+        "dataset: digits", f"dataset: cifar10, root: {data / 'cifar10'}"))
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "tests.cluster.gate_driver", str(study), str(tmp_path / "shared")],
+        cwd=ROOT, env=cluster_env(cluster, connect=True), stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    late = []
+    try:
+        first = json.loads(driver.stdout.readline() or "{}")
+        assert first and first["capacity"] == first["passed"], driver.communicate()
+        late = [cluster.add_node("late-blind", cpus=1, hide=[data]),
+                cluster.add_node("late-ready", cpus=1)]
+        cluster.wait_for_nodes(first["passed"] + 2)
+        out, err = driver.communicate(f"{first['passed'] + 1}\n", timeout=240)
+    finally:
+        for node in late:
+            node.stop()
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, out + err
+    last = json.loads(out.splitlines()[-1])
+    assert last["capacity"] == first["passed"] + 1  # the ready node only, a CPU a trial
+    assert len(last["failed"]) == 1 and "data root" in last["failed"][0], last
+    warnings = [line for line in err.splitlines()
+                if line.startswith("warning: a node that joined failed preflight")]
+    assert len(warnings) == 1 and "data root" in warnings[0], err
 
 
 def test_readme_job_submit_line_survives_losing_a_node_mid_sweep(cluster, tmp_path):

@@ -1,11 +1,13 @@
 """Trials that need no teacher run while the teachers are prepared; the others wait for them
-(the searcher's gate over PendingTeachers), with plain values: no Ray cluster."""
+(the searcher's gate over PendingTeachers), with plain values: no Ray cluster; the last
+test runs the teacher tasks on the session's Ray."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from unittest.mock import patch
 
+import pytest
 from ray.tune.search import Searcher
 
 from bkd_sweep.config import load_study_text
@@ -157,3 +159,65 @@ def test_the_teacher_task_trains_once_with_its_own_cpus_as_threads(tmp_path):
     assert again["trained"] is False and again["val_top1"] == report["val_top1"]
     cached = cached_report(config, str(tmp_path / "cache"))
     assert cached is not None and cached["test_top1"] == report["test_top1"]
+
+
+FILE_TEACHER = """
+name: two_data
+teacher: {{arch: cnn_small, checkpoint: {checkpoint}, feature: features}}
+student: {{arch: spiking_cnn_small}}
+data: {{dataset: digits}}
+distill: {{mode: mixed}}
+search:
+  sampler: grid
+  params:
+    data.{field}: [32, 64]
+    student.timesteps: [1, 2]
+"""
+
+
+def test_one_teacher_task_per_evaluation_key(tmp_path):
+    """A file teacher read on two data variants has two evaluation keys: two tasks, else each
+    trial of the second variant evaluates the teacher itself. (Trials of one variant share.)"""
+    from bkd_sweep.engine.teachers_first import distinct_teachers
+
+    weights = tmp_path / "teacher.pt"
+    weights.write_bytes(b"weights")
+    study = load_study_text(FILE_TEACHER.format(checkpoint=weights, field="batch_size")).study
+    planned = distinct_teachers(study)
+    assert sorted(c.data.batch_size for c in planned) == [32, 64]
+
+    from bkd_sweep.engine.teachers_first import trained_first
+
+    assert trained_first(planned) == [None, None]  # nothing to train: both run at once
+
+
+def test_a_trained_teacher_is_trained_once_then_evaluated_per_data(tmp_path):
+    from bkd_sweep.engine.teachers_first import distinct_teachers
+
+    # eval_batch_size is not part of the training key, only of the evaluation's
+    study = load_study_text(FILE_TEACHER.format(checkpoint="train",
+                                                field="eval_batch_size")).study
+    planned = distinct_teachers(study)
+    assert sorted(c.data.eval_batch_size for c in planned) == [32, 64]
+
+    from bkd_sweep.engine.teachers_first import trained_first
+
+    assert trained_first(planned) == [None, 0]  # the second waits for the training
+
+
+@pytest.mark.ray
+def test_the_tasks_train_a_teacher_once_and_evaluate_it_per_data(ray_session, tmp_path):
+    """start_teachers on Ray: two evaluation keys of one trained teacher, two tasks, the
+    second started after the first (it only evaluates), both evaluations cached."""
+    from bkd_sweep.engine.teachers_first import start_teachers
+
+    text = FILE_TEACHER.format(checkpoint="train", field="eval_batch_size").replace(
+        "feature: features}", "feature: features, train: {epochs: 1}}").replace(
+        "data: {dataset: digits}",
+        "data: {dataset: digits, limit_train: 128, limit_val: 32, limit_test: 32}")
+    seen = []
+    reports = start_teachers(load_study_text(text).study, str(tmp_path / "cache"),
+                             seen.append).wait()
+    assert sorted(r["trained"] for r in reports) == [False, True] and seen == [reports]
+    assert len(list((tmp_path / "cache/teachers").glob("*.pt"))) == 1
+    assert len(list((tmp_path / "cache/teacher_eval").glob("*.json"))) == 2
