@@ -372,9 +372,16 @@ def attach_report(location: Location, out_dir: Path) -> None:
     """Log a built report on the sweep's MLflow parent run, when the sweep has one (the report
     itself never reads MLflow; this is only so the parent run carries it)."""
     try:
-        if not location.exists("sweep.json") or not location.exists(STUDY_FILE):
+        if not location.exists(SWEEP_FILE) or not location.exists(STUDY_FILE):
             return
         study = Study.model_validate_json(location.read_text(STUDY_FILE))
-        StudyTracker(study, results_dir=location, study_file=None).log_report(out_dir)
+        swept_on = json.loads(location.read_text(SWEEP_FILE)).get("tracking_uri")
+        here = resolve_tracking_uri(study, location)
+        if swept_on and redact_value(here) != swept_on:  # no stray store made here
+            log.warning("report not attached to MLflow: the sweep tracked to %s, this shell "
+                        "to %s (set MLFLOW_TRACKING_URI)", swept_on, redact_value(here))
+            return
+        StudyTracker(study, results_dir=location, study_file=None,
+                     mlflow_uri=here).log_report(out_dir)
     except Exception as exc:  # noqa: BLE001 - the report is written; MLflow being away
         log.warning("report not attached to MLflow: %s", exc)  # must not fail it

@@ -257,3 +257,31 @@ def test_tracking_uri_precedence(tmp_path, make_study, make_record, monkeypatch)
     assert loaded.study.tracking.mlflow_uri == f"sqlite:///{tmp_path / 'sub'}/m.db"
     with pytest.raises(RuntimeError, match="start_sweep"):
         tracker.finish_trial(make_record(study, 0, {}, 0))
+
+
+def test_a_report_is_attached_only_to_the_store_the_sweep_tracked_to(
+        tmp_path, mlflow_db, make_study, monkeypatch, caplog):
+    """`bkd-sweep report` from a shell without the sweep's MLFLOW_TRACKING_URI: it says so
+    and makes no stray store beside the results (it used to open a new sqlite one there)."""
+    from bkd_sweep.storage import Location
+    from bkd_sweep.tracking.mlflow_tracker import attach_report
+
+    study = make_study("attach")
+    results_dir = tmp_path / "results" / study.name
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_db)
+    tracker = StudyTracker(study, results_dir=results_dir, study_file=None)
+    parent = tracker.start_sweep(resume=False)
+    tracker.finish_sweep()
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "index.html").write_text("<html></html>")
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with caplog.at_level(logging.WARNING):
+        attach_report(Location.of(results_dir), report)
+    assert any("report not attached to MLflow: the sweep tracked to sqlite:///" in r.message
+               for r in caplog.records)
+    assert not (tmp_path / "results" / "mlflow.db").exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_db)
+    attach_report(Location.of(results_dir), report)
+    assert _artifacts(MlflowClient(mlflow_db), parent, "report") == {"report/index.html"}
