@@ -27,17 +27,32 @@ TOKEN_LINE = "ray get-auth-token --generate > /dev/null"  # as the README writes
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
-def _node_ports() -> dict[str, int]:
-    return {"--node-manager-port": free_port(), "--object-manager-port": free_port(),
-            "--runtime-env-agent-port": free_port(), "--metrics-export-port": free_port(),
-            "--dashboard-agent-listen-port": free_port(),
-            "--dashboard-agent-grpc-port": free_port(),
-            "--min-worker-port": 0, "--max-worker-port": 0}
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: the sockets stay open until all are drawn (drawn one by
+    one, the kernel may hand the same port out twice, and Ray refuses a node whose
+    components share one)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+_COMPONENT_PORTS = ("--node-manager-port", "--object-manager-port", "--runtime-env-agent-port",
+                    "--metrics-export-port", "--dashboard-agent-listen-port",
+                    "--dashboard-agent-grpc-port")
+
+
+def _port_args(ports: list[int] | None = None) -> list[str]:
+    """A node's component ports, all distinct."""
+    ports = ports or free_ports(len(_COMPONENT_PORTS))
+    return [f"{name}={port}" for name, port in zip(_COMPONENT_PORTS, ports)]
 
 
 @dataclass
@@ -120,12 +135,12 @@ class RayCluster:
         return node
 
     def start_head(self, resources: str | None = None) -> RayNode:
-        port, dash = free_port(), free_port()
+        port, dash, client, *components = free_ports(3 + len(_COMPONENT_PORTS))
         args = ["--head", f"--port={port}", f"--num-cpus={self.head_cpus}",
                 "--node-ip-address=127.0.0.1", "--include-dashboard=true",
                 "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-                f"--ray-client-server-port={free_port()}", "--object-store-memory=100000000",
-                *[f"{k}={v}" for k, v in _node_ports().items() if v]]
+                f"--ray-client-server-port={client}", "--object-store-memory=100000000",
+                *_port_args(components)]
         if resources:
             args.append(f"--resources={resources}")
         head = self._spawn("head", args)
@@ -136,7 +151,7 @@ class RayCluster:
     def add_node(self, name: str, cpus: int = 1, hide: list[Path] = ()) -> RayNode:
         args = [f"--address={self.address}", f"--num-cpus={cpus}",
                 "--node-ip-address=127.0.0.1", "--object-store-memory=80000000",
-                *[f"{k}={v}" for k, v in _node_ports().items() if v]]
+                *_port_args()]
         return self._spawn(name, args, hide=hide)
 
     def wait_for_nodes(self, count: int, timeout: float = 120) -> None:
