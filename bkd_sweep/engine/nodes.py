@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -52,64 +53,76 @@ class NodeReport:
 class SharedProbe:
     """A file the driver writes under the storage root, which each node must read back, and
     one each node writes there, which the driver then reads: proof that they share the root
-    (each node reading back its own file proves only that it can write)."""
+    (each node reading back its own file proves only that it can write). The same for a
+    teacher cache set apart from the root (BKD_CACHE_DIR): node-local, each node would
+    train its own teacher, and trials would distil from different ones."""
 
     root: str  # the storage root's URI, as every node is given it
     nonce: str
+    cache: str | None = None  # BKD_CACHE_DIR's folder, when it is set
 
     PREFIX = ".bkd-shared-"
 
     @classmethod
-    def place(cls, storage_uri: str) -> "SharedProbe":
-        """The driver's side: write its file (StorageError if it cannot)."""
+    def place(cls, storage_uri: str, cache: str | None = None) -> "SharedProbe":
+        """The driver's side: write its file in each folder (StorageError if it cannot)."""
         from bkd_sweep.storage import Location
 
-        probe = cls(storage_uri, uuid.uuid4().hex)
-        Location.of(storage_uri).write_text(probe.nonce, probe.name("driver"))
+        probe = cls(storage_uri, uuid.uuid4().hex, cache)
+        for folder in probe.folders():
+            Location.of(folder).write_text(probe.nonce, probe.name("driver"))
         return probe
+
+    def folders(self) -> list[str]:
+        return [self.root] + ([self.cache] if self.cache else [])
 
     def name(self, who: str) -> str:
         return f"{self.PREFIX}{self.nonce}-{who}"
 
-    def _holds(self, who: str) -> bool:
+    def _holds(self, folder: str, who: str) -> bool:
         from bkd_sweep.storage import Location
 
         try:
-            return Location.of(self.root).read_text(self.name(who)) == self.nonce
+            return Location.of(folder).read_text(self.name(who)) == self.nonce
         except (OSError, ValueError):
             return False
 
-    def _not_shared(self, why: str) -> str:
+    def _not_shared(self, folder: str, why: str) -> str:
         from bkd_sweep.redact import redact_text
 
-        return redact_text(f"storage {self.root} is not shared with the driver: {why} (a "
+        what = "storage" if folder == self.root else "teacher cache (BKD_CACHE_DIR)"
+        return redact_text(f"{what} {folder} is not shared with the driver: {why} (a "
                            "node-local path? use a shared filesystem or an object store)")
 
     def node_side(self, node_id: str) -> str | None:
-        """On a node: the problem, or None once it has seen the driver's file and written
+        """On a node: the problem, or None once it has seen the driver's files and written
         its own for the driver to read."""
         from bkd_sweep.storage import Location
 
-        if not self._holds("driver"):
-            return self._not_shared("the driver's probe file is not visible on this node")
-        Location.of(self.root).write_text(self.nonce, self.name(node_id))
+        for folder in self.folders():
+            if not self._holds(folder, "driver"):
+                return self._not_shared(folder, "the driver's probe file is not visible on "
+                                                "this node")
+            Location.of(folder).write_text(self.nonce, self.name(node_id))
         return None
 
     def driver_side(self, node_id: str) -> str | None:
         """On the driver, after the node's side passed: the problem, or None."""
-        if self._holds(node_id):
-            return None
-        return self._not_shared("the probe file this node wrote is not visible to the driver")
+        for folder in self.folders():
+            if not self._holds(folder, node_id):
+                return self._not_shared(folder, "the probe file this node wrote is not "
+                                                "visible to the driver")
+        return None
 
     def remove(self, node_ids: list[str]) -> None:
         from bkd_sweep.storage import Location, StorageError
 
-        root = Location.of(self.root)
-        for who in ["driver", *node_ids]:
-            try:
-                root.delete(self.name(who))
-            except (OSError, StorageError):  # a leftover dot-file harms nothing
-                pass
+        for folder in self.folders():
+            for who in ["driver", *node_ids]:
+                try:
+                    Location.of(folder).delete(self.name(who))
+                except (OSError, StorageError):  # a leftover dot-file harms nothing
+                    pass
 
 
 def software_versions() -> dict[str, str]:
@@ -195,7 +208,8 @@ def node_report(node: dict[str, Any], answer: Callable[[], list[str]],
     reads the probe file a node wrote once it saw the driver's (no storage problem)."""
     try:
         problems = list(answer())
-        if shared is not None and not any(p.startswith("storage ") for p in problems):
+        if shared is not None and not any(p.startswith(("storage ", "teacher cache "))
+                                          for p in problems):
             problems += [p for p in [shared.driver_side(node["NodeID"])] if p]
     except Exception as exc:  # noqa: BLE001 - a node that cannot run a task is a problem
         problems = [f"the check could not run: {type(exc).__name__}: "
@@ -218,10 +232,12 @@ def check_every_node(loaded: LoadedStudy, storage_uri: str, shared: SharedProbe 
 
 
 def place_probe(loaded: LoadedStudy, storage_uri: str) -> SharedProbe:
+    from bkd_sweep.settings import cache_dir_for, settings
     from bkd_sweep.storage import StorageError
 
+    cache = str(cache_dir_for(Path("."))) if settings().cache_dir else None
     try:
-        return SharedProbe.place(storage_uri)
+        return SharedProbe.place(storage_uri, cache)
     except (StorageError, OSError) as exc:
         raise StudyError(f"storage {storage_uri}: the driver cannot write there ({exc})",
                          field="storage", file=loaded.path) from None

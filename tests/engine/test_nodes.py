@@ -74,6 +74,24 @@ def test_the_driver_reads_back_what_each_node_wrote(tmp_path, dataset_files):
     assert list((tmp_path / "root").iterdir()) == []
 
 
+def test_a_teacher_cache_apart_from_the_root_must_be_shared_too(tmp_path, monkeypatch):
+    """BKD_CACHE_DIR node-local: each node would train its own teacher. The root is shared,
+    the cache folder the node sees is another one: the line names the cache."""
+    from bkd_sweep.engine.nodes import SharedProbe, place_probe
+
+    monkeypatch.setenv("BKD_CACHE_DIR", str(tmp_path / "cache"))
+    driver = place_probe(load_study_text("name: c\n", tmp_path / "c.yaml"), str(tmp_path / "r"))
+    assert driver.cache == str(tmp_path / "cache")
+    node = SharedProbe(driver.root, driver.nonce, str(tmp_path / "node-cache"))
+    assert node.node_side("n1") == (
+        f"teacher cache (BKD_CACHE_DIR) {tmp_path / 'node-cache'} is not shared with the "
+        "driver: the driver's probe file is not visible on this node (a node-local path? use "
+        "a shared filesystem or an object store)")
+    assert driver.node_side("n1") is None and driver.driver_side("n1") is None
+    driver.remove(["n1"])
+    assert list((tmp_path / "cache").iterdir()) == list((tmp_path / "r").iterdir()) == []
+
+
 @pytest.mark.server
 def test_an_object_store_root_goes_through_the_same_check(s3_env):
     """On S3 (a real moto server): the driver's and the node's files are objects; another
