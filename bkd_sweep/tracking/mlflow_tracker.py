@@ -59,7 +59,9 @@ class StudyTracker:
         self._experiment_id: str | None = None
         self._parent_id: str | None = None
         self._children: dict[str, str] = {}  # trial_id -> child run id
-        self._logged: dict[str, set[int]] = {}  # trial_id -> epochs already in MLflow
+        # trial_id -> {epoch: its top1} already in MLflow: an epoch a retry re-ran with other
+        # values is logged again (MLflow then shows the latest, as Parquet keeps the last)
+        self._logged: dict[str, dict[int, float]] = {}
         self._live: dict[str, dict[int, EpochMetrics]] = {}  # epochs seen by log_epoch
         self._warned: set[str] = set()
         self._recorded = 0  # trials recorded by this tracker (a snapshot every COMPACT_EVERY)
@@ -188,11 +190,11 @@ class StudyTracker:
             from mlflow.entities import Param
 
             run_id, created = self._child(trial_id, params)
-            if metrics.epoch in self._logged[trial_id]:
+            if self._logged[trial_id].get(metrics.epoch) == metrics.top1:
                 return
             new_params = [Param(k, param_value(v, k)) for k, v in params.items()] if created else []
             self._log_batches(run_id, metrics=epoch_metrics(metrics), params=new_params)
-            self._logged[trial_id].add(metrics.epoch)
+            self._logged[trial_id][metrics.epoch] = metrics.top1
         except Exception as exc:  # noqa: BLE001 - MLflow is a view; the trial goes on
             self._warn(trial_id, "log_epoch", exc)
 
@@ -235,7 +237,7 @@ class StudyTracker:
         result = record.result
         run_id, _ = self._child(record.trial_id, record.params)
         logged = self._logged[record.trial_id]
-        backfill = [m for m in result.history if m.epoch not in logged]
+        backfill = [m for m in result.history if logged.get(m.epoch) != m.top1]
         backfilled = [x for m in backfill for x in epoch_metrics(m)]
 
         run = self.client.get_run(run_id)
@@ -254,7 +256,7 @@ class StudyTracker:
                 self.client.delete_tag(run_id, stale)
         self._log_batches(run_id, metrics=backfilled + closing, params=params,
                           tags=[RunTag(k, tag_value(v)) for k, v in tags.items()])
-        logged.update(m.epoch for m in backfill)
+        logged.update({m.epoch: m.top1 for m in backfill})
         with tempfile.TemporaryDirectory(prefix="bkd_trial_") as tmp:
             config_path = Path(tmp) / "config.json"
             config_path.write_text(json.dumps(result.config, indent=2), encoding="utf-8")
@@ -282,13 +284,15 @@ class StudyTracker:
             run_id = found[0].info.run_id
             if found[0].info.status != "RUNNING":  # a retry reopens the run it left
                 self.client.update_run(run_id, status="RUNNING")
-            steps = {m.step for m in self.client.get_metric_history(run_id, "top1")}
+            history = sorted(self.client.get_metric_history(run_id, "top1"),
+                             key=lambda m: m.timestamp)  # the latest value per step wins
+            steps = {m.step: m.value for m in history}
         else:
             tags = {"mlflow.parentRunId": parent, "trial_id": trial_id,
                     "study": self.study.name, "bkd_sweep.role": "trial"}
             run_id = self.client.create_run(self.experiment_id, tags=tags,
                                             run_name=trial_id).info.run_id
-            steps = set()
+            steps = {}
         self._children[trial_id] = run_id
         self._logged[trial_id] = steps
         return run_id, created

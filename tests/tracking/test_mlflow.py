@@ -285,3 +285,30 @@ def test_a_report_is_attached_only_to_the_store_the_sweep_tracked_to(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_db)
     attach_report(Location.of(results_dir), report)
     assert _artifacts(MlflowClient(mlflow_db), parent, "report") == {"report/index.html"}
+
+
+def test_an_epoch_a_retry_ran_again_shows_its_new_value(tmp_path, mlflow_db, make_study,
+                                                       make_record):
+    """Ray retried the trial and its epochs came out otherwise (no checkpoint to resume
+    from): MLflow's latest value per epoch is the retry's, as in Parquet (it kept the first)."""
+    study = make_study("retry_values")
+    tracker = StudyTracker(study, results_dir=tmp_path / study.name, study_file=None,
+                           mlflow_uri=mlflow_db)
+    tracker.start_sweep(resume=False)
+    params = {"distill.mode": "bkd", "student.timesteps": 2}
+    first = make_record(study, 0, params, 0)
+    for m in first.result.history:
+        tracker.log_epoch("t0000", params, m)
+    again = make_record(study, 0, params, 0, offset=5.0)
+    _run_trial(tracker, again)
+    run_id = tracker.store.read_trials().loc[0, "mlflow_run_id"]
+    points: dict[int, set[float]] = {}
+    for m in MlflowClient(mlflow_db).get_metric_history(run_id, "top1"):
+        points.setdefault(m.step, set()).add(m.value)
+    # each epoch holds both runs' values (no point rewritten), the retry's logged after
+    assert points == {m.epoch: {m.top1, m.top1 + 5.0} for m in first.result.history}
+    assert {m.epoch: m.top1 for m in again.result.history} == dict(zip(
+        tracker.store.read_epochs()["epoch"], tracker.store.read_epochs()["metric.top1"]))
+    # the run's latest top1 (MLflow: last step, then last logged) is the retry's last epoch
+    assert MlflowClient(mlflow_db).get_run(run_id).data.metrics["top1"] == \
+        again.result.history[-1].top1
