@@ -114,10 +114,12 @@ def _resolve_relative(raw: dict[str, Any], study_dir: Path) -> None:
     # the same fields where a search gives them: a list of values, or a linked bundle's
     search = raw.get("search") if isinstance(raw.get("search"), dict) else {}
     params = search.get("params") if isinstance(search.get("params"), dict) else {}
-    for dotted, values in params.items():
-        if dotted in fields and isinstance(values, list):
-            params[dotted] = [_absolute(v, study_dir) if isinstance(v, str) else v
-                              for v in values]
+    for dotted, spec in params.items():
+        if dotted in fields:  # [a.pt, b.pt] or {values: [a.pt, b.pt], ...}
+            params[dotted] = _absolute_values(spec, study_dir)
+        when = spec.get("when") if isinstance(spec, dict) else None
+        for path in (fields & set(when) if isinstance(when, dict) else ()):
+            when[path] = _absolute_values(when[path], study_dir)  # compared with the values
     groups = search.get("linked") if isinstance(search.get("linked"), dict) else {}
     for bundles in groups.values():
         for bundle in (bundles.values() if isinstance(bundles, dict) else ()):
@@ -136,6 +138,15 @@ def absolute_tracking_uri(uri: str, base: Path) -> str:
     if ":" not in uri and (uri.startswith((".", "~")) or "/" in uri):
         return str((base / Path(uri).expanduser()).resolve())
     return uri
+
+
+def _absolute_values(spec: Any, study_dir: Path) -> Any:
+    """A searched path's values (a list, ``{values: [...]}`` or one value) made absolute."""
+    if isinstance(spec, list):
+        return [_absolute(v, study_dir) if isinstance(v, str) else v for v in spec]
+    if isinstance(spec, dict) and isinstance(spec.get("values"), list):
+        return {**spec, "values": _absolute_values(spec["values"], study_dir)}
+    return _absolute(spec, study_dir) if isinstance(spec, str) else spec
 
 
 def _absolute(value: str, study_dir: Path) -> str:

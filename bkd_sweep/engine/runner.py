@@ -111,8 +111,10 @@ def teacher_cache(results_dir: Location) -> str:
     """The teacher cache: $BKD_CACHE_DIR, else <storage root>/cache (a path or a URI)."""
     if settings().cache_dir:
         return str(cache_dir_for(Path(".")))
-    root = results_dir.uri.rsplit("/", 1)[0]
-    return str(cache_dir_for(Path(root))) if results_dir.is_local else f"{root}/cache"
+    base, mark, query = results_dir.uri.partition("?")  # s3://b/p/study?endpoint_override=..
+    root = base.rsplit("/", 1)[0]
+    return str(cache_dir_for(Path(root))) if results_dir.is_local else \
+        f"{root}/cache{mark}{query}"
 
 
 def _record_missing(book, tracker) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,8 +15,11 @@ from torch import nn
 
 
 def select_device(preference: str = "auto") -> torch.device:
-    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is an error."""
-    if preference == "cpu":
+    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is an error. GPUs hidden
+    on purpose (CUDA_VISIBLE_DEVICES empty: a trial given none) mean CPU for 'auto' even when
+    torch counted the devices before they were hidden (Ray Train does, before the loop)."""
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES") == ""
+    if preference == "cpu" or (preference == "auto" and hidden):
         return torch.device("cpu")
     if torch.cuda.is_available():
         if dist.is_available() and dist.is_initialized():

@@ -67,7 +67,9 @@ data: {dataset: cifar10, root: "s3://AK:SECRET@minio:9000/data"}
 teacher: {arch: resnet18_cifar, checkpoint: ckpt/a.pt}
 search:
   sampler: grid
-  params: {teacher.checkpoint: [ckpt/a.pt, /abs/b.pt, train]}
+  params:
+    teacher.checkpoint: [ckpt/a.pt, /abs/b.pt, train]
+    distill.blur_ratio: {values: [0.15, 0.4], when: {teacher.checkpoint: [ckpt/a.pt]}}
   linked:
     backbone:
       small: {student.arch: spiking_cnn_small, data.root: data/small}
@@ -78,6 +80,12 @@ search:
     assert study.teacher.checkpoint == str(tmp_path / "ckpt/a.pt")
     assert study.search.params["teacher.checkpoint"].values == [
         str(tmp_path / "ckpt/a.pt"), "/abs/b.pt", "train"]
+    # a condition on a path names the same (absolute) value the path takes
+    assert study.search.params["distill.blur_ratio"].when == {
+        "teacher.checkpoint": [str(tmp_path / "ckpt/a.pt")]}
+    long_form = "name: q\nsearch: {sampler: grid, params: {data.root: {values: [d1, d2]}}}\n"
+    assert load_study_text(long_form, tmp_path / "q.yaml").study.search.params[
+        "data.root"].values == [str(tmp_path / "d1"), str(tmp_path / "d2")]
     bundles = study.search.linked["backbone"]
     assert bundles["small"]["data.root"] == str(tmp_path / "data/small")
     assert bundles["big"]["data.root"] == "s3://bucket/big"

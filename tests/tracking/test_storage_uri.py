@@ -24,6 +24,15 @@ def test_child_joins_the_path_before_the_query():
     assert Location.of("s3://bucket/prefix").child("a").uri == "s3://bucket/prefix/a"
 
 
+def test_the_teacher_cache_beside_a_query_root_keeps_its_options(monkeypatch):
+    """Without them the cache would go to AWS's default endpoint, not the study's store."""
+    from bkd_sweep.engine.runner import teacher_cache
+
+    monkeypatch.delenv("BKD_CACHE_DIR", raising=False)
+    study = Location.of(f"s3://bucket/prefix?{QUERY}").child("mystudy")
+    assert teacher_cache(study) == f"s3://bucket/prefix/cache?{QUERY}"
+
+
 @pytest.mark.server  # a moto S3 server process
 def test_a_study_below_a_query_uri_is_stored_and_read(s3_env, study, make_record):
     endpoint = s3_env("bkd-query")

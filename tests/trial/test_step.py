@@ -113,3 +113,18 @@ def test_compile_runs_the_trial_compiled(tmp_path):
     eager = run_trial(apply_overrides(TrialConfig(), {**settings, "train.compile": False}),
                       cache_dir=tmp_path)
     assert compiled.history[0].loss == pytest.approx(eager.history[0].loss, rel=0.05)
+
+
+def test_gpus_hidden_from_a_trial_mean_cpu_even_once_torch_counted_them(monkeypatch):
+    """A trial given no GPU (CUDA_VISIBLE_DEVICES empty, set by the worker) runs on the CPU
+    even where torch had already counted the node's GPUs (Ray Train asks before the loop)."""
+    import torch
+
+    from bkd_sweep.trial.environment import select_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # counted before hiding
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert select_device("auto") == torch.device("cpu")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert select_device("auto").type == "cuda"
