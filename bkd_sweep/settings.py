@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(
         None, validation_alias=AliasChoices("RAY_ADDRESS"),
         description="Ray cluster to join instead of starting a local one (standard Ray variable).")
+    node_wait_s: float | None = Field(
+        None, ge=0, description="Seconds a cluster driver waits for a node that fits one trial "
+        "(nodes still starting, an autoscaler) before it refuses the sweep; default 600.")
+
+
+NODE_WAIT_S = 600.0  # node_wait_s unset
 
 
 def settings() -> Settings:

@@ -50,7 +50,8 @@ def test_readme_table_lists_exactly_the_settings_fields() -> None:
 def test_env_var_names_each_field_by_its_variable() -> None:
     assert ENV_NAMES == {"BKD_STORAGE": "storage", "BKD_RESULTS_DIR": "results_dir", "BKD_CACHE_DIR": "cache_dir",
                          "BKD_DATA": "data", "BKD_CKPT": "ckpt",
-                         "MLFLOW_TRACKING_URI": "mlflow_tracking_uri", "RAY_ADDRESS": "ray_address"}
+                         "MLFLOW_TRACKING_URI": "mlflow_tracking_uri", "RAY_ADDRESS": "ray_address",
+                         "BKD_NODE_WAIT_S": "node_wait_s"}
 
 
 def test_unset_environment_gives_no_values(clean_env) -> None:
@@ -59,10 +60,11 @@ def test_unset_environment_gives_no_values(clean_env) -> None:
 
 @pytest.mark.parametrize("name", sorted(ENV_NAMES))
 def test_each_variable_sets_its_field(clean_env, name: str) -> None:
-    clean_env.setenv(name, "/some/where")
+    value = "30.0" if name == "BKD_NODE_WAIT_S" else "/some/where"  # a number, the rest paths
+    clean_env.setenv(name, value)
     current = settings().model_dump()
     field = ENV_NAMES[name]
-    assert str(current.pop(field)) == "/some/where"
+    assert str(current.pop(field)) == value
     assert set(current.values()) == {None}  # and nothing else
 
 

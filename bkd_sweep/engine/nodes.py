@@ -243,12 +243,36 @@ def place_probe(loaded: LoadedStudy, storage_uri: str) -> SharedProbe:
                          field="storage", file=loaded.path) from None
 
 
+def nodes_that_fit_a_trial(loaded: LoadedStudy, poll_s: float = 5.0) -> list[dict[str, Any]]:
+    """The alive nodes, once one of them fits a trial or BKD_NODE_WAIT_S passed (nodes may
+    still be starting: `ray up` returns before its workers, an autoscaler adds them)."""
+    import time
+
+    from bkd_sweep.engine.ray_setup import fits_on_nodes
+    from bkd_sweep.settings import NODE_WAIT_S, settings
+
+    wait_s = settings().node_wait_s
+    deadline = time.monotonic() + (NODE_WAIT_S if wait_s is None else wait_s)
+    nodes, said = alive_nodes(), False
+    while not fits_on_nodes(loaded.study.resources.per_trial,
+                            [dict(n.get("Resources", {})) for n in nodes]):
+        if time.monotonic() >= deadline:
+            break
+        if not said:
+            said = True
+            print(f"waiting up to {deadline - time.monotonic():.0f} s for a node that fits "
+                  "one trial (BKD_NODE_WAIT_S)", file=sys.stderr, flush=True)
+        time.sleep(poll_s)
+        nodes = alive_nodes()
+    return nodes
+
+
 def preflight_gate(loaded: LoadedStudy, storage_uri: str) -> "NodeGate":
     """Raise StudyError unless some alive node fits a trial and every alive node is ready
     (one line per failing node); else the gate that checks nodes joining later."""
     from bkd_sweep.engine.ray_setup import check_a_node_fits
 
-    nodes = alive_nodes()
+    nodes = nodes_that_fit_a_trial(loaded)
     check_a_node_fits(loaded.study, [dict(n.get("Resources", {})) for n in nodes],
                       file=loaded.path)
     shared = place_probe(loaded, storage_uri)

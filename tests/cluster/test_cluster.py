@@ -202,19 +202,22 @@ resources: {{per_trial: {{cpu: {cpu}}}}}
 
 
 def run_tiny(cluster, tmp_path: Path, storage: Path, cpu: int = 1,
-             timeout: float = 300) -> subprocess.CompletedProcess:
+             timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
     study = tmp_path / "tiny.yaml"
     study.write_text(TINY.format(cpu=cpu))
     return subprocess.run(["bkd-sweep", "run", str(study), "--storage", str(storage)],
-                          cwd=ROOT, env=cluster_env(cluster, connect=True),
+                          cwd=ROOT, env=cluster_env(cluster, connect=True, **env),
                           capture_output=True, text=True, timeout=timeout)
 
 
 def test_a_trial_no_node_fits_is_refused_not_left_pending(cluster, tmp_path):
     """2 CPUs a trial on 1-CPU nodes: the cluster's totals hold 2 CPUs, no node does, and
-    Ray would leave the trial pending forever. Exit 2 at once, naming the largest node."""
-    done = run_tiny(cluster, tmp_path, tmp_path / "shared", cpu=2, timeout=120)
+    Ray would leave the trial pending forever. After BKD_NODE_WAIT_S (nodes may still be
+    starting), exit 2, naming the largest node."""
+    done = run_tiny(cluster, tmp_path, tmp_path / "shared", cpu=2, timeout=120,
+                    BKD_NODE_WAIT_S="2")
     assert done.returncode == 2, done.stdout + done.stderr
+    assert "waiting up to 2 s for a node that fits one trial (BKD_NODE_WAIT_S)" in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, done.stderr
     assert "resources.per_trial: no node of the cluster fits one trial: it needs 2 CPUs" \

@@ -48,3 +48,24 @@ def test_concurrency_counts_per_node_when_given_the_nodes():
     totals = {"CPU": 8.0}
     assert concurrency(s, totals, 10) == 2
     assert concurrency(s, totals, 10, nodes=[{"CPU": 4.0}, {"CPU": 2.0}, {"CPU": 2.0}]) == 1
+
+
+def test_the_driver_waits_for_a_node_that_fits_then_refuses(monkeypatch, capsys):
+    """`ray up` returns before its workers start (an autoscaler adds them later): the driver
+    waits up to BKD_NODE_WAIT_S for a node that fits one trial, then goes on or refuses."""
+    from bkd_sweep.config import load_study_text
+    from bkd_sweep.engine import nodes
+
+    loaded = load_study_text("name: w\ndistill: {mode: none}\n"
+                             "resources: {per_trial: {cpu: 2}}\n")
+    head = {"NodeID": "h", "Alive": True, "Resources": {"CPU": 1.0}}
+    worker = {"NodeID": "w", "Alive": True, "Resources": {"CPU": 4.0}}
+    seen = iter([[head], [head], [head, worker]])
+    monkeypatch.setattr(nodes, "alive_nodes", lambda: next(seen))
+    monkeypatch.setenv("BKD_NODE_WAIT_S", "30")
+    assert nodes.nodes_that_fit_a_trial(loaded, poll_s=0.01) == [head, worker]
+    assert "waiting up to 30 s for a node that fits one trial" in capsys.readouterr().err
+    monkeypatch.setattr(nodes, "alive_nodes", lambda: [head])
+    monkeypatch.setenv("BKD_NODE_WAIT_S", "0")
+    assert nodes.nodes_that_fit_a_trial(loaded, poll_s=0.01) == [head]  # check_a_node_fits
+    assert capsys.readouterr().err == ""  # no wait asked, none said
