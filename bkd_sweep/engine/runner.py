@@ -133,7 +133,10 @@ def _record_missing(book, tracker) -> list[str]:
         if record is None:
             continue
         if trial_id in unsynced:
-            tracker.finish_trial(record, finished_at=unsynced[trial_id])
+            if tracker.finish_trial(record, finished_at=unsynced[trial_id]) is None:
+                log.warning("MLflow still fails: the %d trial(s) it lacks are left for the "
+                            "next session", len(unsynced))
+                unsynced = {}  # each further try would wait on the same failure
         else:
             tracker.finish_trial(record)
             added.append(trial_id)

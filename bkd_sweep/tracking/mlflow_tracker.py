@@ -198,11 +198,12 @@ class StudyTracker:
         except Exception as exc:  # noqa: BLE001 - MLflow is a view; the trial goes on
             self._warn(trial_id, "log_epoch", exc)
 
-    def finish_trial(self, record: TrialRecord, finished_at: datetime | None = None) -> None:
+    def finish_trial(self, record: TrialRecord, finished_at: datetime | None = None
+                     ) -> str | None:
         """Complete the child run (params, final metrics, tags, artifacts, missing epochs),
         then upsert the trial's Parquet rows (exactly once per trial_id). A row whose run
         could not be completed keeps no run id: the next session sends it again, with its
-        ``finished_at``."""
+        ``finished_at``. Returns the run id (None: MLflow failed)."""
         self._require_started()
         run_id = None
         live = self._live.pop(record.trial_id, {})
@@ -224,6 +225,7 @@ class StudyTracker:
         self._children.pop(record.trial_id, None)
         self._logged.pop(record.trial_id, None)
         self._warned.discard(record.trial_id)
+        return run_id
 
     # ---------------------------------------------------------------- internals
 
@@ -257,13 +259,17 @@ class StudyTracker:
         self._log_batches(run_id, metrics=backfilled + closing, params=params,
                           tags=[RunTag(k, tag_value(v)) for k, v in tags.items()])
         logged.update({m.epoch: m.top1 for m in backfill})
-        with tempfile.TemporaryDirectory(prefix="bkd_trial_") as tmp:
-            config_path = Path(tmp) / "config.json"
-            config_path.write_text(json.dumps(result.config, indent=2), encoding="utf-8")
-            result_path = Path(tmp) / "result.json"
-            result_path.write_text(result.model_dump_json(indent=2), encoding="utf-8")
-            self.client.log_artifact(run_id, str(config_path))
-            self.client.log_artifact(run_id, str(result_path))
+        try:  # copies of result.json: an artifact store this driver cannot reach must not
+            # leave the run unfinished (and sent again by every later session)
+            with tempfile.TemporaryDirectory(prefix="bkd_trial_") as tmp:
+                config_path = Path(tmp) / "config.json"
+                config_path.write_text(json.dumps(result.config, indent=2), encoding="utf-8")
+                result_path = Path(tmp) / "result.json"
+                result_path.write_text(result.model_dump_json(indent=2), encoding="utf-8")
+                self.client.log_artifact(run_id, str(config_path))
+                self.client.log_artifact(run_id, str(result_path))
+        except Exception as exc:  # noqa: BLE001
+            self._warn(record.trial_id, "log_artifact", exc)
         self.client.set_terminated(run_id, status=_RUN_STATUS[result.status])
         return run_id
 

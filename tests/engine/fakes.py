@@ -145,6 +145,7 @@ class FakeTracker:
         self.calls: list[tuple] = []
         self.store = FakeStore()
         self.unsynced: dict = {}  # trial id -> finished_at: stored, but MLflow missed it
+        self.mlflow_down = False  # finish_trial then stores the trial but returns no run id
 
     @property
     def records(self) -> dict[str, TrialRecord]:
@@ -157,10 +158,13 @@ class FakeTracker:
     def log_epoch(self, trial_id, params, metrics) -> None:
         self.calls.append(("epoch", trial_id, metrics.epoch))
 
-    def finish_trial(self, record: TrialRecord, finished_at=None) -> None:
+    def finish_trial(self, record: TrialRecord, finished_at=None) -> str | None:
         self.calls.append(("finish", record.trial_id) + ((finished_at,) if finished_at else ()))
         self.store.records[record.trial_id] = record
+        if self.mlflow_down:
+            return None
         self.unsynced.pop(record.trial_id, None)
+        return f"run-{record.trial_id}"
 
     def unsynced_trials(self) -> dict:
         return dict(self.unsynced)

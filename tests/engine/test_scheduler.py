@@ -229,6 +229,10 @@ def test_finished_but_unrecorded_trials_are_recorded_once_on_resume(tmp_path, fa
     assert _record_missing(book2, tracker) == []
     assert tracker.calls[-1] == ("finish", "t0000", "2026-01-01T00:00:00+00:00")
     assert _record_missing(book2, tracker) == [] and len(tracker.finishes()) == 3
+    # MLflow still down: one try, not one wait per trial it lacks
+    tracker.unsynced = {"t0000": "2026-01-01T00:00:00+00:00", "t0001": "2026-01-01T00:01:00"}
+    tracker.mlflow_down = True
+    assert _record_missing(book2, tracker) == [] and len(tracker.finishes()) == 4
 
 
 def test_the_last_epoch_is_never_pruned(tmp_path):

@@ -312,3 +312,24 @@ def test_an_epoch_a_retry_ran_again_shows_its_new_value(tmp_path, mlflow_db, mak
     # the run's latest top1 (MLflow: last step, then last logged) is the retry's last epoch
     assert MlflowClient(mlflow_db).get_run(run_id).data.metrics["top1"] == \
         again.result.history[-1].top1
+
+
+def test_an_unreachable_artifact_store_leaves_the_run_finished(tmp_path, mlflow_db, make_study,
+                                                               make_record, monkeypatch):
+    """The tracking server answers, its artifact store does not (from this driver): the run
+    is still completed and the row names it, so no later session sends it again."""
+    study = make_study("artifacts_down")
+    tracker = StudyTracker(study, results_dir=tmp_path / study.name, study_file=None,
+                           mlflow_uri=mlflow_db)
+    tracker.start_sweep(resume=False)
+
+    def down(*args, **kwargs):
+        raise OSError("artifact store unreachable")
+
+    monkeypatch.setattr(tracker.client, "log_artifact", down)
+    rec = make_record(study, 0, {"distill.mode": "none"}, 0)
+    for m in rec.result.history:
+        tracker.log_epoch(rec.trial_id, rec.params, m)
+    run_id = tracker.finish_trial(rec)
+    assert run_id and tracker.unsynced_trials() == {}
+    assert MlflowClient(mlflow_db).get_run(run_id).info.status == "FINISHED"
