@@ -119,6 +119,16 @@ class TrialResult(Record):
             data.setdefault("teacher_test_top1", data.pop("teacher_top1"))
         return data
 
+    def without_credentials(self) -> "TrialResult":
+        """This result as it is stored and reported (result.json, Tune's state, Parquet,
+        MLflow): its config and reason with credentials hidden (a data root's or an error's
+        URI may carry a password). config_id stays the one of the config that ran."""
+        from bkd_sweep.redact import redact_text, redact_value
+
+        return self.model_copy(update={
+            "config": redact_value(self.config),
+            "reason": redact_text(self.reason) if self.reason else self.reason})
+
     @property
     def energy_mj(self) -> float | None:
         return self.energy.energy_mj if self.energy else None

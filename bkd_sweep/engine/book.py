@@ -34,7 +34,6 @@ from bkd_sweep.engine.seed_units import SeedUnits
 from bkd_sweep.engine.trial_files import TrialFiles
 from bkd_sweep.storage import Location
 from bkd_sweep.records import EpochMetrics, TrialRecord, TrialResult, TrialStatus, trial_id_of
-from bkd_sweep.redact import redact_text, redact_value
 
 log = logging.getLogger(__name__)
 
@@ -318,9 +317,7 @@ class SweepBook:
     def _write_result(self, number: int, result: TrialResult, pruned_epoch: int | None) -> None:
         """result.json with the trial's params and seed (what `results --rebuild` needs), its
         config and reason without credentials: Parquet and MLflow take the result from it."""
-        result = result.model_copy(update={
-            "config": redact_value(result.config),
-            "reason": redact_text(result.reason) if result.reason else result.reason})
+        result = result.without_credentials()
         spec = self.live.spec(number) if number in self.live else self._spec_from_optuna(number)
         self.files.write_result(number, result, pruned_epoch, params=spec.params, seed=spec.seed)
 

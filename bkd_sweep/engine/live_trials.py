@@ -31,9 +31,11 @@ class TrialSpec:
         return trial_id_of(self.number)
 
     def ray_config(self) -> dict[str, Any]:
-        """What travels to the worker (plain JSON)."""
+        """What travels to the worker (plain JSON, kept by Tune in its experiment state): the
+        params and seed, from which the worker builds the config (the study travels with the
+        trainable, never written out: a data root may hold a credential)."""
         return {"trial_id": self.trial_id, "number": self.number, "params": self.params,
-                "seed": self.seed, "trial_config": self.config.model_dump(mode="json")}
+                "seed": self.seed}
 
 
 @dataclass

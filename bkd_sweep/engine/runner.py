@@ -308,7 +308,8 @@ def _fit(study: Study, book, callback, trial_fn, results_dir: Location,
     ray_dir = results_dir.child("ray")  # Ray's own state: retries within this session
     setup = WorkerSetup(results_dir=results_dir.uri, cache_dir=teacher_cache(results_dir),
                         cpu=per_trial.cpu, gpu=per_trial.gpu, workers=per_trial.workers,
-                        cwd=os.getcwd(), train_storage=ray_dir.child("train").uri)
+                        cwd=os.getcwd(), train_storage=ray_dir.child("train").uri,
+                        study=study)
     if per_trial.workers > 1:
         # the trial only drives Train workers that hold the CPUs/GPUs; Ray needs a non-empty
         # request, so it asks for a little memory instead (no CPU to starve the workers of)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from bkd_sweep.config import TrialConfig
+from bkd_sweep.config import Study, TrialConfig
 from bkd_sweep.engine.trial_files import CHECKPOINT_DIR, TRIALS_DIR
 from bkd_sweep.records import CHECKPOINT_FILE, EpochMetrics, TrialResult
 from bkd_sweep.storage import Location
@@ -47,6 +47,10 @@ class WorkerSetup:
     workers: int
     cwd: str  # the driver's working directory (relative data paths resolve against it)
     train_storage: str  # Ray Train storage for multi-worker trials
+    # each trial's config is built here from its params and seed: Tune writes the configs it
+    # is given into its experiment state (JSON in the results folder), and a data root may
+    # hold a credential
+    study: Study
 
 
 def epoch_payload(metrics: EpochMetrics) -> dict[str, Any]:
@@ -56,7 +60,8 @@ def epoch_payload(metrics: EpochMetrics) -> dict[str, Any]:
 
 
 def final_payload(result: TrialResult) -> dict[str, Any]:
-    return {KIND_KEY: "final", RESULT_KEY: result.model_dump_json(),
+    """The last report (Tune keeps it in its experiment state, JSON in the results folder)."""
+    return {KIND_KEY: "final", RESULT_KEY: result.without_credentials().model_dump_json(),
             "status": result.status, "epochs_run": result.epochs_run}
 
 
@@ -119,7 +124,7 @@ def make_tune_function(setup: WorkerSetup, trial_fn: TrialFn | None) -> Callable
 
         if os.path.isdir(setup.cwd):
             os.chdir(setup.cwd)
-        trial_config = TrialConfig.model_validate(config["trial_config"])
+        trial_config = setup.study.trial_config(config["params"], config["seed"])
         checkpoint_dir = trial_checkpoints(setup, config["trial_id"])
         cache_dir = _as_given(Location.of(setup.cache_dir))
         if setup.workers > 1:

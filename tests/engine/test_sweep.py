@@ -135,3 +135,30 @@ def test_a_driver_whose_lease_was_taken_stops_and_writes_nothing_more(
     assert fake_tracker.records == {}  # 4 trials x 6 epochs x 0.3 s would have finished
     assert ("end",) not in fake_tracker.calls
     assert json.loads((tmp_path / "leased/driver.lease").read_text())["driver_id"] == "thief"
+
+
+SECRET_ROOT = """
+name: secret_root
+data: {{dataset: digits, root: "{root}"}}
+train: {{epochs: 1}}
+distill: {{mode: none}}
+search: {{sampler: grid, params: {{student.timesteps: [1]}}}}
+resources: {{per_trial: {{cpu: 1}}}}
+tracking: {{results_dir: {results}}}
+"""
+
+
+def test_tunes_json_state_holds_no_credential(ray_session, tmp_path, fakes, fake_tracker):
+    """Tune writes the configs and last results it is given into its experiment state (JSON
+    under results/<study>/ray/): it gets params and a seed, the worker builds the config, and
+    the final report carries it redacted. (Tune's pickles, tuner.pkl and the searcher's
+    state, still hold the study.)"""
+    root = "s3://AKIA:TOKEN1234@minio:9000/data"  # a data root with a credential in it
+    loaded = load_study_text(SECRET_ROOT.format(root=root, results=tmp_path))
+    summary = run_study(loaded, trial_fn=fakes.curve_trial, tracker=fake_tracker,
+                        progress=False)
+    assert summary.counts["completed"] == 1
+    assert fake_tracker.records["t0000"].result.config["data"]["root"] == \
+        "s3://AKIA:***@minio:9000/data"
+    states = list((tmp_path / "secret_root/ray").rglob("*.json"))
+    assert len(states) >= 2 and not [p for p in states if b"TOKEN1234" in p.read_bytes()]

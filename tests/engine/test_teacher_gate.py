@@ -62,7 +62,7 @@ def gate(tmp_path: Path):
 
 
 def mode(config: dict) -> str:
-    return config["trial_config"]["distill"]["mode"]
+    return config["params"]["distill.mode"]
 
 
 def test_none_trials_go_first_and_the_held_ones_follow_in_order(tmp_path):
