@@ -310,8 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_options(p)
     p.add_argument("--address", help="Ray dashboard address, e.g. http://HOST:8265")
     p.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    p.add_argument("--python", help="the Python on the head that runs the job (default: "
-                   "`python` on the head's PATH)")
+    p.add_argument("--python", help="the head's Python for the job (default: python)")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("status", help="a sweep's progress, best so far and device-hours, "
