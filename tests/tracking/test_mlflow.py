@@ -191,17 +191,25 @@ def test_live_epochs_fill_a_result_without_history(tmp_path, mlflow_db, make_stu
     assert list(epochs["epoch"]) == [1, 2]
 
 
-def test_mlflow_failure_keeps_the_parquet_record(tmp_path, mlflow_db, make_study, make_record,
-                                                 monkeypatch, caplog):
-    study = make_study("sweep_mlflow_down")
+def _failing_tracker(tmp_path, mlflow_db, study, monkeypatch, call: str,
+                     error: Exception) -> StudyTracker:
+    """A started tracker whose MLflow client raises ``error`` on ``call``."""
     tracker = StudyTracker(study, results_dir=tmp_path / study.name, study_file=None,
                            mlflow_uri=mlflow_db)
     tracker.start_sweep(resume=False)
 
     def down(*args, **kwargs):
-        raise ConnectionError("tracking server unreachable")
+        raise error
 
-    monkeypatch.setattr(tracker.client, "log_batch", down)
+    monkeypatch.setattr(tracker.client, call, down)
+    return tracker
+
+
+def test_mlflow_failure_keeps_the_parquet_record(tmp_path, mlflow_db, make_study, make_record,
+                                                 monkeypatch, caplog):
+    study = make_study("sweep_mlflow_down")
+    tracker = _failing_tracker(tmp_path, mlflow_db, study, monkeypatch, "log_batch",
+                               ConnectionError("tracking server unreachable"))
     rec = make_record(study, 0, {"distill.mode": "none"}, 0)
     with caplog.at_level(logging.WARNING):
         _run_trial(tracker, rec)
@@ -319,14 +327,8 @@ def test_an_unreachable_artifact_store_leaves_the_run_finished(tmp_path, mlflow_
     """The tracking server answers, its artifact store does not (from this driver): the run
     is still completed and the row names it, so no later session sends it again."""
     study = make_study("artifacts_down")
-    tracker = StudyTracker(study, results_dir=tmp_path / study.name, study_file=None,
-                           mlflow_uri=mlflow_db)
-    tracker.start_sweep(resume=False)
-
-    def down(*args, **kwargs):
-        raise OSError("artifact store unreachable")
-
-    monkeypatch.setattr(tracker.client, "log_artifact", down)
+    tracker = _failing_tracker(tmp_path, mlflow_db, study, monkeypatch, "log_artifact",
+                               OSError("artifact store unreachable"))
     rec = make_record(study, 0, {"distill.mode": "none"}, 0)
     for m in rec.result.history:
         tracker.log_epoch(rec.trial_id, rec.params, m)
