@@ -288,11 +288,6 @@ def preflight_gate(loaded: LoadedStudy, storage_uri: str) -> "NodeGate":
     return NodeGate(loaded, storage_uri, [r.node_id for r in reports])
 
 
-def preflight_nodes(loaded: LoadedStudy, storage_uri: str) -> int:
-    """preflight_gate, for a caller that only needs the number of nodes checked."""
-    return len(preflight_gate(loaded, storage_uri).passed)
-
-
 class NodeGate:
     """The nodes whose resources a sweep counts (max_concurrent: auto): those that passed
     preflight. A node that joins later gets the same check before it counts, as a task the
