@@ -15,6 +15,7 @@ Nodes that join later are checked the same way before their resources count (``N
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -214,10 +215,13 @@ def node_report(node: dict[str, Any], answer: Callable[[], list[str]],
     except Exception as exc:  # noqa: BLE001 - a node that cannot run a task is a problem
         problems = [f"the check could not run: {type(exc).__name__}: "
                     f"{str(exc).splitlines()[0] if str(exc) else ''}"]
+    return NodeReport(node["NodeID"], node_address(node), problems)
+
+
+def node_address(node: dict[str, Any]) -> str:
+    """host:port of a node's raylet, as ray.nodes() lists it."""
     address = node.get("NodeManagerAddress", "?")
-    if node.get("NodeManagerPort"):
-        address = f"{address}:{node['NodeManagerPort']}"
-    return NodeReport(node["NodeID"], address, problems)
+    return f"{address}:{node['NodeManagerPort']}" if node.get("NodeManagerPort") else address
 
 
 def check_every_node(loaded: LoadedStudy, storage_uri: str, shared: SharedProbe | None = None,
@@ -246,8 +250,6 @@ def place_probe(loaded: LoadedStudy, storage_uri: str) -> SharedProbe:
 def nodes_that_fit_a_trial(loaded: LoadedStudy, poll_s: float = 5.0) -> list[dict[str, Any]]:
     """The alive nodes, once one of them fits a trial or BKD_NODE_WAIT_S passed (nodes may
     still be starting: `ray up` returns before its workers, an autoscaler adds them)."""
-    import time
-
     from bkd_sweep.engine.ray_setup import fits_on_nodes
     from bkd_sweep.settings import NODE_WAIT_S, settings
 
@@ -289,23 +291,28 @@ def preflight_gate(loaded: LoadedStudy, storage_uri: str) -> "NodeGate":
 
 
 class NodeGate:
-    """The nodes whose resources a sweep counts (max_concurrent: auto): those that passed
-    preflight. A node that joins later gets the same check before it counts, as a task the
-    gate polls without waiting (capacity is asked often); one that fails is named once on
-    stderr and never counted."""
+    """The nodes a sweep uses: those that passed preflight. Their resources are what
+    max_concurrent: auto counts, their ids what trials and teacher tasks are placed on
+    (placement.node_selector). A node that joins later gets the same check before it counts,
+    as a task the gate polls without waiting (capacity is asked often); one that fails, or
+    whose check has not answered in NODE_CHECK_TIMEOUT_S, is named once on stderr and never
+    used."""
 
     def __init__(self, loaded: LoadedStudy, storage_uri: str, passed: list[str]):
         self.loaded = loaded
         self.storage_uri = storage_uri
         self.passed: set[str] = set(passed)
         self.failed: dict[str, str] = {}  # node id: its line
-        self._pending: dict[Any, tuple[dict[str, Any], SharedProbe]] = {}
+        # a check's ref: its node, its probe and when it started (time.monotonic)
+        self._pending: dict[Any, tuple[dict[str, Any], SharedProbe, float]] = {}
+        self._looked_at = time.monotonic()
 
     def nodes(self) -> list[dict[str, float]]:
         """The resources of the alive nodes that passed; starts checks of new ones."""
+        self._looked_at = time.monotonic()
         alive = alive_nodes()
         self._collect()
-        known = self.passed | self.failed.keys() | {n["NodeID"] for n, _ in
+        known = self.passed | self.failed.keys() | {n["NodeID"] for n, _, _ in
                                                     self._pending.values()}
         for node in (n for n in alive if n["NodeID"] not in known):
             try:  # a probe of its own: each is removed when its node's check ends
@@ -313,8 +320,14 @@ class NodeGate:
             except StudyError:  # the storage blinked: the node is checked on a later call
                 break
             for ref in start_checks(self.loaded, self.storage_uri, [node], shared):
-                self._pending[ref] = (node, shared)
+                self._pending[ref] = (node, shared, time.monotonic())
         return [dict(n.get("Resources", {})) for n in alive if n["NodeID"] in self.passed]
+
+    def allowed(self, refresh_s: float = 5.0) -> list[str]:
+        """The ids of the nodes work may be placed on (looks for joiners every few s)."""
+        if time.monotonic() - self._looked_at > refresh_s:
+            self.nodes()
+        return sorted(self.passed)
 
     def _collect(self) -> None:
         import ray
@@ -322,13 +335,20 @@ class NodeGate:
         if not self._pending:
             return
         done, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=0)
-        for ref in done:
-            node, shared = self._pending.pop(ref)
-            report = node_report(node, lambda ref=ref: ray.get(ref), shared)
+        late = [ref for ref, (_, _, started) in self._pending.items() if ref not in done
+                and time.monotonic() - started > NODE_CHECK_TIMEOUT_S]
+        for ref in [*done, *late]:
+            node, shared, _ = self._pending.pop(ref)
+            if ref in late:
+                ray.cancel(ref, force=True)
+                report = NodeReport(node["NodeID"], node_address(node), [
+                    f"its preflight check did not answer in {NODE_CHECK_TIMEOUT_S:.0f} s"])
+            else:
+                report = node_report(node, lambda ref=ref: ray.get(ref), shared)
             shared.remove([node["NodeID"]])
             if not report.problems:
                 self.passed.add(node["NodeID"])
                 continue
             self.failed[node["NodeID"]] = " ".join(report.line().split())
-            print(f"warning: a node that joined failed preflight; its resources are not "
-                  f"counted: {self.failed[node['NodeID']]}", file=sys.stderr, flush=True)
+            print(f"warning: a node that joined failed preflight; nothing of this sweep runs "
+                  f"there: {self.failed[node['NodeID']]}", file=sys.stderr, flush=True)

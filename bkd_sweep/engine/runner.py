@@ -259,7 +259,8 @@ class _Session:
         callback = SweepCallback(book, tracker, Progress(book, enabled=self.progress))
         teachers = None
         if remaining and self.trial_fn is None:  # stand-in trial functions need no teacher
-            teachers = _start_teachers(study, self.results_dir, tracker, self.progress)
+            teachers = _start_teachers(study, self.results_dir, tracker, self.progress,
+                                       self.gate.allowed() if self.gate is not None else None)
         if remaining:
             _fit(study, book, callback, self.trial_fn, self.results_dir, remaining, teachers,
                  self.lease, self.gate)
@@ -279,7 +280,8 @@ class _Session:
         return summary
 
 
-def _start_teachers(study: Study, results_dir: Location, tracker, progress: bool):
+def _start_teachers(study: Study, results_dir: Location, tracker, progress: bool,
+                    nodes: list[str] | None = None):
     """Start training or evaluating each distinct teacher once, as Ray tasks; the trials
     that need one wait for it in the searcher, the others run meanwhile."""
     from bkd_sweep.engine.teachers_first import describe, start_teachers
@@ -291,7 +293,7 @@ def _start_teachers(study: Study, results_dir: Location, tracker, progress: bool
         if reports and hasattr(tracker, "record_teachers"):
             tracker.record_teachers(reports)
 
-    return start_teachers(study, teacher_cache(results_dir), on_ready)
+    return start_teachers(study, teacher_cache(results_dir), on_ready, nodes)
 
 
 def _fit(study: Study, book, callback, trial_fn, results_dir: Location,
@@ -300,6 +302,7 @@ def _fit(study: Study, book, callback, trial_fn, results_dir: Location,
     from ray import tune
 
     from bkd_sweep.engine.callbacks import LeaseStopper
+    from bkd_sweep.engine.placement import TrialResources
     from bkd_sweep.engine.scheduler import OptunaPruningScheduler
     from bkd_sweep.engine.searcher import OptunaSearcher
     from bkd_sweep.engine.worker import WorkerSetup, make_tune_function
@@ -322,7 +325,7 @@ def _fit(study: Study, book, callback, trial_fn, results_dir: Location,
     counted = gate.nodes if gate is not None else None  # nodes that passed preflight
     searcher = OptunaSearcher(
         book, capacity=None if cap else capacity_now(study, remaining, nodes=counted),
-        teachers=teachers)
+        teachers=teachers, nodes=gate.allowed if gate is not None else None)
 
     def trial_name(trial) -> str:
         return str(trial.config.get("trial_id", trial.trial_id))
@@ -331,7 +334,7 @@ def _fit(study: Study, book, callback, trial_fn, results_dir: Location,
         return f"{trial.config.get('trial_id', 'trial')}_{trial.trial_id}"
 
     tuner = tune.Tuner(
-        tune.with_resources(function, resources),
+        tune.with_resources(function, TrialResources(resources)),
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=OptunaPruningScheduler(book),
             num_samples=remaining, max_concurrent_trials=min(cap or remaining, remaining),

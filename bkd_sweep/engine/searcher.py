@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ray.tune.search import Searcher
 
@@ -42,11 +42,13 @@ class OptunaSearcher(Searcher):
     """
 
     def __init__(self, book: SweepBook, capacity: Callable[[], int] | None = None,
-                 teachers: PendingTeachers | None = None):
+                 teachers: PendingTeachers | None = None,
+                 nodes: Callable[[], Iterable[str]] | None = None):
         super().__init__(metric=None, mode=None)
         self.book = book
         self.capacity = capacity
         self.teachers = teachers
+        self.nodes = nodes  # on a cluster: the ids of the nodes a trial may run on
         self.held: list[TrialSpec] = []  # asked while their teacher is being prepared
         self.teacher_error: BaseException | None = None
 
@@ -67,7 +69,10 @@ class OptunaSearcher(Searcher):
             # Tune asks again; after a teacher failed, no new trial (the runner raises it)
             return Searcher.FINISHED if self.teacher_error is not None else None
         self.book.live.bind(trial_id, spec.number)
-        return spec.ray_config()
+        config = spec.ray_config()
+        if self.nodes is not None:  # placement.TrialResources reads them (Tune copies them)
+            config["nodes"] = sorted(self.nodes())
+        return config
 
     def _next(self) -> TrialSpec | object | None:
         """The next trial to hand out; while the teachers are prepared, trials that need

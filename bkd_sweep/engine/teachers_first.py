@@ -103,17 +103,21 @@ class PendingTeachers:
 
 
 def start_teachers(study: Study, cache_uri: str,
-                   on_ready: Callable[[list[dict]], None] = lambda reports: None
-                   ) -> PendingTeachers:
+                   on_ready: Callable[[list[dict]], None] = lambda reports: None,
+                   nodes: list[str] | None = None) -> PendingTeachers:
     """Start ensure_teacher for every distinct teacher as Ray tasks (one trial's resources
-    each, so the trials that need no teacher share the cluster with them meanwhile)."""
+    each, so the trials that need no teacher share the cluster with them meanwhile), on
+    ``nodes`` (ids) only when given (on a cluster: those that passed preflight)."""
     import ray
+
+    from bkd_sweep.engine.placement import node_selector
 
     per_trial = study.resources.per_trial
     gpus = min(1.0, per_trial.gpu) if per_trial.gpu else 0.0
     cpus = per_trial.cpu
-
-    task = ray.remote(max_retries=1)(teacher_task).options(num_cpus=cpus, num_gpus=gpus)
+    where = node_selector(nodes)
+    task = ray.remote(max_retries=1)(teacher_task).options(
+        num_cpus=cpus, num_gpus=gpus, **({"label_selector": where} if where else {}))
     configs = distinct_teachers(study)
     cached, refs, ref_of = [], [], {}
     for index, (config, after) in enumerate(zip(configs, trained_first(configs))):

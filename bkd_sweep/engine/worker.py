@@ -129,7 +129,7 @@ def make_tune_function(setup: WorkerSetup, trial_fn: TrialFn | None) -> Callable
         cache_dir = _as_given(Location.of(setup.cache_dir))
         if setup.workers > 1:
             _run_distributed(setup, trial_fn, trial_config, config["trial_id"], checkpoint_dir,
-                             cache_dir)
+                             cache_dir, config.get("nodes"))
             return
         hide_gpus_unless_given(setup.gpu)
         set_threads(setup.cpu)
@@ -148,11 +148,14 @@ def make_tune_function(setup: WorkerSetup, trial_fn: TrialFn | None) -> Callable
 
 def _run_distributed(setup: WorkerSetup, trial_fn: TrialFn | None, trial_config: TrialConfig,
                      trial_id: str, checkpoint_dir: Path | Location,
-                     cache_dir: Path | Location) -> None:
+                     cache_dir: Path | Location, nodes: list[str] | None = None) -> None:
     """Fit a TorchTrainer of ``setup.workers`` ranks inside this Tune trial (rank 0's
-    checkpoint folder goes to Ray Train as its checkpoint, the last one kept)."""
+    checkpoint folder goes to Ray Train as its checkpoint, the last one kept), its ranks on
+    ``nodes`` (ids) only when given (on a cluster: those that passed preflight)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
+
+    from bkd_sweep.engine.placement import node_selector
     from ray.tune.integration.ray_train import TuneReportCallback
 
     use_gpu = setup.gpu > 0
@@ -184,7 +187,8 @@ def _run_distributed(setup: WorkerSetup, trial_fn: TrialFn | None, trial_config:
     trainer = TorchTrainer(
         train_loop,
         scaling_config=ray.train.ScalingConfig(num_workers=setup.workers, use_gpu=use_gpu,
-                                               resources_per_worker=per_worker),
+                                               resources_per_worker=per_worker,
+                                               label_selector=node_selector(nodes)),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
             name=trial_id, storage_path=setup.train_storage,

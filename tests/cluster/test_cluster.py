@@ -228,8 +228,8 @@ def test_a_trial_no_node_fits_is_refused_not_left_pending(cluster, tmp_path):
 
 def test_a_node_that_joins_later_counts_once_it_passed(cluster, tmp_path, dataset_files):
     """max_concurrent: auto grows onto nodes that join, each checked first: of two nodes
-    joining after preflight, the one without the data root is named once on stderr and never
-    counted, the other counts once its check passed."""
+    joining after preflight, the one without the data root is named once on stderr, never
+    counted, and no trial is placed there; the other counts once its check passed."""
     data = tmp_path / "datasets"
     dataset_files.write_cifar10(data / "cifar10")
     study = tmp_path / "cifar.yaml"
@@ -253,9 +253,12 @@ def test_a_node_that_joins_later_counts_once_it_passed(cluster, tmp_path, datase
         if driver.poll() is None:
             driver.kill()
     assert driver.returncode == 0, out + err
-    last = json.loads(out.splitlines()[-1])
+    last, placed = (json.loads(line) for line in out.splitlines()[-2:])
     assert last["capacity"] == first["passed"] + 1  # the ready node only, a CPU a trial
     assert len(last["failed"]) == 1 and "data root" in last["failed"][0], last
+    # a trial's placement group per CPU of the cluster: all but the failed node's one placed
+    assert placed == {"cpus": first["passed"] + 2, "placed": first["passed"] + 1,
+                      "on_failed": 0}, placed
     warnings = [line for line in err.splitlines()
                 if line.startswith("warning: a node that joined failed preflight")]
     assert len(warnings) == 1 and "data root" in warnings[0], err
