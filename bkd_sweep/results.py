@@ -158,12 +158,12 @@ def summary_table(results: Results) -> str:
     header = [c.removeprefix(PARAM_PREFIX) for c in cols] + [
         "n", *STATUSES, "test top1 %", "energy mJ"]
     cells = _per_configuration(df, cols, top1)
-    short = wanted is not None and any(done < wanted for done in cells["completed"])
+    short = wanted is not None and any(seeds < wanted for seeds in cells["seeds"])
     body = [[*(_fmt_value(v) for v in key),
-             str(n), f"{done}{'*' if wanted is not None and done < wanted else ''}",
+             str(n), f"{done}{'*' if wanted is not None and seeds < wanted else ''}",
              str(pruned), str(failed), _mean_std(mean, std, count), _fmt_num(energy)]
-            for key, n, done, pruned, failed, mean, std, count, energy in zip(
-                cells["key"], cells["n"], cells["completed"], cells["pruned"],
+            for key, n, done, seeds, pruned, failed, mean, std, count, energy in zip(
+                cells["key"], cells["n"], cells["completed"], cells["seeds"], cells["pruned"],
                 cells["failed"], cells["mean"], cells["std"], cells["count"], cells["energy"])]
     best = _best_configuration(cells)
     total = ["total"] + [""] * (len(cols) - 1) if cols else ["total"]
@@ -198,11 +198,13 @@ VAL_TOP1 = "metric.val_top1"  # what selects (schema v2); older files have none
 
 def _per_configuration(df: pd.DataFrame, cols: list[str], top1: str) -> dict[str, list]:
     """Per configuration (sorted; every row one group when there are no config columns):
-    its key tuple, trial count, status counts, and mean/std/count of test top-1 and mean
-    energy over completed trials. One grouped aggregation, not a Python loop over groups."""
-    done = df["status"] == "completed"
+    its key tuple, trial count, status counts, completed seeds, and mean/std/count of test
+    top-1 and mean energy over them (a seed run twice counts once, as its latest run). One
+    grouped aggregation, not a Python loop over groups."""
+    done = (df["status"] == "completed") & ~df.index.isin(repeated_runs(df))
     frame = pd.DataFrame({
         **{s: (df["status"] == s).astype("int64") for s in STATUSES},
+        "seeds": done.astype("int64"),
         "top1": _floats(df[top1]).where(done),
         "val": (_floats(df[VAL_TOP1]).where(done) if VAL_TOP1 in df.columns
                 else pd.Series(math.nan, index=df.index)),
@@ -214,6 +216,7 @@ def _per_configuration(df: pd.DataFrame, cols: list[str], top1: str) -> dict[str
     else:
         grouped = frame.groupby(pd.Series(0, index=frame.index), sort=False)
     agg = grouped.agg(n=("completed", "size"), completed=("completed", "sum"),
+                      seeds=("seeds", "sum"),
                       pruned=("pruned", "sum"), failed=("failed", "sum"),
                       mean=("top1", "mean"), std=("top1", "std"), count=("top1", "count"),
                       energy=("energy", "mean"), val=("val", "mean"))
@@ -221,15 +224,30 @@ def _per_configuration(df: pd.DataFrame, cols: list[str], top1: str) -> dict[str
     return {"key": keys, **{name: agg[name].tolist() for name in agg.columns}}
 
 
+def repeated_runs(df: pd.DataFrame) -> pd.Index:
+    """Completed rows superseded by a later completed run of the same (config_id, seed):
+    Optuna records a completed trial without an objective value as FAIL and --retry-failed
+    runs it again. Empty for results older than configuration ids."""
+    if not {"config_id", "seed", "finished_at"} <= set(df.columns):
+        return df.index[:0]
+    done = df[(df["status"] == "completed") & df["config_id"].notna()]
+    done = done.sort_values("finished_at", kind="stable")
+    return done.index[done.duplicated(["config_id", "seed"], keep="last")]
+
+
 def _best_configuration(cells: dict[str, list]) -> str:
     """The test top-1 mean of the configuration val selects (best mean val top-1 over its
-    seeds), never the luckiest test value; by test mean only for results without val."""
-    pairs = [(val, mean) for val, mean in zip(cells["val"], cells["mean"])
+    seeds), never the luckiest test value; by test mean only for results without val. A
+    tie on val goes to more seeds, then to the first configuration (as the report's cells),
+    never to the better test mean."""
+    pairs = [(val, mean, count) for val, mean, count in zip(cells["val"], cells["mean"],
+                                                            cells["count"])
              if not math.isnan(mean)]
     if not pairs:
         return "-"
     by_val = [p for p in pairs if not math.isnan(p[0])]
-    _, mean = max(by_val) if by_val else max(pairs, key=lambda p: p[1])
+    _, mean, _ = (max(by_val, key=lambda p: (p[0], p[2])) if by_val
+                  else max(pairs, key=lambda p: p[1]))
     return f"best {mean:.2f}"
 
 

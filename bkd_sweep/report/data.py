@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from bkd_sweep.config import CategoricalParam, Study
-from bkd_sweep.results import configuration_params, load
+from bkd_sweep.results import configuration_params, load, repeated_runs
 from bkd_sweep.storage import Location
 
 STATUSES = ("completed", "pruned", "failed")
@@ -53,21 +53,28 @@ class ResultsData:
         completed trial without an objective value as FAIL, and --retry-failed runs it
         again) counts once, as its latest run."""
         done = self.trials[self.trials["status"] == "completed"]
-        if not {"config_id", "seed", "finished_at"} <= set(done.columns):
-            return done  # results older than configuration ids
-        keyed = done[done["config_id"].notna()].sort_values("finished_at", kind="stable")
-        repeated = keyed.index[keyed.duplicated(["config_id", "seed"], keep="last")]
+        repeated = repeated_runs(done)
         return done.drop(index=repeated) if len(repeated) else done
 
     def selection(self) -> tuple[str, str] | None:
         """(column, mode) that picks a cell's configuration among several: the study's first
-        objective (a val metric: test never selects); None when the results lack it."""
+        objective (a val metric: test never selects); val top-1 (max) when the results lack
+        the objective (``loss`` is no trials column); None when they lack both (a column with
+        no value in any completed trial, as in results older than three splits, is lacking)."""
         objectives = self.study.search.objectives
-        try:
-            return (self.metric_col(objectives[0].metric), objectives[0].mode) if objectives \
-                else None
-        except ValueError:
-            return None
+        for metric, mode in [*((o.metric, o.mode) for o in objectives[:1]), ("val_top1", "max")]:
+            try:
+                col = self.metric_col(metric)
+            except ValueError:
+                continue
+            if self.completed[col].notna().any():
+                return col, mode
+        return None
+
+    def selects_by_objective(self) -> bool:
+        """Whether ``selection()`` is the study's own first objective (not a stand-in)."""
+        select, objective = self.selection(), self.study.search.objectives[0].metric
+        return select is not None and select[0].removeprefix("metric.") == objective
 
     def selection_note(self) -> str:
         """How the reported top-1 was selected, said once under every accuracy table."""
@@ -149,6 +156,15 @@ class ResultsData:
         known = sorted(c.removeprefix("metric.") for c in self.trials.columns
                        if c.startswith("metric.")) + ["wall_seconds", "device_seconds"]
         raise ValueError(f"unknown metric {name!r}; available: {', '.join(known)}")
+
+
+def val_note(metric: str, metric_col: str) -> list[str]:
+    """A table of a val accuracy says so: the split that selected the checkpoint (and the
+    configuration) is no unbiased estimate; test top-1 is the number to report."""
+    if metric_col not in ("metric.val_top1", "metric.final_top1"):
+        return []
+    return [f"{metric} is measured on the val split, which selected the checkpoint and the "
+            "configuration: optimistically biased; report test top-1 (metric top1)."]
 
 
 def param_col(path: str) -> str:

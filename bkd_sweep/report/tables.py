@@ -13,7 +13,7 @@ from typing import Any, Literal, Sequence, TypeVar, get_args
 from bkd_sweep.report.aggregate import (Stat, best_per_cell, excluded_counts, group_stats,
                                         keys_of, mean_of)
 from bkd_sweep.report.data import (PERCENT_METRICS, REPORTED_AS, ResultsData, format_value,
-                                   param_col, sort_key)
+                                   param_col, sort_key, val_note)
 from bkd_sweep.report.pareto import ParetoFront
 from bkd_sweep.config import CategoricalParam, DistillConfig, ParetoSpec, TableSpec
 from bkd_sweep.report.stats import (MODE_PATH, Comparison, compare, compare_cells,
@@ -140,9 +140,12 @@ def standard_notes(rows: list[list[Cell]], seeds_expected: int | None, pruned: i
 def _others_note(others: list[str], metric: str, data: ResultsData) -> list[str]:
     if not others:
         return []
-    select = data.selection()
-    by = (f"the best mean {select[0].removeprefix('metric.')} over seeds, the study's "
-          f"objective; the cell shows its {metric}" if select else f"its mean {metric}")
+    select, objective = data.selection(), data.study.search.objectives[0].metric
+    why = ("the study's objective" if data.selects_by_objective() else
+           f"standing in for the study's objective {objective}, which the results lack")
+    by = (f"the best mean {select[0].removeprefix('metric.')} over seeds, {why}; the cell "
+          f"shows its {metric}" if select else
+          f"its mean {metric} (the results have no val metric to select on)")
     return [f"Each cell shows one configuration over {', '.join(others)}: the one with {by}."]
 
 
@@ -183,13 +186,15 @@ def ablation_table(data: ResultsData, spec: TableSpec, seeds_expected: int | Non
     caption = (f"{label} ({'higher' if spec.mode == 'max' else 'lower'} is better) by "
                f"{spec.rows}" + (f" (rows) and {spec.cols} (columns)" if spec.cols else ""))
     within = "in the same row" if axis == 1 else "in the same column"
-    extra = _others_note(others, spec.metric, data) + significance_notes(
-        shown, spec.baseline or "", within, [p for p in cell_paths if p != MODE_PATH],
-        lambda x: fmt(x, decimals, signed=True), others)
+    extra = [*val_note(spec.metric, metric_col), *_others_note(others, spec.metric, data),
+             *significance_notes(shown, spec.baseline or "", within,
+                                 [p for p in cell_paths if p != MODE_PATH],
+                                 lambda x: fmt(x, decimals, signed=True), others)]
+    reported = _is_accuracy(metric_col) and metric_col.startswith("metric.test_")
     return Table(name=spec.name, caption=caption, header=header,
                  rows=tuple(tuple(r) for r in rows), align="l" + "r" * (len(header) - 1),
                  notes=standard_notes(rows, seeds_expected, pruned, failed, extra,
-                                      data if _is_accuracy(spec.metric) else None),
+                                      data if reported else None),
                  comparisons=tuple(shown))
 
 

@@ -125,3 +125,41 @@ def test_the_device_hours_curve_follows_val_not_test(tmp_path) -> None:
     _, best_none = device_hours_series(data)["none"]
     # none's trials finish in VAL_TEST order: val 80, 81, 82, 78, 79, 80 (test peaks at 77)
     assert best_none == [80.0, 81.0, 82.0, 82.0, 82.0, 82.0]
+
+
+def test_an_objective_the_results_lack_falls_back_to_val_never_test(tmp_path) -> None:
+    """A ``loss`` objective (the last epoch's val loss) is no trials column: the cell is
+    then picked on mean val top-1 and the note says so, never on the test top-1 shown."""
+    data = load_results_dir(_results(tmp_path, _study("loss", "min")))
+    assert data.selection() == ("metric.val_top1", "max")
+    table = ablation_table(data, TableSpec(name="ablation", rows="distill.mode"), 3)
+    assert table.cell("none", "top1").text == "71.00 ± 1.00 (n=3)"  # test would pick 76
+    assert table.cell("mixed", "top1").text == "75.00 ± 1.00 (n=3)"  # test would pick 80
+    note = next(n for n in table.notes if n.startswith("Each cell"))
+    assert "val_top1" in note and "objective loss, which the results lack" in note
+
+
+def test_a_val_accuracy_table_does_not_claim_to_show_test(tmp_path) -> None:
+    """A table of val_top1 shows the split that selected: its notes say so and never call
+    it test accuracy measured once."""
+    data = load_results_dir(_results(tmp_path, _study()))
+    spec = TableSpec(name="val", rows="distill.mode", metric="val_top1")
+    notes = ablation_table(data, spec, 3).notes
+    assert not any("top-1 is test accuracy" in n for n in notes)
+    assert any("val_top1 is measured on the val split" in n for n in notes)
+    test_notes = ablation_table(data, TableSpec(name="test", rows="distill.mode"), 3).notes
+    assert any("top-1 is test accuracy" in n for n in test_notes)
+
+
+def test_results_without_val_values_do_not_claim_val_selected(tmp_path) -> None:
+    """A val column with no value (results older than three splits) selects nothing: the
+    cell is then the best test mean and the note says so instead of naming val_top1."""
+    results = _results(tmp_path, _study())
+    trials = pd.read_parquet(results / "trials.parquet")
+    trials["metric.val_top1"], trials["selection_on_test"] = float("nan"), True
+    _rewrite(results, trials)
+    data = load_results_dir(results)
+    assert data.selection() is None
+    table = ablation_table(data, TableSpec(name="ablation", rows="distill.mode"), 3)
+    note = next(n for n in table.notes if n.startswith("Each cell"))
+    assert "val_top1" not in note and "no val metric to select on" in note
