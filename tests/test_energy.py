@@ -439,3 +439,24 @@ def test_ann_macs_agree_with_torch_flop_counter():
         net(x)
     # torch counts 2 FLOPs per multiply-accumulate, for the whole batch
     assert report.macs == pytest.approx(flops.get_total_flops() / 2 / 2)
+
+
+def test_ann_teacher_fed_event_counts_costs_macs_only():
+    # doc: "The ANN teacher's energy is 4.6 pJ x its MACs" -- even when its input holds
+    # integer event counts, which the paper convention would otherwise count as accumulates
+    from bkd_sweep.config import TrialConfig
+    from bkd_sweep.energy import measure_with
+
+    frames = torch.randint(0, 3, (2, 2, 8, 8)).float()  # summed event frames (counts)
+    ann = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.ReLU())
+    config = TrialConfig()
+    assert config.energy.convention == "paper"
+    report = measure_with(config, ann, frames, True, timesteps=1)
+    macs = 4 * 8 * 8 * 2 * 9  # per sample: outputs x (C_in x k x k)
+    assert report.sops == 0 and report.macs == macs
+    assert report.energy_mj == pytest.approx(4.6 * macs * 1e-9)
+    # an SNN (it has a neuron) keeps the convention: its counts are accumulates
+    snn = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), neuron.IFNode())
+    spiking = measure_with(config, snn, frames, True, timesteps=1)
+    assert spiking.macs == 0
+    assert spiking.sops == pytest.approx(brute_weighted_conv2d_sops(frames, 4, 3) / 2)

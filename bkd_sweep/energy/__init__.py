@@ -29,7 +29,9 @@ What is counted (everything summed over all calls, i.e. all T steps, then divide
   None without neurons (an ANN).
 
 The binary test is on values, so an ANN layer fed an exactly binary tensor (a binarised image)
-would count SOPs; ANN activations are practically never all 0/1.
+or, under ``paper``, integer counts (summed event frames) would count SOPs: ``ann=True`` counts
+every op as a MAC, and ``measure_with`` sets it for a model without spiking neurons (an ANN
+teacher: E = e_mac x MACs).
 """
 
 from bkd_sweep.energy.measure import measure, measure_with

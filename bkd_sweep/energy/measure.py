@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from spikingjelly.activation_based import functional
+from spikingjelly.activation_based import functional, neuron
 from torch import nn
 
 from bkd_sweep.config import TrialConfig
@@ -22,12 +22,15 @@ def measure(
     e_ac_pj: float = 0.9,
     first_layer_once: bool = False,
     convention: str = "exact",
+    ann: bool = False,
 ) -> EnergyReport:
     """Run one no-grad eval forward on ``inputs`` and return per-sample ops and energy.
 
     ``timesteps``: the T the model runs internally (1 for an ANN). ``convention``: ``exact``
     (only binary inputs are spikes) or ``paper`` (non-negative integer inputs are spike
-    counts, as published SNN energy tables count SEW additions and event frames). The model is
+    counts, as published SNN energy tables count SEW additions and event frames). ``ann``: the
+    model is an ANN, whose layers multiply whatever their input holds, so every op is a MAC
+    (summed event frames or a binary image would otherwise count as SOPs). The model is
     reset (``functional.reset_net``) before and after, and every module's train/eval flag is
     restored.
     """
@@ -41,7 +44,8 @@ def measure(
     if inputs.dim() < 1 or inputs.shape[0] < 1:
         raise ValueError(f"inputs need a batch dimension, got shape {tuple(inputs.shape)}")
     batch = inputs.shape[0]
-    counter = _count(model, inputs, batch, timesteps, CONVENTIONS[convention])
+    spike_counts = _no_spikes if ann else CONVENTIONS[convention]
+    counter = _count(model, inputs, batch, timesteps, spike_counts)
     layers = _layers(counter, batch, e_mac_pj, e_ac_pj, first_layer_once)
     spikes = [(s, n) for s, n in counter.spikes.values() if n > 0]
     elems_total = sum(n for _, n in counter.spikes.values())
@@ -60,6 +64,16 @@ def measure(
         layers=layers,
         firing_rates={k: s / n for k, (s, n) in counter.spikes.items() if n > 0},
     )
+
+
+def _no_spikes(x: torch.Tensor) -> None:
+    """An ANN's inputs are never spikes: every op counts dense MACs."""
+    return None
+
+
+def is_spiking(model: nn.Module) -> bool:
+    """Whether ``model`` has a spikingjelly neuron (an SNN student or teacher, not an ANN)."""
+    return any(isinstance(m, neuron.BaseNode) for m in model.modules())
 
 
 def _count(model: nn.Module, inputs: torch.Tensor, batch: int, timesteps: int,
@@ -116,8 +130,10 @@ def _layer(tally: LayerTally, batch: int, macs: float, e_mac_pj: float,
 
 def measure_with(config: TrialConfig, model: nn.Module, inputs: torch.Tensor,
                  event_input: bool, *, timesteps: int) -> EnergyReport:
-    """``measure`` with a trial's energy settings (constants, convention, first-layer rule)."""
+    """``measure`` with a trial's energy settings (constants, convention, first-layer rule);
+    a model without spiking neurons (an ANN teacher) counts MACs only: E = e_mac x MACs."""
     energy = config.energy
     return measure(model, inputs, timesteps=timesteps, e_mac_pj=energy.e_mac_pj,
                    e_ac_pj=energy.e_ac_pj, convention=energy.convention,
-                   first_layer_once=energy.first_layer_counted_once(event_input))
+                   first_layer_once=energy.first_layer_counted_once(event_input),
+                   ann=not is_spiking(model))
