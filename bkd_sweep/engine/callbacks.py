@@ -16,6 +16,7 @@ from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from bkd_sweep.engine.book import SweepBook
+from bkd_sweep.engine.driver_only import DriverOnly
 from bkd_sweep.engine.scheduler import epoch_metrics
 from bkd_sweep.records import EpochMetrics, TrialRecord, trial_id_of
 
@@ -87,7 +88,7 @@ def record_detail(record: TrialRecord) -> str:
     return result.reason or ""
 
 
-class SweepCallback(Callback):
+class SweepCallback(DriverOnly, Callback):
     """Tracking + progress for one sweep; holds no decision logic."""
 
     def __init__(self, book: SweepBook, tracker: Tracker | None, progress: Progress):
@@ -146,7 +147,7 @@ class SweepCallback(Callback):
         self.progress.line(spec.trial_id, record.result.status, record_detail(record))
 
 
-class LeaseStopper(Stopper):
+class LeaseStopper(DriverOnly, Stopper):
     """Ends the whole sweep once another driver has taken the study's lease: from then on
     this driver must not ask, tell or record anything (two writers on one journal)."""
 
@@ -159,7 +160,3 @@ class LeaseStopper(Stopper):
     def stop_all(self) -> bool:
         return self.lease is not None and self.lease.lost is not None
 
-    def __getstate__(self) -> dict:
-        # Tune saves its stopper with the experiment's state; the lease (a heartbeat
-        # thread) lives only in this driver process
-        return {"lease": None}

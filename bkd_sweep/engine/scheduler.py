@@ -18,6 +18,7 @@ from typing import Any
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from bkd_sweep.engine.book import SweepBook
+from bkd_sweep.engine.driver_only import DriverOnly
 from bkd_sweep.engine.objectives import pruning_value
 from bkd_sweep.engine.worker import EPOCH_KEY, KIND_KEY
 from bkd_sweep.records import EpochMetrics
@@ -32,7 +33,7 @@ def epoch_metrics(result: dict[str, Any]) -> EpochMetrics | None:
     return EpochMetrics.model_validate(json.loads(result[EPOCH_KEY]))
 
 
-class OptunaPruningScheduler(FIFOScheduler):
+class OptunaPruningScheduler(DriverOnly, FIFOScheduler):
     """FIFO scheduling plus Optuna pruning; overrides only on_trial_result/on_trial_complete."""
 
     def __init__(self, book: SweepBook):

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 from ray.tune.search import Searcher
 
 from bkd_sweep.engine.book import SweepBook
+from bkd_sweep.engine.driver_only import DriverOnly
 from bkd_sweep.engine.live_trials import TrialSpec
 from bkd_sweep.engine.teachers_first import PendingTeachers, needs_teacher
 from bkd_sweep.engine.worker import KIND_KEY, RESULT_KEY
@@ -33,7 +34,7 @@ def final_result(result: dict[str, Any] | None) -> TrialResult | None:
     return TrialResult.model_validate(json.loads(result[RESULT_KEY]))
 
 
-class OptunaSearcher(Searcher):
+class OptunaSearcher(DriverOnly, Searcher):
     """Ray Tune searcher backed by a SweepBook (one Optuna study, journal storage).
 
     ``capacity`` (``max_concurrent: auto``) says how many trials the cluster fits right now;

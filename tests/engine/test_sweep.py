@@ -148,11 +148,11 @@ tracking: {{results_dir: {results}}}
 """
 
 
-def test_tunes_json_state_holds_no_credential(ray_session, tmp_path, fakes, fake_tracker):
+def test_tunes_state_holds_no_credential(ray_session, tmp_path, fakes, fake_tracker):
     """Tune writes the configs and last results it is given into its experiment state (JSON
-    under results/<study>/ray/): it gets params and a seed, the worker builds the config, and
-    the final report carries it redacted. (Tune's pickles, tuner.pkl and the searcher's
-    state, still hold the study.)"""
+    under results/<study>/ray/) and pickles its searcher, scheduler, callbacks and stopper
+    into tuner.pkl there: it gets params and a seed, the worker builds the config, the final
+    report carries it redacted, and the driver's objects pickle empty (driver_only)."""
     root = "s3://AKIA:TOKEN1234@minio:9000/data"  # a data root with a credential in it
     loaded = load_study_text(SECRET_ROOT.format(root=root, results=tmp_path))
     summary = run_study(loaded, trial_fn=fakes.curve_trial, tracker=fake_tracker,
@@ -160,5 +160,6 @@ def test_tunes_json_state_holds_no_credential(ray_session, tmp_path, fakes, fake
     assert summary.counts["completed"] == 1
     assert fake_tracker.records["t0000"].result.config["data"]["root"] == \
         "s3://AKIA:***@minio:9000/data"
-    states = list((tmp_path / "secret_root/ray").rglob("*.json"))
-    assert len(states) >= 2 and not [p for p in states if b"TOKEN1234" in p.read_bytes()]
+    states = [p for p in (tmp_path / "secret_root/ray").rglob("*") if p.is_file()]
+    assert {p.suffix for p in states} >= {".json", ".pkl"}
+    assert not [p for p in states if b"TOKEN1234" in p.read_bytes()]
