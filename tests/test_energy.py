@@ -323,6 +323,121 @@ def test_spiking_attention_matmuls_are_sops():
     assert sum(lay.macs for lay in real) == n * d * d and all(lay.sops == 0 for lay in real)
 
 
+# the two association orders of spiking self-attention, by hand on tiny tensors:
+# Q = [[1,0],[1,1],[0,1]], K = [[1,1],[0,1],[1,0]], V = [[1,0],[1,1],[0,1]] (N = 3, d = 2)
+Q_T = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+K_T = torch.tensor([[1.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+V_T = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+
+
+class TwoOrders(nn.Module):
+    def __init__(self, kv_first: bool) -> None:
+        super().__init__()
+        self.kv_first = kv_first
+
+    def forward(self, x):  # x: [B, 3, N, d]
+        q, k, v = x[:, 0], x[:, 1], x[:, 2]
+        if self.kv_first:
+            return q @ (k.transpose(-2, -1) @ v)
+        return (q @ k.transpose(-2, -1)) @ v
+
+
+def hand_product_sops(a, b):
+    """a @ b of activations (one sample): spike-meets-spike products when both are binary,
+    else one accumulate per spike of the binary operand and column/row of the other."""
+    a, b = a.tolist(), b.tolist()
+    m, k, n = len(a), len(b), len(b[0])
+    a_bin = all(x in (0.0, 1.0) for row in a for x in row)
+    b_bin = all(x in (0.0, 1.0) for row in b for x in row)
+    total = 0
+    for i in range(m):
+        for c in range(k):
+            for j in range(n):
+                if a_bin and b_bin:
+                    total += int(a[i][c] != 0 and b[c][j] != 0)
+                elif a_bin:
+                    total += int(a[i][c] != 0)  # a's spike accumulates b's row into out[i, :]
+                elif b_bin:
+                    total += int(b[c][j] != 0)  # b's spike accumulates a's column
+    return total
+
+
+@pytest.mark.parametrize("convention", ["exact", "paper"])
+@pytest.mark.parametrize("kv_first", [False, True])
+def test_attention_orders_count_their_true_products(convention, kv_first):
+    x = torch.stack([Q_T, K_T, V_T]).unsqueeze(0)  # [1, 3, N, d]
+    r = measure(TwoOrders(kv_first), x, convention=convention)
+    by = {lay.name: lay.sops for lay in r.layers}
+    kt = K_T.t()
+    if kv_first:  # K^T V = [[1,1],[2,1]] holds a 2: a sum of products, not spikes
+        inner, outer = (kt, V_T), (Q_T, kt @ V_T)
+        hand = (5, 8)  # 2*1 + 1*2 + 1*1 token pairs; nnz(Q) x d = 4 x 2
+    else:  # Q K^T = [[1,0,1],[2,1,1],[1,1,0]]
+        inner, outer = (Q_T, kt), (Q_T @ kt, V_T)
+        hand = (8, 12)  # 2*2 + 2*2 channel pairs; nnz(V) x N = 4 x 3
+    assert (hand_product_sops(*inner), hand_product_sops(*outer)) == hand
+    assert by == {"bmm0": hand[0], "bmm1": hand[1]} and r.macs == 0
+    assert r.layers[1].firing_rate == pytest.approx(4 / 6)  # Q or V: the binary operand
+
+
+def test_attention_product_count_is_the_same_under_both_conventions():
+    x = spikes(2, 3, 16, 4, p=0.6, seed=7)  # N = 16 > d = 4: K^T V sums many products
+    exact = measure(TwoOrders(True), x, convention="exact")
+    paper = measure(TwoOrders(True), x, convention="paper")
+    q = x[:, 0]
+    assert exact.layers[1].sops == paper.layers[1].sops == q.count_nonzero().item() * 4 / 2
+
+
+def test_integer_activation_products():
+    """Two non-binary activations cost MACs under both conventions (``paper`` counts an
+    integer *input to weights* as spikes, not an operand of an activation product); an
+    integer input times a weight keeps the layer rule; an ANN counts MACs only."""
+    sew = spikes(2, 5, 3, seed=1) + spikes(2, 5, 3, seed=2)  # SEW ADD output: 0, 1, 2
+    assert sew.max() == 2
+
+    class Prod(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(3, 4))
+
+        def forward(self, x):
+            real = torch.bmm(x, x.transpose(-2, -1).mul(0.3))  # integer x real: MACs
+            spk = x.transpose(-2, -1) @ (x > 1).float()  # integer x binary: nnz(binary) x 3
+            return real.sum() + spk.sum() + (x @ self.w).sum()  # integer x weight
+
+    for conv in ("exact", "paper"):
+        by = {lay.name: lay for lay in measure(Prod(), sew, convention=conv).layers}
+        assert by["bmm0"].sops == 0 and by["bmm0"].macs == 5 * 3 * 5
+        assert by["bmm1"].sops == (sew > 1).count_nonzero().item() * 3 / 2
+        if conv == "paper":  # each count of the input meets the weight row: sum x 4
+            assert by["mm0"].sops == sew.sum().item() * 4 / 2 and by["mm0"].macs == 0
+        else:
+            assert by["mm0"].sops == 0 and by["mm0"].macs == 5 * 3 * 4
+    ann = measure(TwoOrders(True), torch.stack([Q_T, K_T, V_T]).unsqueeze(0), ann=True)
+    assert ann.sops == 0 and ann.macs == 2 * 3 * 2 + 3 * 2 * 2
+
+
+def test_spikformer_attention_counts_nnz_q_times_head_width():
+    from bkd_sweep.models.students._registry import create_student
+
+    torch.manual_seed(0)
+    net = create_student("spikformer_2_256", num_classes=10, image_size=32, timesteps=2)
+    for m in net.modules():  # force firing: lower every threshold
+        if isinstance(m, neuron.BaseNode):
+            m.v_threshold = m.v_threshold * 0.05
+    attn = net.blocks[0].attn
+    assert attn.heads == 16  # 64 tokens > d_head 16: q @ (k^T @ v)
+    seen = []
+    h = attn.qkv_neuron.register_forward_hook(lambda m, a, o: seen.append(o[:, :, :256]))
+    x = torch.randn(2, 3, 32, 32)
+    paper = {lay.name: lay.sops for lay in measure(net, x, timesteps=2, convention="paper").layers}
+    exact = {lay.name: lay.sops for lay in measure(net, x, timesteps=2, convention="exact").layers}
+    h.remove()
+    nnz_q = seen[0].count_nonzero().item()
+    assert nnz_q > 0 and seen[0].max() == 1
+    assert paper["blocks.0.attn:bmm1"] == exact["blocks.0.attn:bmm1"] == nnz_q * 16 / 2
+
+
 def test_fused_attention_counts_macs():
     class SDPA(nn.Module):
         def forward(self, x):

@@ -14,9 +14,14 @@ What is counted (everything summed over all calls, i.e. all T steps, then divide
 - Matrix products outside those modules (aten mm, addmm, bmm, baddbmm, mv, dot, convolution from
   functional calls, fused scaled-dot-product attention), seen by a TorchDispatchMode and recorded
   as pseudo-layers ``"<enclosing module>:<op><k>"`` (the k-th such op in one call of that module,
-  e.g. ``blocks.0.attn:bmm0`` = Q K^T). One binary operand: SOPs = nnz(spikes) x fan-out (the
-  other operand plays the weight). Two binary operands (spiking Q K^T): SOPs = the
-  number of 1 x 1 products. Otherwise dense MACs. Fused attention always counts MACs (softmax).
+  e.g. ``blocks.0.attn:bmm0`` = Q K^T). An operand that is a model parameter/buffer (or a
+  view of one) is a weight: the other operand is a layer input, counted as for a Linear (under
+  ``paper`` integer counts too). Two activations: only a binary operand is spikes, under either
+  convention (an integer K^T V or Q K^T is a sum of products, not spike arrivals): one binary
+  operand: SOPs = nnz(spikes) x the other operand's free dimension, whichever side it is on;
+  two (spiking Q K^T): SOPs = the number of 1 x 1 products; neither: dense MACs. So
+  q @ (k^T @ v) and (q @ k^T) @ v each count their own products' true operations. Fused
+  attention always counts MACs (softmax).
 - Not counted: BatchNorm (folded into the preceding conv at inference), pooling, residual adds,
   other elementwise ops and neuron membrane updates, as in the Spikformer / BKDSNN estimates.
 - ``dense_macs``: MACs per sample for one application (time step). Applications per call: conv:

@@ -11,7 +11,7 @@ from spikingjelly.activation_based import neuron
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bkd_sweep.energy.rules import Call, SpikeCounts, aten_rules, module_rule
+from bkd_sweep.energy.rules import Call, SpikeCounts, aten_rules, module_rule, weight_test
 
 
 @dataclass
@@ -57,7 +57,7 @@ class OpCounter(TorchDispatchMode):
         self.depth = 0  # > 0 inside a counted Conv/Linear: its aten ops are not recounted
         self.busy = False  # our own tensor ops in hooks are not counted
         self.spikes_of = spikes  # the convention: which inputs are spikes, and how many
-        self.table = aten_rules(batch, timesteps, spikes)
+        self.table = aten_rules(batch, timesteps, spikes, weight_test(model))
         self.handles: list[Any] = []
         for name, m in model.named_modules():
             self.handles.append(m.register_forward_pre_hook(self._push(name)))

@@ -108,21 +108,45 @@ def conv_rule(x: torch.Tensor, out: torch.Tensor, w_shape: tuple[int, ...], *, s
 
 
 def product_rule(a: torch.Tensor, bm: torch.Tensor, batch: int, timesteps: int,
-                 spikes: SpikeCounts) -> Call:
-    """A product a @ bm (a [bt, m, k], bm [bt, k, n]) with spike-aware rules."""
+                 spikes: SpikeCounts, weight: str = "") -> Call:
+    """A product a @ bm (a [bt, m, k], bm [bt, k, n]). ``weight``: which operand is a model
+    weight ("a", "b" or ""): the other one is then a layer input, and the convention says
+    whether it is spikes (``paper``: integer counts too), as for a Linear; two activations
+    follow ``activation_product``."""
     bt, m, k = a.shape
     n = bm.shape[-1]
     call = Call(dense=float(bt * m * k * n), apps=_time_apps(bt * m, batch, timesteps))
-    a_s, b_s = spikes(a), spikes(bm)
-    if a_s is not None and b_s is not None:  # both spikes: only spike x spike products add
-        call.sops = float((a_s.sum(dim=-2) * b_s.sum(dim=-1)).sum())  # [bt, k] each
+    if not weight:
+        return activation_product(call, a, bm, spikes)
+    x, fan = (bm, m) if weight == "a" else (a, n)
+    counts = spikes(x)
+    if counts is not None:  # each spike (count) meets every weight of its row/column once
+        call.nnz, call.numel = _nnz(x), x.numel()
+        call.sops = float(counts.sum()) * fan
+    return call
+
+
+def activation_product(call: Call, a: torch.Tensor, bm: torch.Tensor,
+                       spikes: SpikeCounts) -> Call:
+    """a @ bm, both activations: only a *binary* operand is spikes, under either convention
+    (an integer operand such as K^T V holds sums of products, not spike arrivals; the
+    ``paper`` integer-count rule is for a layer input fed into weights). Each spike of a
+    binary operand triggers one accumulate per column of the other operand's free dimension:
+    nnz(a) x n, or nnz(bm) x m. Two binary operands: the 1 x 1 products (spike meets spike).
+    Neither binary: dense MACs. ``spikes`` still decides (an ANN counts MACs only)."""
+    m, n = a.shape[-2], bm.shape[-1]
+    a_bin = spikes(a) is not None and is_binary(a)
+    b_bin = spikes(bm) is not None and is_binary(bm)
+    if a_bin and b_bin:
+        a_nz, b_nz = (a != 0).to(torch.float64), (bm != 0).to(torch.float64)
+        call.sops = float((a_nz.sum(dim=-2) * b_nz.sum(dim=-1)).sum())  # [bt, k] each
         call.nnz, call.numel = _nnz(a) + _nnz(bm), a.numel() + bm.numel()
-    elif a_s is not None:
+    elif a_bin:
         call.nnz, call.numel = _nnz(a), a.numel()
-        call.sops = float(a_s.sum()) * n
-    elif b_s is not None:
+        call.sops = float(call.nnz) * n
+    elif b_bin:
         call.nnz, call.numel = _nnz(bm), bm.numel()
-        call.sops = float(b_s.sum()) * m
+        call.sops = float(call.nnz) * m
     return call
 
 
@@ -186,17 +210,35 @@ def _sdpa(args: tuple, batch: int, timesteps: int) -> Call:
 AtenRule = tuple[str, Callable[[tuple, Any], Call]]
 
 
-def aten_rules(b: int, t: int, spikes: SpikeCounts) -> dict[Any, AtenRule]:
-    """aten op packet -> (op label, rule(args, out)) for ops outside Conv/Linear modules."""
-    def pair(i: int, j: int) -> Callable[[tuple, Any], Call]:
-        return lambda a, o: product_rule(_as3(a[i], False), _as3(a[j], True), b, t, spikes)
+def weight_test(model: nn.Module) -> Callable[[torch.Tensor], bool]:
+    """Whether a tensor is (a view of) one of ``model``'s parameters or buffers: its storage."""
+    ptrs = {p.untyped_storage().data_ptr()
+            for p in list(model.parameters()) + list(model.buffers()) if p.numel()}
+    return lambda x: x.numel() > 0 and x.untyped_storage().data_ptr() in ptrs
+
+
+def _which_weight(a: torch.Tensor, bm: torch.Tensor, is_weight: Callable) -> str:
+    return "b" if is_weight(bm) else "a" if is_weight(a) else ""
+
+
+def aten_rules(b: int, t: int, spikes: SpikeCounts,
+               is_weight: Callable[[torch.Tensor], bool] = lambda x: False,
+               ) -> dict[Any, AtenRule]:
+    """aten op packet -> (op label, rule(args, out)) for ops outside Conv/Linear modules;
+    ``is_weight`` tells a model weight operand (the other is then a layer input)."""
+    def pair(i: int, j: int, vec: bool = True) -> Callable[[tuple, Any], Call]:
+        def rule(args: tuple, out: Any) -> Call:
+            x, y = (_as3(args[i], False), _as3(args[j], True)) if vec else (args[i], args[j])
+            w = _which_weight(args[i], args[j], is_weight)
+            return product_rule(x, y, b, t, spikes, w)
+        return rule
 
     table: dict[Any, AtenRule] = {
         aten.mm: ("mm", pair(0, 1)), aten.addmm: ("mm", pair(1, 2)),
         aten.mv: ("mv", pair(0, 1)), aten.addmv: ("mv", pair(1, 2)),
         aten.dot: ("dot", pair(0, 1)),
-        aten.bmm: ("bmm", lambda a, o: product_rule(a[0], a[1], b, t, spikes)),
-        aten.baddbmm: ("bmm", lambda a, o: product_rule(a[1], a[2], b, t, spikes)),
+        aten.bmm: ("bmm", pair(0, 1, vec=False)),
+        aten.baddbmm: ("bmm", pair(1, 2, vec=False)),
         aten.convolution: ("conv", lambda a, o: _aten_conv(a, o, b, spikes)),
     }
     for name in _SDPA_OPS:
