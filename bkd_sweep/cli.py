@@ -126,7 +126,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bkd_sweep.preflight import check_trial_runnable
+    from bkd_sweep.preflight import check_trial_runnable, writable_dir
 
     loaded = _load(args.study)
     overrides = dict(parse_override(item) for item in args.set or [])
@@ -136,9 +136,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise StudyError(exc.message, file=loaded.path, field=exc.field) from None
     check_trial_runnable(loaded, config)
     out = Path(args.out).resolve() if args.out else None
-    if out is not None and not os.access(out.parent if out.parent.exists() else Path.cwd(),
-                                         os.W_OK):
-        raise UsageError(f"--out {out}: directory is not writable")
+    checkpoint_dir = Path(args.checkpoint_dir).resolve() if args.checkpoint_dir else None
+    for flag, path, folder in (("--out", out, out and out.parent),
+                               ("--checkpoint-dir", checkpoint_dir, checkpoint_dir)):
+        if path is not None and (not writable_dir(folder) or path is out and out.is_dir()):
+            raise UsageError(f"{flag} {path}: cannot be written (checked before training)")
     from bkd_sweep.trial import run_trial
 
     def report(metrics, _checkpoint_dir):
@@ -147,7 +149,6 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"loss {metrics.loss:.4f} ({terms}) lr {metrics.lr:.3g} "
               f"{metrics.wall_seconds:.1f}s", flush=True)
 
-    checkpoint_dir = Path(args.checkpoint_dir).resolve() if args.checkpoint_dir else None
     result = run_trial(config, report, checkpoint_dir=checkpoint_dir,
                        cache_dir=cache_dir_for(loaded.results_dir().parent))
     payload = result_summary(result)

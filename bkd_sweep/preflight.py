@@ -6,7 +6,7 @@ order and raises the first problem, so a command stops at one line, before anyth
 written. The commands combine them:
 
 * ``check_references`` (validate, plan, run, submit): every registry name (dataset, student,
-  teacher) exists, and a distilling study names its teacher checkpoint;
+  teacher) exists, a distilling study names its teacher checkpoint, the search can run;
 * ``check_runnable`` (run, before Ray starts): variables set, a well-formed search, data roots
   and teacher checkpoints present here, a writable results dir, an earlier sweep only with
   resume and only of the same study;
@@ -24,6 +24,7 @@ import difflib
 import functools
 import itertools
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -162,8 +163,8 @@ def search_problems(loaded: LoadedStudy) -> list[StudyError]:
     try:
         space.param_order(search)
         space.count_trials(search)
-    except StudyError as exc:
-        problems.append(exc)
+    except StudyError as exc:  # the search space knows the field, the study its file:line
+        problems.append(loaded.error(exc.message, exc.field))
     metric = search.pruned_metric
     if search.pruner.name != "none" and metric.split(".")[0] not in (*EPOCH_METRIC_MODES,
                                                                     "loss_terms"):
@@ -282,13 +283,13 @@ def results_dir_problems(loaded: LoadedStudy) -> list[StudyError]:
             return [loaded.error(str(exc), "storage")]
         return []
     results = loaded.results_dir()
-    if _writable(results):
+    if writable_dir(results):
         return []
     return [loaded.error(f"results directory {results} is not writable",
                          "tracking.results_dir")]
 
 
-def _writable(path: Path) -> bool:
+def writable_dir(path: Path) -> bool:
     """``path``, or the nearest folder above it that exists, is a writable directory."""
     probe = path
     while not probe.exists():
@@ -296,6 +297,26 @@ def _writable(path: Path) -> bool:
             return False
         probe = probe.parent
     return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+
+
+def machine_problems(loaded: LoadedStudy) -> list[StudyError]:
+    """One trial needs more than this machine has (embedded Ray only; a cluster's nodes are
+    checked once joined): Ray would start, the tracking store be written, then refused."""
+    from bkd_sweep.engine.plan import machine_resources, trials_fitting
+    from bkd_sweep.engine.ray_setup import is_embedded
+
+    if not is_embedded():
+        return []
+    per_trial, here = loaded.study.resources.per_trial, machine_resources()
+    # no nvidia-smi and no CUDA_VISIBLE_DEVICES: 0 GPUs is sure only without a driver
+    known = (here["gpus"] or "CUDA_VISIBLE_DEVICES" in os.environ
+             or shutil.which("nvidia-smi") or not Path("/proc/driver/nvidia").exists())
+    gpus = here["gpus"] if known else per_trial.gpu * per_trial.workers
+    if trials_fitting(per_trial, here["cpus"], gpus):
+        return []
+    return [loaded.error(f"one trial needs {per_trial.cpu * per_trial.workers:g} CPUs and "
+                         f"{per_trial.gpu * per_trial.workers:g} GPUs; this machine has "
+                         f"{here['cpus']} CPUs and {gpus:g} GPUs", "resources.per_trial")]
 
 
 NODE_CHECKS: tuple[Check, ...] = (variable_problems, path_problems, results_dir_problems)
@@ -349,16 +370,21 @@ def sweep_state_problems(loaded: LoadedStudy, resume: bool = False) -> list[Stud
 
 
 def check_references(loaded: LoadedStudy) -> None:
-    """Raise StudyError (file:line: field: ...) for a name no registry knows, or a distilling
-    study without a teacher checkpoint."""
-    run_checks(loaded, (reference_problems, teacher_problems))
+    """Raise StudyError (file:line: field: ...) for a name no registry knows, a distilling
+    study without a teacher checkpoint, a search that cannot run (a when-cycle, no budget, an
+    unknown pruned metric), train.device cuda for trials given no GPU: what `validate` can
+    say without this machine."""
+    from bkd_sweep.config.checks import device_problems
+
+    run_checks(loaded, (reference_problems, teacher_problems, search_problems, device_problems))
 
 
 def check_runnable(loaded: LoadedStudy, resume: bool = False) -> None:
     """Refuse (StudyError, one line) before anything starts or is written when the sweep
-    cannot run here: an unset ${VAR}, a missing data root or teacher checkpoint, an
-    unwritable results dir, or an earlier sweep in results/<name>/ without ``resume``."""
-    run_checks(loaded, (variable_problems, search_problems, path_problems,
+    cannot run here: an unset ${VAR}, a trial larger than this machine (embedded Ray), a
+    missing data root or teacher checkpoint, an unwritable results dir, or an earlier sweep
+    in results/<name>/ without ``resume``."""
+    run_checks(loaded, (variable_problems, search_problems, machine_problems, path_problems,
                         results_dir_problems,
                         functools.partial(sweep_state_problems, resume=resume)))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_RESULTS_ROOT = "results"  # relative to the study file's folder when not absolute
@@ -51,8 +51,18 @@ NODE_WAIT_S = 600.0  # node_wait_s unset
 
 
 def settings() -> Settings:
-    """The environment as it is now."""
-    return Settings()
+    """The environment as it is now. A bad value is bad input: one line (a StudyError) naming
+    the variable, what it holds and what is allowed, never pydantic's traceback."""
+    try:
+        return Settings()
+    except ValidationError as err:
+        from bkd_sweep.config.errors import StudyError  # config imports this module
+
+        first = err.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        name = env_var(field) if field in Settings.model_fields else field or "BKD_*"
+        raise StudyError(f"environment variable {name}: {first['msg']} "
+                         f"(got {first.get('input')!r})") from None
 
 
 def env_var(field: str) -> str:

@@ -84,15 +84,15 @@ def _union_alternatives(errors: list[dict[str, Any]]) -> tuple[list[Any], str]:
 
 
 def validation_error_to_study_error(err: ValidationError, path: Path,
-                                   lines: dict[str, int]) -> StudyError:
+                                   lines: dict[str, int | None]) -> StudyError:
     first = err.errors()[0]
     loc, message = _union_alternatives(err.errors())
     # drop pydantic's union tags: ('search','params',P,'range','low') -> search.params.P.low
     if loc[:2] == ["search", "params"] and len(loc) > 3 and loc[3] in ("categorical", "range"):
         del loc[3]
     pruner_class = None
-    if loc[:2] == ["search", "pruner"] and len(loc) > 3:
-        pruner_class = PRUNER_CLASSES.get(str(loc.pop(2)))
+    if loc[:2] == ["search", "pruner"] and len(loc) > 2 and str(loc[2]) in PRUNER_CLASSES:
+        pruner_class = PRUNER_CLASSES.get(str(loc.pop(2)))  # the union's tag, not a key
     loc = tuple(loc)
     dotted = ".".join(str(p) for p in loc)
     if first["type"] == "extra_forbidden":
@@ -156,6 +156,7 @@ def check_search_values(loaded: LoadedStudy) -> None:
 def check_linked(loaded: LoadedStudy) -> None:
     study = loaded.study
     base = study.base_config()
+    owner: dict[str, str] = {}  # path -> the linked group that sets it
     for group, bundles in study.search.linked.items():
         if not bundles:
             raise loaded.error("a linked group needs at least one labelled bundle",
@@ -165,6 +166,11 @@ def check_linked(loaded: LoadedStudy) -> None:
             for path in overrides:
                 if path in study.search.params:
                     raise loaded.error(f"{path} is both searched and linked", field)
+                if path == "seed":  # each trial's seed is search.seeds' (it would be ignored)
+                    raise loaded.error("seed: search seeds with search.seeds", field)
+                if owner.setdefault(path, group) != group:  # one group's value would be lost
+                    raise loaded.error(f"{path} is set by linked groups {owner[path]!r} and "
+                                       f"{group!r}; set it in one group", field)
             try:
                 apply_overrides(base, overrides)
             except StudyError as exc:
@@ -204,3 +210,20 @@ def _check_report_metric(loaded: LoadedStudy, metric: str, field: str,
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise loaded.error(f"unknown metric {metric!r}{hint}; known: {', '.join(known)}",
                            field)
+
+
+def device_problems(loaded: LoadedStudy) -> list[StudyError]:
+    """``train.device: cuda`` in a sweep whose trials ask for no GPU: Ray hides the GPUs from
+    such a trial (engine/worker.py), so every trial would fail once the sweep has started."""
+    study = loaded.study
+    if study.resources.per_trial.gpu > 0:
+        return []
+    spec = study.search.params.get("train.device")
+    places = ([("search.params.train.device", v) for v in spec.values]
+              if isinstance(spec, CategoricalParam) else [("train.device", study.train.device)])
+    places += [(f"search.linked.{group}.{label}", bundle.get("train.device"))
+               for group, bundles in study.search.linked.items()
+               for label, bundle in bundles.items()]
+    return [loaded.error("device 'cuda' but resources.per_trial.gpu is 0: a trial given no "
+                         "GPU sees none; set resources.per_trial.gpu (e.g. 1) or use device "
+                         "auto", field) for field, device in places if device == "cuda"][:1]

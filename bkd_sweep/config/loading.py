@@ -27,7 +27,7 @@ class LoadedStudy(BaseModel):
     study: Study
     path: Path
     raw: dict[str, Any]
-    lines: dict[str, int]  # dotted path -> line in the file
+    lines: dict[str, int | None]  # dotted path -> line in the file (None: given by --set)
     unresolved: list[str]  # ${VARS} that were unset (an error for `run`, not for `validate`)
     storage_flag: str | None = None  # `--storage` of run/submit/status/report: wins over the rest
 
@@ -88,7 +88,7 @@ def resolve_relative_paths(raw: dict[str, Any], study_dir: Path) -> dict[str, An
     return tree
 
 
-def _refuse_nul_paths(raw: dict[str, Any], path: Path, lines: dict[str, int]) -> None:
+def _refuse_nul_paths(raw: dict[str, Any], path: Path, lines: dict[str, int | None]) -> None:
     """A NUL byte cannot be in a file name (the OS refuses it; pathlib raises ValueError)."""
     for dotted in ("storage", *(".".join(f) for f in _RELATIVE_PATH_FIELDS)):
         node: Any = raw
@@ -187,9 +187,8 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, path: Path) -> Non
     node[parts[-1]] = value
 
 
-def load_study_text(text: str, path: str | os.PathLike = "<study>",
-                    overrides: dict[str, Any] | None = None) -> LoadedStudy:
-    path = Path(path)
+def _parse(text: str, path: Path) -> tuple[dict[str, Any], dict[str, int | None], dict]:
+    """Safe YAML to (tree, dotted path -> line, the ${VAR} tokens to interpolate)."""
     lines_by_tuple: dict[tuple, int] = {}
     text, variables = protect_variables(text)
     try:
@@ -202,7 +201,6 @@ def load_study_text(text: str, path: str | os.PathLike = "<study>",
             raise StudyError("empty study file", file=path)
         raw = node_tree(node, (), lines_by_tuple, set(), [0])
     except StudyError as exc:
-        exc.file = str(path)
         raise StudyError(exc.message, file=path, line=exc.line, field=exc.field) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
@@ -215,10 +213,39 @@ def load_study_text(text: str, path: str | os.PathLike = "<study>",
         raise StudyError("a study must be a mapping of sections (name, data, student, ...)",
                          file=path, line=1)
     lines = {".".join(str(p) for p in k): v for k, v in lines_by_tuple.items() if k}
+    return raw, lines, variables
+
+
+def _blame_set(exc: StudyError, overrides: dict[str, Any]) -> StudyError:
+    """A fault in a value ``--set`` gave says so: the file's line holds another value."""
+    field = exc.field or ""
+    for dotted in overrides:
+        if field and (field == dotted or f"{field}.".startswith(f"{dotted}.")
+                      or dotted.startswith(f"{field}.")):
+            return StudyError(f"{exc.message} (given by --set {dotted})", file=exc.file,
+                              line=exc.line, field=exc.field)
+    return exc
+
+
+def load_study_text(text: str, path: str | os.PathLike = "<study>",
+                    overrides: dict[str, Any] | None = None) -> LoadedStudy:
+    path = Path(path)
+    raw, lines, variables = _parse(text, path)
     unresolved: set[str] = set()
     raw = interpolate(raw, variables, unresolved)
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value, path)
+        # the value is the command line's: no line of the file holds it
+        lines.update({k: None for k in lines if k == dotted or k.startswith(f"{dotted}.")})
+        lines[dotted] = None
+    try:
+        return _validated(raw, path, lines, sorted(unresolved))
+    except StudyError as exc:
+        raise _blame_set(exc, overrides or {}) from None
+
+
+def _validated(raw: dict[str, Any], path: Path, lines: dict[str, int | None],
+               unresolved: list[str]) -> LoadedStudy:
     _refuse_nul_paths(raw, path, lines)
     resolved = copy.deepcopy(raw)
     _resolve_relative(resolved, path.parent.resolve() if path.name != "<study>" else Path.cwd())
@@ -226,8 +253,7 @@ def load_study_text(text: str, path: str | os.PathLike = "<study>",
         study = Study.model_validate(resolved)
     except ValidationError as err:
         raise validation_error_to_study_error(err, path, lines) from None
-    loaded = LoadedStudy(study=study, path=path, raw=raw, lines=lines,
-                         unresolved=sorted(unresolved))
+    loaded = LoadedStudy(study=study, path=path, raw=raw, lines=lines, unresolved=unresolved)
     check_search_values(loaded)
     check_linked(loaded)
     check_report(loaded)

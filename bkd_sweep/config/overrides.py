@@ -47,6 +47,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise StudyError(f"--set {text!r}: expected path=value")
     path, raw = text.split("=", 1)
+    if not all(part.strip() for part in path.split(".")):
+        raise StudyError(f"--set {text!r}: expected path=value, the path dotted names "
+                         "(e.g. train.epochs=2)")
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:

@@ -109,7 +109,7 @@ class PercentilePrunerConfig(Strict):
 
 class SuccessiveHalvingPrunerConfig(Strict):
     name: Literal["successive_halving"]
-    min_resource: int | Literal["auto"] = "auto"
+    min_resource: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     reduction_factor: int = Field(4, ge=2)
     min_early_stopping_rate: int = Field(0, ge=0)
 
@@ -117,8 +117,16 @@ class SuccessiveHalvingPrunerConfig(Strict):
 class HyperbandPrunerConfig(Strict):
     name: Literal["hyperband"]
     min_resource: int = Field(1, ge=1)
-    max_resource: int | Literal["auto"] = "auto"
+    max_resource: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     reduction_factor: int = Field(3, ge=2)
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> "HyperbandPrunerConfig":
+        # Optuna takes it, then divides by zero at the first prune (no bracket fits)
+        if isinstance(self.max_resource, int) and self.max_resource < self.min_resource:
+            raise ValueError(f"max_resource ({self.max_resource}) must be >= min_resource "
+                             f"({self.min_resource})")
+        return self
 
 
 class ThresholdPrunerConfig(Strict):
@@ -131,6 +139,8 @@ class ThresholdPrunerConfig(Strict):
     def _bounds(self) -> "ThresholdPrunerConfig":
         if self.lower is None and self.upper is None:
             raise ValueError("threshold pruner needs lower or upper")
+        if self.lower is not None and self.upper is not None and self.lower > self.upper:
+            raise ValueError(f"lower ({self.lower}) must be <= upper ({self.upper})")
         return self
 
 
