@@ -235,6 +235,19 @@ def repeated_runs(df: pd.DataFrame) -> pd.Index:
     return done.index[done.duplicated(["config_id", "seed"], keep="last")]
 
 
+def retried_failures(df: pd.DataFrame) -> pd.Index:
+    """Failed rows whose (config_id, seed) also has a completed run (--retry-failed ran it
+    again): that seed is in the results, so nothing of it was dropped. Empty for results
+    older than configuration ids."""
+    if not {"config_id", "seed"} <= set(df.columns):
+        return df.index[:0]
+    known = df["config_id"].notna()
+    failed = df[(df["status"] == "failed") & known]
+    done = df[(df["status"] == "completed") & known]
+    pairs = pd.MultiIndex.from_frame(done[["config_id", "seed"]])
+    return failed.index[pd.MultiIndex.from_frame(failed[["config_id", "seed"]]).isin(pairs)]
+
+
 def _best_configuration(cells: dict[str, list]) -> str:
     """The test top-1 mean of the configuration val selects (best mean val top-1 over its
     seeds), never the luckiest test value; by test mean only for results without val. A

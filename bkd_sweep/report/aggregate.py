@@ -12,6 +12,7 @@ from typing import Iterable, Literal
 import pandas as pd
 
 from bkd_sweep.report.data import norm_value, param_col, sort_key
+from bkd_sweep.results import retried_failures
 
 Mode = Literal["max", "min"]
 
@@ -42,14 +43,30 @@ def keys_of(df: pd.DataFrame, paths: Iterable[str]) -> list[tuple]:
 
 
 def group_stats(df: pd.DataFrame, paths: list[str], metric_col: str) -> dict[tuple, Stat]:
-    """Stat per distinct value tuple of ``paths`` (seeds and other columns are pooled)."""
+    """Stat per distinct value tuple of ``paths`` (seeds and other columns are pooled).
+    Missing, NaN and infinite values are left out alike (see ``nonfinite_note``)."""
     groups: dict[tuple, list[float]] = {}
     for key, value in zip(keys_of(df, paths), df[metric_col].tolist()):
         value = norm_value(value)
-        if value is None:
+        if value is None or not math.isfinite(value):
             continue
         groups.setdefault(key, []).append(float(value))
     return {k: Stat.of(v) for k, v in groups.items()}
+
+
+def nonfinite_note(df: pd.DataFrame, columns: Iterable[str]) -> list[str]:
+    """Infinite values (a diverged run) of the metric ``columns`` of ``df``: left out of every
+    mean as missing ones are, so n counts finite values; said, never silently."""
+    counts = []
+    for col in columns:
+        if col in df.columns:
+            values = pd.to_numeric(df[col], errors="coerce").astype("Float64")
+            k = int(values.isin([math.inf, -math.inf]).sum())
+            counts += [f"{k} of {col.removeprefix('metric.')}"] if k else []
+    if not counts:
+        return []
+    return [f"Infinite values left out of the means, as missing values are (n counts finite "
+            f"values only): {', '.join(counts)}."]
 
 
 def best_per_cell(df: pd.DataFrame, cell_paths: list[str], other_paths: list[str],
@@ -82,9 +99,12 @@ def best_per_cell(df: pd.DataFrame, cell_paths: list[str], other_paths: list[str
 
 
 def excluded_counts(trials: pd.DataFrame) -> tuple[int, int]:
-    """(pruned, failed) trials among ``trials``: excluded from every aggregate."""
+    """(pruned, failed) trials among ``trials``: excluded from every aggregate. A failed run
+    whose (configuration, seed) completed in another run (a retry) dropped nothing: not
+    counted (``retried_failures``)."""
     status = trials["status"]
-    return int((status == "pruned").sum()), int((status == "failed").sum())
+    failed = int((status == "failed").sum()) - len(retried_failures(trials))
+    return int((status == "pruned").sum()), failed
 
 
 def mean_of(df: pd.DataFrame, col: str) -> float | None:

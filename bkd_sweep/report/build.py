@@ -10,7 +10,7 @@ from pathlib import Path
 from bkd_sweep.report.aggregate import mean_of
 from bkd_sweep.report.data import ResultsData, load_results_dir, param_col
 from bkd_sweep.report.page import PageFigure, index_html
-from bkd_sweep.report.pareto import ParetoFront, pareto_front, pareto_points
+from bkd_sweep.report.pareto import ParetoFront, configuration_front, front_note
 from bkd_sweep.report.plots import (device_hours_figure, epoch_curves_figure, pareto_figure,
                                     save_figure)
 from bkd_sweep.report.render import EXTENSIONS, render
@@ -130,10 +130,8 @@ def build_report(results_dir: Path, out_dir: Path, *, report_cfg: ReportConfig |
 
 
 def _pareto(data, spec: ParetoSpec, writer: _ReportWriter):
-    points, group_paths = pareto_points(data, spec)
-    front = pareto_front(points, data.metric_col(spec.x), data.metric_col(spec.y),
-                         x_mode=_objective_mode(data, spec.x),
-                         y_mode=_objective_mode(data, spec.y))
+    front, group_paths = configuration_front(data, spec, _objective_mode(data, spec.x),
+                                             _objective_mode(data, spec.y))
     writer.table(pareto_table(front, spec, group_paths), "Pareto front")
     if len(front.points):  # nothing to draw before the first completed trial
         done = data.completed
@@ -144,7 +142,7 @@ def _pareto(data, spec: ParetoSpec, writer: _ReportWriter):
         fig = pareto_figure(front, spec, data, teacher_x, teacher_y)
         writer.figure(fig, "pareto", PARETO_FORMATS,
                       f"{spec.y} vs {spec.x}: configuration means, Pareto front as a step "
-                      "line, ANN teacher dashed")
+                      "line, ANN teacher dashed. " + front_note(front))
     return front
 
 

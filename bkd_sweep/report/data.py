@@ -150,11 +150,17 @@ class ResultsData:
         """Resolve a metric name to its trials column: ``top1`` is the reported top-1, i.e.
         ``metric.test_top1`` (schema v1 files are upgraded to the same column on load)."""
         name = REPORTED_AS.get(name, name)
-        for col in (f"metric.{name}", name):
-            if col in self.trials.columns:
-                return col
         known = sorted(c.removeprefix("metric.") for c in self.trials.columns
                        if c.startswith("metric.")) + ["wall_seconds", "device_seconds"]
+        for col in (f"metric.{name}", name):
+            if col not in self.trials.columns:
+                continue
+            dtype = self.trials[col].dtype
+            if not pd.api.types.is_numeric_dtype(dtype):  # device, status, finished_at
+                kind = "text" if pd.api.types.is_string_dtype(dtype) else str(dtype)
+                raise ValueError(f"metric {name!r} is a {kind} column, not a number; "
+                                 f"available: {', '.join(known)}")
+            return col
         raise ValueError(f"unknown metric {name!r}; available: {', '.join(known)}")
 
 

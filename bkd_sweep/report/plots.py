@@ -66,7 +66,8 @@ def save_figure(fig: Figure, base: Path, formats: Sequence[str]) -> list[Path]:
 def pareto_figure(front: ParetoFront, spec: ParetoSpec, data: ResultsData,
                   teacher_x: float | None, teacher_y: float | None) -> Figure:
     """Mean (x, y) per configuration, a marker per ``spec.color`` value, labels from
-    ``spec.label``, the front as a step line, the ANN teacher as dashed references."""
+    ``spec.label``, the front as a step line (chosen on ``front.chosen_on`` when set: val
+    selects, the points show test), the ANN teacher as dashed references."""
     fig, ax = _figure()
     pts = front.points
     color_col = param_col(spec.color) if spec.color else None
@@ -95,8 +96,10 @@ def pareto_figure(front: ParetoFront, spec: ParetoSpec, data: ResultsData,
     if len(fp):
         fx = fp[front.x].to_numpy(dtype=float)
         fy = fp[front.y].to_numpy(dtype=float)
+        by = f" (chosen on {front.chosen_on[1].removeprefix('metric.')})" \
+            if front.chosen_on else ""
         ax.step(fx, fy, where="post", color="black", linewidth=1.0, alpha=0.7,
-                label="Pareto front", zorder=2)
+                label=f"Pareto front{by}", zorder=2)
     all_x = [v for v in xs.tolist() if math.isfinite(v)]
     if teacher_x is not None:
         ax.axvline(teacher_x, color="black", linestyle="--", linewidth=0.9,
@@ -112,7 +115,7 @@ def pareto_figure(front: ParetoFront, spec: ParetoSpec, data: ResultsData,
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(_axis_label(spec.x))
-    ax.set_ylabel(_axis_label(spec.y))
+    ax.set_ylabel(_axis_label(spec.y, front.y))
     ax.set_title(f"{data.study.name}: {spec.y} vs {spec.x}")
     ax.grid(True, alpha=0.3)
     _legend(ax, fontsize=7, loc="best")
@@ -124,10 +127,12 @@ def _legend(ax: Any, **kwargs: Any) -> None:
         ax.legend(**kwargs)
 
 
-def _axis_label(metric: str) -> str:
-    return {"energy_mj": "energy per sample (mJ)", "top1": "top-1 accuracy (%)",
-            "top5": "top-5 accuracy (%)", "sops": "SOPs per sample",
-            "firing_rate": "mean firing rate"}.get(metric, metric)
+def _axis_label(metric: str, column: str = "") -> str:
+    """A readable axis name; a test metric says so (the y of a front chosen on val)."""
+    split = "test " if column.startswith("metric.test_") and "test" not in metric else ""
+    return split + {"energy_mj": "energy per sample (mJ)", "top1": "top-1 accuracy (%)",
+                    "top5": "top-5 accuracy (%)", "sops": "SOPs per sample",
+                    "firing_rate": "mean firing rate"}.get(metric, metric)
 
 
 def epoch_curves_figure(data: ResultsData, mode_path: str = "distill.mode") -> Figure | None:

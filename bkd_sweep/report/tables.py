@@ -11,10 +11,10 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, Sequence, TypeVar, get_args
 
 from bkd_sweep.report.aggregate import (Stat, best_per_cell, excluded_counts, group_stats,
-                                        keys_of, mean_of)
+                                        keys_of, mean_of, nonfinite_note)
 from bkd_sweep.report.data import (PERCENT_METRICS, REPORTED_AS, ResultsData, format_value,
                                    param_col, sort_key, val_note)
-from bkd_sweep.report.pareto import ParetoFront
+from bkd_sweep.report.pareto import ParetoFront, front_note
 from bkd_sweep.config import CategoricalParam, DistillConfig, ParetoSpec, TableSpec
 from bkd_sweep.report.stats import (MODE_PATH, Comparison, compare, compare_cells,
                                     significance_notes)
@@ -187,6 +187,7 @@ def ablation_table(data: ResultsData, spec: TableSpec, seeds_expected: int | Non
                f"{spec.rows}" + (f" (rows) and {spec.cols} (columns)" if spec.cols else ""))
     within = "in the same row" if axis == 1 else "in the same column"
     extra = [*val_note(spec.metric, metric_col), *_others_note(others, spec.metric, data),
+             *nonfinite_note(data.completed, [metric_col]),
              *significance_notes(shown, spec.baseline or "", within,
                                  [p for p in cell_paths if p != MODE_PATH],
                                  lambda x: fmt(x, decimals, signed=True), others)]
@@ -306,10 +307,10 @@ def energy_table(data: ResultsData, seeds_expected: int | None) -> Table:
     paths = data.config_keys
     done = data.completed
     configs = _config_rows(data, paths)
-    stats = {name: group_stats(done, paths, col) for name, col in (
-        ("top1", data.metric_col("top1")), ("sops", "metric.sops"), ("rate", "metric.firing_rate"),
-        ("energy", "metric.energy_mj"), ("teacher", "metric.teacher_energy_mj"))
-        if col in done.columns}
+    columns = dict(top1=data.metric_col("top1"), sops="metric.sops", rate="metric.firing_rate",
+                   energy="metric.energy_mj", teacher="metric.teacher_energy_mj")
+    stats = {name: group_stats(done, paths, col) for name, col in columns.items()
+             if col in done.columns}
     values: list[dict[str, Any]] = []
     for cfg in configs:
         v = {n: _lookup(stats.get(n, {}), cfg)
@@ -344,7 +345,8 @@ def energy_table(data: ResultsData, seeds_expected: int | None) -> Table:
              f"Energy convention: {convention} (" + (
                  "integer spike sums and event frames count as accumulates, a static image's "
                  "first layer once, as published SNN energy tables count" if convention ==
-                 "paper" else "only binary inputs count as spikes; every layer x T") + ")."]
+                 "paper" else "only binary inputs count as spikes; every layer x T") + ").",
+             *nonfinite_note(done, columns.values())]
     header = (*(paths or ["configuration"]), "top1 (%)", "SOPs (M)", "firing rate",
               "energy (mJ)", "teacher (mJ)", "ratio to teacher")
     return Table(name="energy", caption="Energy per configuration (per sample)", header=header,
@@ -379,13 +381,12 @@ def pareto_table(front: ParetoFront, spec: ParetoSpec, group_paths: list[str]) -
                   if y is not None else None)
         cells = [Cell(format_value(rec[param_col(p)])) for p in group_paths]
         cells.append(_mean_cell(x, x_dec))
-        y_cell = stat_cell(y_stat, spec.y, None, y_dec)
-        cells.append(y_cell)
+        cells.append(stat_cell(y_stat, spec.y, None, y_dec))
         cells.append(Cell("yes" if on[i] else ""))
         rows.append([replace(c, emphasis=style) for c in cells])
     header = (*group_paths, f"{spec.x} (mean)", f"{spec.y} (mean)", "Pareto")
-    notes = (f"Means over seeds per configuration (completed trials); Pareto-optimal "
-             f"configurations ({front.x_mode} {spec.x}, {front.y_mode} {spec.y}) in bold.",)
+    notes = ("Means over seeds per configuration (completed trials); Pareto-optimal "
+             "configurations in bold.", front_note(front))
     return Table(name="pareto", caption=f"Pareto front: {spec.y} vs {spec.x}", header=header,
                  rows=tuple(tuple(r) for r in rows),
                  align="l" * len(group_paths) + "rrl", notes=notes)

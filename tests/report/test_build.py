@@ -14,9 +14,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from bkd_sweep.cli import main
 from bkd_sweep.report import build_report
+from bkd_sweep.report.build import ReportSpecError
 from bkd_sweep.report.render import render
-from bkd_sweep.config import ReportConfig, TableSpec
+from bkd_sweep.config import ParetoSpec, ReportConfig, TableSpec
 from bkd_sweep.tracking.schema import EPOCHS_SCHEMA, trials_schema
 
 EXPECTED = {
@@ -159,15 +161,23 @@ def test_thousand_trials(tmp_path, make_large_results) -> None:
         expect = f"{row['mean']:.2f}{spread} (n={row['count']})"
         cell = table.cell(row["param.distill.mode"], row["param.student.arch"])
         assert cell.text == expect
-    pruned, failed = (df["status"] == "pruned").sum(), (df["status"] == "failed").sum()
+    # a failed (configuration, seed) that another run completed dropped nothing: not counted
+    completed_pairs = set(zip(done["config_id"], done["seed"]))
+    failed_rows = df[df["status"] == "failed"]
+    failed = sum(p not in completed_pairs for p in zip(failed_rows["config_id"],
+                                                       failed_rows["seed"]))
+    assert 0 < failed < len(failed_rows)
+    pruned = (df["status"] == "pruned").sum()
     assert f"{pruned} pruned, {failed} failed trials excluded." in table.notes
     # energy table: one row per configuration with a completed trial
     configs = done.groupby(keys + others).ngroups
     assert len(out.tables["energy"].rows) == configs
-    # Pareto: configuration means; no front point dominated, every other point dominated
+    # Pareto: configuration means; chosen on mean val top-1 (the objective), shown at test:
+    # no front point dominated on (energy, val), every other point dominated
     pts = out.pareto.points
-    assert len(pts) == configs
-    xy = list(zip(pts["metric.energy_mj"], pts["metric.test_top1"]))
+    assert len(pts) == configs and out.pareto.y == "metric.test_top1"
+    assert out.pareto.chosen_on == ("metric.energy_mj", "metric.val_top1")
+    xy = list(zip(pts["metric.energy_mj"], pts["metric.val_top1"]))
     front = set(out.pareto.front)
 
     def dominates(a, b):
@@ -178,3 +188,18 @@ def test_thousand_trials(tmp_path, make_large_results) -> None:
         dominated = any(dominates(q, p) for q in xy)
         assert dominated == (i not in front)
     assert "pruned" in render(table, "md") and out.index_html.stat().st_size > 10_000
+
+
+def test_a_text_column_as_metric_is_refused_in_one_line(fixture_results_dir, tmp_path,
+                                                        capsys) -> None:
+    results = fixture_results_dir(tmp_path / "results" / "fixture", tables=[
+        {"name": "by_device", "rows": "distill.mode", "metric": "device"}])
+    assert main(["report", str(results), "--no-mlflow", "--out", str(tmp_path / "out")]) == 2
+    [line] = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert line.startswith("error: report table 'by_device': metric 'device' is a text "
+                           "column, not a number; available: energy_mj, ")
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+    with pytest.raises(ReportSpecError, match=r"^report pareto: metric 'finished_at' is a "
+                                              r"datetime64\[.*\] column, not a number; "):
+        build_report(results, tmp_path / "r", report_cfg=ReportConfig(
+            pareto=ParetoSpec(x="finished_at")))

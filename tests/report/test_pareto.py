@@ -1,8 +1,10 @@
-"""pareto_front on hand-made point sets (ties, duplicates, dominated, missing); vs brute force."""
+"""pareto_front on hand-made point sets (ties, duplicates, dominated, missing); vs brute force;
+the report's front is chosen on val (the selection metric), never on the test it shows."""
 
 from __future__ import annotations
 
 import math
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
@@ -10,10 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bkd_sweep.report import ParetoFront, pareto_front
+from bkd_sweep.config import ParetoSpec, Study
+from bkd_sweep.report import ParetoFront, build_report, pareto_front
 from bkd_sweep.report.data import load_results_dir
-from bkd_sweep.report.pareto import pareto_points
-from bkd_sweep.config import ParetoSpec
+from bkd_sweep.report.pareto import configuration_front, front_note, pareto_points
+from tests.report.report_fixtures import write_results
 
 # (energy, top1): lower energy and higher top1 are better
 POINTS = [
@@ -118,3 +121,52 @@ def test_points_are_seed_means_per_configuration(fixture_results) -> None:
     assert [tuple(points.iloc[i][["param.distill.mode", "param.student.arch"]])
             for i in front.front] == [("mixed", "snn_a")]
     assert np.isfinite(points["metric.energy_mj"].to_numpy(dtype=float)).all()
+
+
+# mode -> (energy, val, test) per seed. On val, none (cheapest) and mixed (best val) are the
+# front; on test, logit (78 at 0.06 mJ) would be and mixed (74, dearer than none) would not.
+VAL_VS_TEST = {"none": (0.05, 80.0, 75.0), "mixed": (0.08, 85.0, 74.0),
+               "logit": (0.06, 79.0, 78.0)}
+
+
+def _val_vs_test_results(tmp_path, with_val: bool = True):
+    study = Study.model_validate({
+        "name": "front", "search": {"seeds": [0, 1, 2],
+                                    "params": {"distill.mode": ["none", "logit", "mixed"]}},
+        "report": {"tables": [{"name": "ablation", "rows": "distill.mode"}]}})
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    trials = [{"params": {"distill.mode": mode}, "seed": seed, "status": "completed",
+               "finished_at": start + timedelta(minutes=3 * i + seed),
+               "metrics": {"energy_mj": energy, "val_top1": val + seed if with_val else None,
+                           "test_top1": test + seed, "selected_epoch": 3}}
+              for i, (mode, (energy, val, test)) in enumerate(VAL_VS_TEST.items())
+              for seed in range(3)]
+    return write_results(tmp_path / "results" / "front", study, trials, [])
+
+
+def _front_modes(front: ParetoFront) -> list[str]:
+    return list(front.front_points()["param.distill.mode"])
+
+
+def test_the_front_is_chosen_on_val_and_shows_test(tmp_path) -> None:
+    out = build_report(_val_vs_test_results(tmp_path), tmp_path / "report")
+    front = out.pareto
+    assert _front_modes(front) == ["none", "mixed"]  # on test it would be none, logit
+    assert front.chosen_on == ("metric.energy_mj", "metric.val_top1")
+    # drawn and tabled at test top-1 (seed means: 75 + 1, 74 + 1), never at val
+    assert (front.x, front.y) == ("metric.energy_mj", "metric.test_top1")
+    assert list(front.front_points()["metric.test_top1"]) == [76.0, 75.0]
+    table = out.tables["pareto"]
+    assert table.cell("mixed", "Pareto").text == "yes" and table.cell("logit", "Pareto").text == ""
+    assert table.cell("mixed", "top1 (mean)").text == "75.00 ± 1.00 (n=3)"
+    said = "chosen on the mean val_top1 (max) and energy_mj (min) over seeds, so val selects"
+    assert any(said in note for note in table.notes)
+    assert said in out.index_html.read_text(encoding="utf-8")  # the figure's caption
+
+
+def test_without_val_the_front_falls_back_to_test_and_says_so(tmp_path) -> None:
+    data = load_results_dir(_val_vs_test_results(tmp_path, with_val=False))
+    assert data.selection() is None
+    front, _ = configuration_front(data, ParetoSpec(), "min", "max")
+    assert _front_modes(front) == ["none", "logit"] and front.chosen_on is None
+    assert "no val metric to select on" in front_note(front)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import math
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from bkd_sweep.report.data import ResultsData, load_results_dir
 from bkd_sweep.report.render import render, tex_escape
 from bkd_sweep.report.tables import (Cell, Table, ablation_table, default_table_specs,
                                      energy_table, fmt, main_results_table, rank)
-from bkd_sweep.config import TableSpec
+from bkd_sweep.config import Study, TableSpec
+from bkd_sweep.results import retried_failures
+from bkd_sweep.tracking.schema import trials_schema
+from tests.report.report_fixtures import write_results
 
 SPEC = TableSpec(name="ablation", rows="distill.mode", cols="student.arch", metric="top1")
 
@@ -172,3 +180,55 @@ def test_value_order_declared_first_then_sorted_bool_is_not_int(data) -> None:
     none_rows = [c for c in ranked if c[0] == "none"]
     assert none_rows == sorted(none_rows, key=lambda c: order.index(c[1]) if c[1] in order
                                else len(order))
+
+
+def _set_energy(results: Path, values: dict[tuple[str, str, int], float]) -> None:
+    """Overwrite metric.energy_mj of the fixture's (mode, arch, seed) trials."""
+    t = pd.read_parquet(results / "trials.parquet")
+    for (mode, arch, seed), value in values.items():
+        row = ((t["param.distill.mode"] == mode) & (t["param.student.arch"] == arch)
+               & (t["seed"] == seed))
+        t.loc[row, "metric.energy_mj"] = value
+    pq.write_table(pa.Table.from_pandas(t, schema=trials_schema(), preserve_index=False),
+                   results / "trials.parquet")
+
+
+def test_an_infinite_value_is_left_out_as_a_missing_one_is_and_said(fixture_results) -> None:
+    _set_energy(fixture_results, {("mixed", "snn_a", 0): math.inf,
+                                  ("none", "snn_a", 0): math.nan})
+    data = load_results_dir(fixture_results)
+    spec = TableSpec(name="e", rows="distill.mode", cols="student.arch", metric="energy_mj")
+    table = ablation_table(data, spec, seeds_expected=3)
+    # mixed/snn_a: 0.05, 0.06 left of 0.04 -> inf; none/snn_a: 0.06, 0.06 left of NaN, 0.06
+    infinite, missing = table.cell("mixed", "snn_a"), table.cell("none", "snn_a")
+    assert infinite.text == "0.05500 ± 0.00707 (n=2)" and infinite.marker  # not "inf ± nan"
+    assert missing.text == "0.06000 ± 0.00000 (n=2)" and missing.marker
+    said = ("Infinite values left out of the means, as missing values are (n counts finite "
+            "values only): 1 of energy_mj.")
+    assert said in table.notes
+    energy = energy_table(data, seeds_expected=3)
+    assert said in energy.notes
+    assert not any("inf" in c.text or "nan" in c.text for r in energy.rows for c in r)
+    assert not any("Infinite" in n for n in ablation_table(data, SPEC, 3).notes)  # top1 finite
+
+
+def test_a_failed_run_retried_to_completion_is_not_counted_as_excluded(tmp_path) -> None:
+    study = Study.model_validate({
+        "name": "retry", "search": {"seeds": [0, 1, 2], "params": {"distill.mode": ["none",
+                                                                                    "mixed"]}},
+        "report": {"tables": [{"name": "ablation", "rows": "distill.mode"}]}})
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    metrics = {"val_top1": 71.0, "test_top1": 70.0, "energy_mj": 0.05}
+    trials = [{"params": {"distill.mode": mode}, "seed": seed, "status": "completed",
+               "metrics": metrics, "finished_at": start + timedelta(minutes=10 + 2 * seed + j)}
+              for seed in (0, 1) for j, mode in enumerate(("none", "mixed"))]
+    # mixed seed 1 failed, then --retry-failed completed it (above); none seed 2 never did
+    trials += [{"params": {"distill.mode": mode}, "seed": seed, "status": "failed",
+                "reason": "RuntimeError: CUDA out of memory", "metrics": {},
+                "finished_at": start + timedelta(minutes=seed)}
+               for mode, seed in (("mixed", 1), ("none", 2), ("none", 2))]
+    data = load_results_dir(write_results(tmp_path / "retry", study, trials, []))
+    assert list(retried_failures(data.trials)) == [4]  # the mixed seed 1 failure
+    for table in (ablation_table(data, TableSpec(name="ablation", rows="distill.mode"), 3),
+                  main_results_table(data, 3), energy_table(data, 3)):
+        assert "0 pruned, 2 failed trials excluded." in table.notes, table.name
