@@ -14,7 +14,7 @@ tracking: {{results_dir: {root}}}
 distill: {{mode: none}}
 search:
   params: {{distill.blur_ratio: [0.0, 0.2]}}
-resources: {{per_trial: {{cpu: 1, workers: {workers}}}}}
+resources: {{per_trial: {{cpu: 0.5, workers: {workers}}}}}  # 4 x 0.5 fits 2 CPUs
 """
 
 
