@@ -55,8 +55,9 @@ NOTES = """\
 * Sweep efficiency: the quickstart study with seeds [0, 1] (16 trials, as in the issue)
   through `run_study`, results in a temp dir; the sweep wall includes Ray's start and
   shutdown; trial seconds are trials.parquet `wall_seconds`; "teacher wait counted": the
-  engine trains the teacher as its own Ray task before the trials that need it (the trials
-  that need none run beside it); no trial waits on it. Busy seconds are the trials' plus the
+  engine trains the teacher as a Tune trial of its own before the trials that need it (the
+  trials that need none run beside it; its actor is then reused by the next trial); no trial
+  waits on it. Busy seconds are the trials' plus the
   teacher's training (as when a trial trained it, under a lock, and the row subtracted the
   most a concurrent trial could have waited); the trials-only ratio is the row above it.
   Idle time is split per slot (trials put on slots as Tune reuses actors): before each

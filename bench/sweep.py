@@ -76,7 +76,7 @@ class SweepRun:
 
     def idle_parts(self) -> tuple[float, float, float]:
         """Idle slot seconds (start, end, between trials): before each slot's first trial
-        (Ray, Tune, the first workers' imports, a teacher task holding the slot), after each
+        (Ray, Tune, the first workers' imports, a teacher job holding the slot), after each
         slot's last one (records, Ray's shutdown), and the rest (trial turnover). Trials are
         put on slots as they started, as Tune reuses actors: on the slot freed last before
         the start, else on an unused one."""
@@ -189,7 +189,7 @@ class EfficiencyResult:
     teacher_files: int
     distilling_trials: int
     teacher_train_seconds: float  # from the cache's metadata: its training loop alone
-    teachers_first: bool = False  # the engine prepared the teacher as its own task (sweep.json)
+    teachers_first: bool = False  # the engine prepared the teacher as its own job (sweep.json)
     teacher_task_seconds: float = 0.0  # that task's own work (sweep.json): data, build, train,
     # evaluate, as a trial's seconds count its data, build, epochs and test
 
@@ -209,7 +209,7 @@ class EfficiencyResult:
     def lock_wait_bound(self) -> float:
         """Upper bound on trial seconds spent waiting for another trial to train the shared
         teacher: each concurrent distilling trial may wait once for the whole training.
-        Zero when the engine prepared the teacher as its own task before any trial that
+        Zero when the engine prepared the teacher as its own job before any trial that
         needs it started: no trial waits, the teacher's time is idle time in the wall."""
         if self.teachers_first:
             return 0.0
@@ -219,7 +219,7 @@ class EfficiencyResult:
     @property
     def busy(self) -> float:
         """Slot seconds doing the sweep's work: the trials' training, plus the teacher's
-        training when the engine ran it as its own task (it was part of a trial's seconds
+        training when the engine ran it as its own job (it was part of a trial's seconds
         when a trial trained it), minus what trials can have spent waiting for it."""
         return self.run.trial_seconds + self.teacher_busy - self.lock_wait_bound
 
@@ -263,9 +263,9 @@ def _idle_reason(result: EfficiencyResult) -> str:
     run = result.run
     start, end, _ = run.idle_parts()
     teacher = result.teacher_busy
-    start -= teacher  # the teacher's task is busy time on the slot it held first
+    start -= teacher  # the teacher's job is busy time on the slot it held first
     between = result.idle - start - end
-    held = (f"; the teacher task's {teacher:.0f} s of work on one slot count as busy"
+    held = (f"; the teacher job's {teacher:.0f} s of work on one slot count as busy"
             if teacher else "")
     cpu = run.cpu_before_first
     bound = ("" if cpu is None else f"; the machine's CPUs were {cpu:.0%} busy in the "
@@ -274,7 +274,7 @@ def _idle_reason(result: EfficiencyResult) -> str:
     return (f"idle slot time {result.idle:.0f} s of {run.wall * run.concurrency:.0f} s "
             f"({run.concurrency} slots x {run.wall:.0f} s): {start:.0f} s before the slots' "
             f"first trials (Ray's start, the driver's setup, Tune, each new worker process "
-            f"and its imports, the teacher task's own start{held}{bound}), {end:.0f} s after their "
+            f"and its imports{held}{bound}), {end:.0f} s after their "
             f"last (the slots' uneven ends, records, Ray's shutdown), {between:.0f} s between "
             f"trials ({between / run.count:.2f} s a trial)"
             + (f", teacher wait up to {result.lock_wait_bound:.1f} s"
@@ -294,15 +294,15 @@ def efficiency_rows(result: EfficiencyResult) -> list[Row]:
             verdict(result.efficiency >= EFFICIENCY_TARGET)),
         Row("sweep efficiency", f"busy seconds / (sweep wall x {run.concurrency} "
             f"concurrent), quickstart ({run.count} trials), teacher wait counted: "
-            + ("busy = the trials' seconds + the teacher task's (the engine prepares it "
-               "first, as its own task; it used to be inside a trial's seconds)"
+            + ("busy = the trials' seconds + the teacher job's (the engine prepares it "
+               "first, as a Tune trial of its own; it used to be inside a trial's seconds)"
                if result.teachers_first else "minus the most a concurrent trial can have "
                "waited for the teacher's training (lower bound)"),
             f"{result.efficiency_without_wait:.3f}",
-            (f"trials {run.trial_seconds:.1f} s + teacher task {result.teacher_busy:.1f} s "
+            (f"trials {run.trial_seconds:.1f} s + teacher job {result.teacher_busy:.1f} s "
              f"(data, build, training {result.teacher_train_seconds:.1f} s, evaluation; "
-             "trained once as its own Ray task, beside the trials that need none: no trial "
-             "waited on it)") if result.teachers_first else
+             "trained once as a Tune trial of its own, beside the trials that need none, its "
+             "actor then reused by the next trial: no trial waited on it)") if result.teachers_first else
             (f"teacher trained once in {result.teacher_train_seconds:.1f} s; up to "
              f"{result.lock_wait_bound:.1f} s of trial time was waiting for it"),
             **judge("sweep_efficiency", result.efficiency_without_wait,

@@ -102,7 +102,7 @@ def test_sweep_efficiency_counts_per_slot_idle_and_the_teacher_as_busy():
     assert result.efficiency == pytest.approx(34.5 / 60.0)  # the trials alone
     reason = _idle_reason(result)
     assert reason.startswith("idle slot time 20 s of 60 s") and "8 s before" in reason
-    # the teacher task's own seconds (data, build, training, evaluation) when sweep.json has
+    # the teacher job's own seconds (data, build, training, evaluation) when sweep.json has
     # them: 7.4 s of it busy, like a trial's data loading and evaluation
     result = EfficiencyResult(run, teacher_files=1, distilling_trials=0,
                               teacher_train_seconds=6.0, teachers_first=True,

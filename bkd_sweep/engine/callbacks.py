@@ -7,6 +7,7 @@ the TrialRecord the SweepBook recorded (the searcher or scheduler has already to
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from ray.tune.stopper import Stopper
 from bkd_sweep.engine.book import SweepBook
 from bkd_sweep.engine.driver_only import DriverOnly
 from bkd_sweep.engine.scheduler import epoch_metrics
+from bkd_sweep.engine.worker import TEACHER_KEY
 from bkd_sweep.records import EpochMetrics, TrialRecord, trial_id_of
 
 
@@ -91,10 +93,12 @@ def record_detail(record: TrialRecord) -> str:
 class SweepCallback(DriverOnly, Callback):
     """Tracking + progress for one sweep; holds no decision logic."""
 
-    def __init__(self, book: SweepBook, tracker: Tracker | None, progress: Progress):
+    def __init__(self, book: SweepBook, tracker: Tracker | None, progress: Progress,
+                 teachers: Any = None):
         self.book = book
         self.tracker = tracker
         self.progress = progress
+        self.teachers = teachers  # teachers_first.PendingTeachers: their jobs' trials end here
         self.finished: list[str] = []  # trial ids recorded this session, in order
 
     def _spec(self, trial):
@@ -123,13 +127,26 @@ class SweepCallback(DriverOnly, Callback):
         self.tracker.log_epoch(spec.trial_id, spec.params, metrics)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        if self._teacher_ended(trial, ""):
+            return
         self._record(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        if self._teacher_ended(trial, error_reason(trial) or "its trial failed"):
+            return
         number = self.book.live.number_for(trial.trial_id)
         if number is not None:
             self.book.fail(number, error_reason(trial))
         self._record(trial)
+
+    def _teacher_ended(self, trial, reason: str) -> bool:
+        """A teacher job's trial ended: its report (or failure) goes to the teachers."""
+        if self.teachers is None or not self.teachers.owns(trial.trial_id):
+            return False
+        result = trial.last_result or {}
+        report = json.loads(result[TEACHER_KEY]) if TEACHER_KEY in result else None
+        self.teachers.finished(trial.trial_id, None if reason else report, reason)
+        return True
 
     def _record(self, trial) -> None:
         number = self.book.live.number_for(trial.trial_id)

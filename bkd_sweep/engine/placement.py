@@ -2,7 +2,8 @@
 node that joins later and fails its check (no data root, no shared storage) would fail every
 trial Ray put on it, and one still being checked is not known to be fit. Ray labels each node
 with its id (``ray.io/node-id``), so a label selector ``in(<passed ids>)`` keeps trials
-(their placement groups), Ray Train's workers and the teacher tasks on the passed nodes.
+(their placement groups, teacher jobs among them), Ray Train's workers and tasks on the
+passed nodes.
 
 The ids travel in the trial's Tune config (``nodes``), put there by the searcher when it
 hands the trial out: Tune reads a trial's resources from its config once, when it creates

@@ -256,11 +256,11 @@ class _Session:
                 print(f"retrying {len(again)} failed trial(s): "
                       + " ".join(trial_id_of(n) for n in again), flush=True)
         remaining = book.remaining()
-        callback = SweepCallback(book, tracker, Progress(book, enabled=self.progress))
         teachers = None
         if remaining and self.trial_fn is None:  # stand-in trial functions need no teacher
-            teachers = _start_teachers(study, self.results_dir, tracker, self.progress,
-                                       self.gate.allowed() if self.gate is not None else None)
+            teachers = _pending_teachers(study, self.results_dir, tracker, self.progress)
+        callback = SweepCallback(book, tracker, Progress(book, enabled=self.progress),
+                                 teachers)
         if remaining:
             _fit(study, book, callback, self.trial_fn, self.results_dir, remaining, teachers,
                  self.lease, self.gate)
@@ -280,11 +280,11 @@ class _Session:
         return summary
 
 
-def _start_teachers(study: Study, results_dir: Location, tracker, progress: bool,
-                    nodes: list[str] | None = None):
-    """Start training or evaluating each distinct teacher once, as Ray tasks; the trials
-    that need one wait for it in the searcher, the others run meanwhile."""
-    from bkd_sweep.engine.teachers_first import describe, start_teachers
+def _pending_teachers(study: Study, results_dir: Location, tracker, progress: bool):
+    """Each distinct teacher to train or evaluate once, as a Tune trial the searcher hands
+    out first; the trials that need one wait for it in the searcher, the others run
+    meanwhile."""
+    from bkd_sweep.engine.teachers_first import describe, pending_teachers
 
     def on_ready(reports: list[dict[str, Any]]) -> None:
         for report in reports:
@@ -293,7 +293,7 @@ def _start_teachers(study: Study, results_dir: Location, tracker, progress: bool
         if reports and hasattr(tracker, "record_teachers"):
             tracker.record_teachers(reports)
 
-    return start_teachers(study, teacher_cache(results_dir), on_ready, nodes)
+    return pending_teachers(study, teacher_cache(results_dir), on_ready)
 
 
 def _fit(study: Study, book, callback, trial_fn, results_dir: Location,
@@ -319,7 +319,9 @@ def _fit(study: Study, book, callback, trial_fn, results_dir: Location,
         resources: dict[str, float] = {"cpu": 0, "memory": 64 * 1024 * 1024}
     else:
         resources = {"cpu": per_trial.cpu, "gpu": per_trial.gpu}
-    function = make_tune_function(setup, trial_fn)
+    function = make_tune_function(setup, trial_fn,
+                                  teachers.configs_json() if teachers is not None else ())
+    remaining += len(teachers.jobs) if teachers is not None else 0  # their trials count too
     cap = study.resources.concurrency_cap
     # auto: Tune may hold every remaining trial; the searcher asks only as many as fit now
     counted = gate.nodes if gate is not None else None  # nodes that passed preflight

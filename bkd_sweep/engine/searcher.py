@@ -19,7 +19,7 @@ from bkd_sweep.engine.book import SweepBook
 from bkd_sweep.engine.driver_only import DriverOnly
 from bkd_sweep.engine.live_trials import TrialSpec
 from bkd_sweep.engine.teachers_first import PendingTeachers, needs_teacher
-from bkd_sweep.engine.worker import KIND_KEY, RESULT_KEY
+from bkd_sweep.engine.worker import KIND_KEY, RESULT_KEY, TEACHER_KEY
 from bkd_sweep.records import TrialResult
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ class OptunaSearcher(DriverOnly, Searcher):
 
     def running(self) -> int:
         handed = sum(not self.book.is_finished(n) for n in self.book.live.numbers())
-        return handed - len(self.held)
+        teachers = self.teachers.in_flight() if self.teachers is not None else 0
+        return handed - len(self.held) + teachers
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # the space comes from the study, not from Tune's param_space
@@ -63,6 +64,9 @@ class OptunaSearcher(DriverOnly, Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.capacity is not None and self.running() >= self.capacity():
             return None  # the cluster is full; Tune asks again
+        job = self.teachers.next_job(trial_id) if self.teachers is not None else None
+        if job is not None:  # teachers first: the trials that need them wait on them
+            return self._placed({"trial_id": f"teacher{job}", TEACHER_KEY: job})
         spec = self._next()
         if spec is None:
             return None if self.held else Searcher.FINISHED
@@ -70,7 +74,9 @@ class OptunaSearcher(DriverOnly, Searcher):
             # Tune asks again; after a teacher failed, no new trial (the runner raises it)
             return Searcher.FINISHED if self.teacher_error is not None else None
         self.book.live.bind(trial_id, spec.number)
-        config = spec.ray_config()
+        return self._placed(spec.ray_config())
+
+    def _placed(self, config: dict[str, Any]) -> dict[str, Any]:
         if self.nodes is not None:  # placement.TrialResources reads them (Tune copies them)
             config["nodes"] = sorted(self.nodes())
         return config

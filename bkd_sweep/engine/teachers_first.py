@@ -1,18 +1,21 @@
 """Teachers before the trials that need them: each distinct teacher of a sweep is trained
-(``checkpoint: train``) or evaluated once, as its own Ray task, started before any trial.
+(``checkpoint: train``) or evaluated once, as a Tune trial of its own, handed out before any
+trial.
 
 Otherwise the first trials that need a teacher would train it under a lock while every other
 trial holding a GPU waits. Trials that need no teacher (``distill.mode: none``) run beside
-the task meanwhile; the searcher holds the others back until every teacher is ready. The task
-asks for one trial's resources; what it spent is recorded (sweep.json, the summary, the
-report) as teacher device-hours. A teacher the cache already holds, evaluated on this data,
-needs no task: the driver reads its report (no torch), and the trials start at once.
+it meanwhile; the searcher holds the others back until every teacher is ready. The teacher's
+trial holds one trial's resources and its actor is reused by the next trial (a Ray task's
+process would not be: that slot would wait for a fresh process and its imports); what it
+spent is recorded (sweep.json, the summary, the report) as teacher device-hours. A teacher
+the cache already holds, evaluated on this data, needs no job: the driver reads its report
+(no torch), and the trials start at once.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -64,80 +67,110 @@ def trained_first(configs: list[TrialConfig]) -> list[int | None]:
     return after
 
 
-class PendingTeachers:
-    """The teachers of a sweep being prepared as Ray tasks (one trial's resources each),
-    while trials that need no teacher run. ``ready()`` polls; ``wait()`` blocks. Once all
-    are done ``on_ready`` gets one report per teacher (with its device-seconds); a
-    teacher's failure is raised by ``ready()`` / ``wait()``."""
+class TeacherFailed(RuntimeError):
+    """A teacher could not be prepared: the trials that need it never start."""
 
-    def __init__(self, refs: list, gpus: float, on_ready: Callable[[list[dict]], None],
-                 cached: list[dict[str, Any]] = ()):
-        self._refs = refs
+
+@dataclass
+class TeacherJob:
+    """One teacher to prepare: its config, the job whose training it waits for (then it only
+    evaluates), the Tune trial running it once handed out, and its report when done."""
+
+    config: TrialConfig
+    after: int | None = None
+    trial_id: str | None = None
+    report: dict[str, Any] | None = None
+
+
+class PendingTeachers:
+    """The teachers of a sweep being prepared, each as a Tune trial of its own on one trial's
+    resources, handed out before any trial (``next_job``): its actor is then reused by the
+    trials after it, torch imported and the device up (a Ray task's worker is never reused for
+    a trial's actor; the slot would wait for a new process). Trials that need no teacher run
+    meanwhile. ``ready()`` polls; once all are done ``on_ready`` gets one report per teacher
+    (with its device-seconds). A teacher's failure is raised by ``ready()`` / ``wait()``."""
+
+    def __init__(self, jobs: list[TeacherJob], gpus: float,
+                 on_ready: Callable[[list[dict]], None], cached: list[dict[str, Any]] = ()):
+        self.jobs = jobs
         self._gpus = gpus
         self._on_ready = on_ready
-        self._cached = list(cached)  # reports read from the cache, no task needed
+        self._cached = list(cached)  # reports read from the cache, no job needed
+        self.error: TeacherFailed | None = None
         self.reports: list[dict[str, Any]] | None = None
 
-    def ready(self) -> bool:
-        if self.reports is None:
-            import ray
+    def configs_json(self) -> list[str]:
+        """What the trainable needs to run job i (the Tune config carries only i)."""
+        return [job.config.model_dump_json() for job in self.jobs]
 
-            if self._refs:
-                done, _ = ray.wait(self._refs, num_returns=len(self._refs), timeout=0)
-                if len(done) < len(self._refs):
-                    return False
+    def next_job(self, trial_id: str) -> int | None:
+        """The next job to run as Tune trial ``trial_id`` (one waiting for another's training
+        only once that is done), or None."""
+        for index, job in enumerate(self.jobs):
+            waits = job.after is not None and self.jobs[job.after].report is None
+            if job.trial_id is None and not waits and self.error is None:
+                job.trial_id = trial_id
+                return index
+        return None
+
+    def owns(self, trial_id: str) -> bool:
+        return any(job.trial_id == trial_id for job in self.jobs)
+
+    def in_flight(self) -> int:
+        return sum(job.trial_id is not None and job.report is None for job in self.jobs)
+
+    def finished(self, trial_id: str, report: dict[str, Any] | None, reason: str = "") -> None:
+        """Job ``trial_id`` ended: with its report, or failed (``reason``)."""
+        job = next(job for job in self.jobs if job.trial_id == trial_id)
+        if report is None:
+            self.error = self.error or TeacherFailed(
+                f"teacher {job.config.teacher.arch} could not be prepared: "
+                f"{reason or 'its trial ended without a report'}")
+            return
+        report["device_seconds"] = report["seconds"] * (self._gpus or 1.0)  # CPU: one device
+        job.report = report
+
+    def ready(self) -> bool:
+        if self.error is not None:
+            raise self.error
+        if self.reports is None and all(job.report is not None for job in self.jobs):
             self.wait()
-        return True
+        return self.reports is not None
 
     def wait(self) -> list[dict[str, Any]]:
+        """The reports (at the sweep's end: of the jobs that ran, should it have stopped
+        early); a teacher's failure raised."""
+        if self.error is not None:
+            raise self.error
         if self.reports is None:
-            import ray
-
-            reports = ray.get(self._refs) if self._refs else []
-            for report in reports:  # a CPU task counts as one device
-                report["device_seconds"] = report["seconds"] * (self._gpus or 1.0)
-            reports = self._cached + reports
-            self.reports = reports
-            self._on_ready(reports)
+            self.reports = self._cached + [job.report for job in self.jobs
+                                           if job.report is not None]
+            self._on_ready(self.reports)
         return self.reports
 
 
-def start_teachers(study: Study, cache_uri: str,
-                   on_ready: Callable[[list[dict]], None] = lambda reports: None,
-                   nodes: list[str] | None = None) -> PendingTeachers:
-    """Start ensure_teacher for every distinct teacher as Ray tasks (one trial's resources
-    each, so the trials that need no teacher share the cluster with them meanwhile), on
-    ``nodes`` (ids) only when given (on a cluster: those that passed preflight)."""
-    import ray
-
-    from bkd_sweep.engine.placement import node_selector
-
+def pending_teachers(study: Study, cache_uri: str,
+                     on_ready: Callable[[list[dict]], None] = lambda reports: None
+                     ) -> PendingTeachers:
+    """The jobs for every distinct teacher the cache does not already hold evaluated."""
     per_trial = study.resources.per_trial
-    gpus = min(1.0, per_trial.gpu) if per_trial.gpu else 0.0
-    cpus = per_trial.cpu
-    where = node_selector(nodes)
-    task = ray.remote(max_retries=1)(teacher_task).options(
-        num_cpus=cpus, num_gpus=gpus, **({"label_selector": where} if where else {}))
     configs = distinct_teachers(study)
-    cached, refs, ref_of = [], [], {}
+    cached, jobs, job_of = [], [], {}
     for index, (config, after) in enumerate(zip(configs, trained_first(configs))):
         report = cached_report(config, cache_uri)
         if report is not None:
             cached.append(report)
             continue
-        # a ref as an argument: Ray starts this task once that one has finished
-        wait_for = [ref_of[after]] if after in ref_of else []
-        ref_of[index] = task.remote(config.model_dump_json(), cache_uri, cpus, gpus, *wait_for)
-        refs.append(ref_of[index])
-    return PendingTeachers(refs, gpus, on_ready, cached)
+        job_of[index] = len(jobs)
+        jobs.append(TeacherJob(config, job_of.get(after) if after is not None else None))
+    return PendingTeachers(jobs, per_trial.gpu, on_ready, cached)
 
 
-def teacher_task(config_json: str, cache_uri: str, cpus: float, gpus: float,
-                 *after: Any) -> dict[str, Any]:
-    """The Ray task's body: ensure_teacher on this worker's device, with torch's threads set
-    to the task's CPUs as a trial's are (Ray leaves a user's OMP_NUM_THREADS as it is, and a
-    CPU teacher with more threads than its CPUs slows the trials beside it). ``after``: the
-    reports of the tasks it waited for (unused)."""
+def teacher_task(config_json: str, cache_uri: str, cpus: float, gpus: float
+                 ) -> dict[str, Any]:
+    """A teacher job's body: ensure_teacher on this worker's device, with torch's threads set
+    to its CPUs as a trial's are (Ray leaves a user's OMP_NUM_THREADS as it is, and a CPU
+    teacher with more threads than its CPUs slows the trials beside it)."""
     from bkd_sweep.engine.worker import set_threads
     from bkd_sweep.trial.teacher import ensure_teacher
 

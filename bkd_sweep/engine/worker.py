@@ -21,11 +21,12 @@ Tune through Ray Train's TuneReportCallback.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from bkd_sweep.config import Study, TrialConfig
 from bkd_sweep.engine.trial_files import CHECKPOINT_DIR, TRIALS_DIR
@@ -33,6 +34,7 @@ from bkd_sweep.records import CHECKPOINT_FILE, EpochMetrics, TrialResult
 from bkd_sweep.storage import Location
 
 KIND_KEY, EPOCH_KEY, RESULT_KEY = "bkd_kind", "bkd_epoch", "bkd_result"
+TEACHER_KEY = "bkd_teacher"  # a teacher job: its index in the config, its report in the result
 TrialFn = Callable[..., TrialResult]  # run_trial's signature
 
 
@@ -116,14 +118,22 @@ def set_threads(cpu: float) -> None:
     torch.set_num_threads(threads)
 
 
-def make_tune_function(setup: WorkerSetup, trial_fn: TrialFn | None) -> Callable[[dict], None]:
-    """The function trainable Tune runs for each trial (``trial_fn`` None = run_trial)."""
+def make_tune_function(setup: WorkerSetup, trial_fn: TrialFn | None,
+                       teacher_jobs: Sequence[str] = ()) -> Callable[[dict], None]:
+    """The function trainable Tune runs for each trial (``trial_fn`` None = run_trial), and
+    for each teacher job (``teacher_jobs[i]``: the teacher's config as JSON; the job's Tune
+    config holds only i, as Tune writes configs into its state and a config may hold a
+    credential)."""
 
     def bkd_trial(config: dict) -> None:
         from ray import tune
 
         if os.path.isdir(setup.cwd):
             os.chdir(setup.cwd)
+        if TEACHER_KEY in config:
+            report = prepare_teacher(setup, teacher_jobs[config[TEACHER_KEY]], config.get("nodes"))
+            tune.report({KIND_KEY: "teacher", TEACHER_KEY: json.dumps(report)})
+            return
         trial_config = setup.study.trial_config(config["params"], config["seed"])
         checkpoint_dir = trial_checkpoints(setup, config["trial_id"])
         cache_dir = _as_given(Location.of(setup.cache_dir))
@@ -144,6 +154,25 @@ def make_tune_function(setup: WorkerSetup, trial_fn: TrialFn | None) -> Callable
         tune.report(final_payload(result))
 
     return bkd_trial
+
+
+def prepare_teacher(setup: WorkerSetup, config_json: str, nodes: list[str] | None) -> dict:
+    """A teacher job in this trial's actor (teachers_first.teacher_task): here, or, when the
+    trial only drives Train workers and holds no CPU or GPU itself, as a Ray task on one
+    rank's resources (on ``nodes`` only, when given)."""
+    from bkd_sweep.engine.teachers_first import teacher_task
+
+    if setup.workers <= 1:
+        hide_gpus_unless_given(setup.gpu)
+        return teacher_task(config_json, setup.cache_dir, setup.cpu, setup.gpu)
+    import ray
+
+    from bkd_sweep.engine.placement import node_selector
+
+    where = node_selector(nodes)
+    task = ray.remote(max_retries=1)(teacher_task).options(
+        num_cpus=setup.cpu, num_gpus=setup.gpu, **({"label_selector": where} if where else {}))
+    return ray.get(task.remote(config_json, setup.cache_dir, setup.cpu, setup.gpu))
 
 
 def _run_distributed(setup: WorkerSetup, trial_fn: TrialFn | None, trial_config: TrialConfig,

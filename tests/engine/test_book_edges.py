@@ -114,7 +114,8 @@ def test_trials_held_for_a_teacher_do_not_spend_the_budget(tmp_path, fakes):
         "distill: {mode: none}", "distill: {mode: bkd}\nteacher: {checkpoint: train}")
     book = SweepBook(load_study_text(text).study, tmp_path / "edges")
     book.open()
-    teachers = SimpleNamespace(ready=lambda: teachers.done, done=False)
+    teachers = SimpleNamespace(ready=lambda: teachers.done, done=False,
+                               next_job=lambda trial_id: None, in_flight=lambda: 0)
     searcher = OptunaSearcher(book, teachers=teachers)
     assert searcher.suggest("ray-0") is None and len(searcher.held) == 9  # all of them
     assert book.budget.tally.running_since == {}  # asked ahead, not started

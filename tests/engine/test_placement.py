@@ -73,7 +73,7 @@ def test_work_is_placed_only_on_a_listed_node(ray_session):
     def node_of_task() -> str:
         return ray.get_runtime_context().get_node_id()
 
-    # the teacher tasks' option (teachers_first.start_teachers)
+    # the option of a teacher job run as a task (worker.prepare_teacher, workers > 1)
     on_here = node_of_task.options(label_selector=node_selector([here])).remote()
     assert ray.get(on_here, timeout=60) == here
 

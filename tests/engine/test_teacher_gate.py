@@ -1,6 +1,6 @@
 """Trials that need no teacher run while the teachers are prepared; the others wait for them
-(the searcher's gate over PendingTeachers), with plain values: no Ray cluster; the last
-test runs the teacher tasks on the session's Ray."""
+(the searcher's gate over PendingTeachers), with plain values: no Ray cluster; the last two
+tests check the teacher jobs (Tune trials of their own) in their order."""
 
 from __future__ import annotations
 
@@ -40,6 +40,12 @@ class FakeTeachers:
         if self.error is not None:
             raise self.error
         return self.done
+
+    def next_job(self, trial_id: str) -> None:
+        return None  # every job handed out already
+
+    def in_flight(self) -> int:
+        return 0
 
 
 def in_grid_order(study, trials):
@@ -205,19 +211,63 @@ def test_a_trained_teacher_is_trained_once_then_evaluated_per_data(tmp_path):
     assert trained_first(planned) == [None, 0]  # the second waits for the training
 
 
-@pytest.mark.ray
-def test_the_tasks_train_a_teacher_once_and_evaluate_it_per_data(ray_session, tmp_path):
-    """start_teachers on Ray: two evaluation keys of one trained teacher, two tasks, the
-    second started after the first (it only evaluates), both evaluations cached."""
-    from bkd_sweep.engine.teachers_first import start_teachers
+def test_teacher_jobs_go_first_and_a_training_before_its_evaluations(tmp_path):
+    """Two evaluation keys of one trained teacher: two jobs, the second handed out only once
+    the first (which trains) reported; the searcher hands jobs out before any trial and
+    counts them as running; all reports reach on_ready, with device-seconds."""
+    from bkd_sweep.engine.teachers_first import pending_teachers
 
-    text = FILE_TEACHER.format(checkpoint="train", field="eval_batch_size").replace(
-        "feature: features}", "feature: features, train: {epochs: 1}}").replace(
-        "data: {dataset: digits}",
-        "data: {dataset: digits, limit_train: 128, limit_val: 32, limit_test: 32}")
+    study = load_study_text(FILE_TEACHER.format(checkpoint="train",
+                                                field="eval_batch_size")).study
     seen = []
-    reports = start_teachers(load_study_text(text).study, str(tmp_path / "cache"),
-                             seen.append).wait()
-    assert sorted(r["trained"] for r in reports) == [False, True] and seen == [reports]
+    teachers = pending_teachers(study, str(tmp_path / "cache"), seen.append)
+    assert [job.after for job in teachers.jobs] == [None, 0]
+    book = SweepBook(study, tmp_path / "jobs")
+    book.open()
+    searcher = OptunaSearcher(book, capacity=lambda: 2, teachers=teachers)
+    assert searcher.suggest("tune-0") == {"trial_id": "teacher0", "bkd_teacher": 0}
+    assert searcher.running() == 1 and teachers.owns("tune-0")
+    assert searcher.suggest("tune-1") is None  # job 1 waits for job 0's training; the
+    assert teachers.next_job("tune-x") is None  # trials (all distilling) are held
+    report = {"arch": "cnn_small", "trained": True, "seconds": 2.0, "val_top1": 90.0,
+              "test_top1": 89.0}
+    teachers.finished("tune-0", report)
+    assert not teachers.ready() and searcher.suggest("tune-2")["bkd_teacher"] == 1
+    teachers.finished("tune-2", {**report, "trained": False, "seconds": 0.5})
+    assert teachers.ready() and [r["device_seconds"] for r in seen[0]] == [2.0, 0.5]
+    assert searcher.suggest("tune-3")["number"] == 0  # now the held trials
+
+
+def test_a_teacher_job_that_failed_is_raised_and_starts_nothing_after_it(tmp_path):
+    from bkd_sweep.engine.teachers_first import TeacherFailed, pending_teachers
+
+    study = load_study_text(FILE_TEACHER.format(checkpoint="train",
+                                                field="eval_batch_size")).study
+    teachers = pending_teachers(study, str(tmp_path / "cache"))
+    assert teachers.next_job("tune-0") == 0
+    teachers.finished("tune-0", None, "data root /gone does not exist")
+    assert teachers.next_job("tune-1") is None
+    with pytest.raises(TeacherFailed, match="cnn_small could not be prepared: data root"):
+        teachers.wait()
+
+
+@pytest.mark.ray
+def test_a_multi_worker_trial_prepares_its_teacher_as_a_task_on_one_ranks_resources(
+        ray_session, tmp_path):
+    """A trial that only drives Train workers holds no CPU: its teacher job runs as a Ray
+    task asking one rank's CPUs (here), and reports as the inline one does."""
+    import ray
+
+    from bkd_sweep.engine.worker import WorkerSetup, prepare_teacher
+
+    small = STUDY.replace("feature: features}", "feature: features, train: {epochs: 1}}") \
+        .replace("data: {dataset: digits}",
+                 "data: {dataset: digits, limit_train: 64, limit_val: 32, limit_test: 32}")
+    study = load_study_text(small).study
+    setup = WorkerSetup(results_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"), cpu=1.0,
+                        gpu=0.0, workers=2, cwd=str(tmp_path), train_storage=str(tmp_path),
+                        study=study)
+    here = ray.get_runtime_context().get_node_id()
+    report = prepare_teacher(setup, study.trial_config({}, 0).model_dump_json(), [here])
+    assert report["trained"] is True and report["arch"] == "cnn_small"
     assert len(list((tmp_path / "cache/teachers").glob("*.pt"))) == 1
-    assert len(list((tmp_path / "cache/teacher_eval").glob("*.json"))) == 2
