@@ -200,7 +200,8 @@ def _eager_seeds_book():
                 trial = self.live.get(spec.number).trial
                 if trial.user_attrs.get(PROMOTE_ATTR):
                     trial.set_user_attr(PROMOTE_ATTR, False)
-                    self._enqueue_other_seeds(spec.params, created=len(self._frozen()))
+                    self._enqueue_seeds(spec.params, self.search.seeds[1:],
+                                        created=len(self._frozen()))
             return spec
 
     return EagerSeedsBook

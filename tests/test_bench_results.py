@@ -139,3 +139,19 @@ def test_cpu_sampler_busy_share_between_two_stamps():
             sum(range(10_000))  # keep one CPU busy
     share = live.busy_share(0.0, time.time())
     assert share is not None and 0.0 < share <= 1.0
+
+
+def test_the_promotion_baseline_queues_a_configurations_seeds_at_once(tmp_path):
+    """bench/pruning.py's baseline book (no seed promotion) still drives the engine's book:
+    a sampled configuration's other seeds come right after its first."""
+    import pruning
+
+    from bkd_sweep.config import load_study
+
+    copy = pruning.study_copy(tmp_path, "eager", {"search.seeds": [0, 1, 2],
+                                                  "search.n_trials": 6})
+    book = pruning._eager_seeds_book()(load_study(copy).study, tmp_path / "eager-book")
+    book.open()
+    first, *others = (book.next_trial() for _ in range(3))
+    assert [s.seed for s in (first, *others)] == [0, 1, 2]
+    assert all(s.params == first.params for s in others)
