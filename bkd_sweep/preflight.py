@@ -127,7 +127,7 @@ def _is_teacher(name: str) -> bool:
 
 # the built-in names, known without importing the registries (torch, spikingjelly, timm)
 _BUILT_IN = {"data.dataset": names.DATASETS, "student.arch": names.STUDENTS,
-             "teacher.arch": names.TEACHERS | names.STUDENTS}
+             "teacher.arch": names.TEACHERS | names.STUDENTS | names.TIMM_TEACHERS}
 
 
 def _name_problem(loaded: LoadedStudy, field: str, value: Any, where: str) -> StudyError | None:

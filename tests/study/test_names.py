@@ -20,6 +20,12 @@ def test_the_lists_equal_the_registries():
     assert names.BUNDLED_DATASETS == {n for n in list_datasets() if not dataset_needs_root(n)}
 
 
+def test_the_timm_teachers_listed_are_timm_models():
+    import timm
+
+    assert names.TIMM_TEACHERS <= set(timm.list_models())
+
+
 def test_names_beyond_the_lists_are_still_looked_up_in_the_registries(monkeypatch):
     from bkd_sweep.models.students import STUDENTS
 
@@ -33,5 +39,5 @@ def test_names_beyond_the_lists_are_still_looked_up_in_the_registries(monkeypatc
     with pytest.raises(StudyError, match="did you mean 'spiking_cnn_small'"):
         check_references(load_study_text(study % "spiking_cnn_smal"))
     # a timm model as teacher is not in the lists: timm's own list decides
-    check_references(load_study_text("name: n\nteacher: {arch: vit_tiny_patch16_224, "
+    check_references(load_study_text("name: n\nteacher: {arch: convnext_tiny, "
                                      "checkpoint: /x.pt}\n"))
