@@ -266,7 +266,7 @@ class _Session:
                  self.lease, self.gate)
             self.lease.check()  # taken by another driver: this one writes nothing more
         if teachers is not None:
-            teachers.wait()  # recorded by now, or a teacher's failure raised here
+            _teachers_recorded(teachers)
         recovered += _record_missing(book, tracker)
         summary = SweepSummary(study=study.name, results_dir=book.results_dir,
                                total=book.planned, counts=book.counts(), best=_best(book),
@@ -278,6 +278,19 @@ class _Session:
         if summary.ok:
             tracker.finish_sweep()
         return summary
+
+
+def _teachers_recorded(teachers) -> None:
+    """The teachers' reports recorded by now (on_ready); a teacher that could not be prepared
+    is said in one line: the trials that need it never started, so the sweep ends unfinished
+    (exit 1) and --resume runs them once the cause is fixed."""
+    from bkd_sweep.engine.teachers_first import TeacherFailed
+    from bkd_sweep.redact import redact_text
+
+    try:
+        teachers.wait()
+    except TeacherFailed as exc:
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr, flush=True)
 
 
 def _pending_teachers(study: Study, results_dir: Location, tracker, progress: bool):

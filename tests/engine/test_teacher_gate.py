@@ -271,3 +271,38 @@ def test_a_multi_worker_trial_prepares_its_teacher_as_a_task_on_one_ranks_resour
     report = prepare_teacher(setup, study.trial_config({}, 0).model_dump_json(), [here])
     assert report["trained"] is True and report["arch"] == "cnn_small"
     assert len(list((tmp_path / "cache/teachers").glob("*.pt"))) == 1
+
+
+BAD_TEACHER = """
+name: bad_teacher
+teacher: {{arch: cnn_small, checkpoint: {checkpoint}, feature: features}}
+student: {{arch: spiking_cnn_small, timesteps: 1}}
+data: {{dataset: digits, limit_train: 64, limit_val: 32, limit_test: 32}}
+train: {{epochs: 1}}
+distill: {{mode: mixed}}
+energy: {{samples: 4}}
+search: {{sampler: grid, params: {{distill.mode: [none, mixed]}}}}
+resources: {{per_trial: {{cpu: 1}}, max_failures: 0}}
+tracking: {{results_dir: {results}}}
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_teacher_that_cannot_be_prepared_is_one_line_and_its_trials_wait(
+        ray_session, tmp_path, fake_tracker, capsys):
+    """A teacher checkpoint that is no checkpoint: its job's trial fails, the trial that
+    needs no teacher still runs, the distilling one never starts (left for --resume), and
+    the cause is one line on stderr, not a traceback."""
+    from bkd_sweep.engine import run_study
+
+    junk = tmp_path / "teacher.pt"
+    junk.write_bytes(b"not a torch checkpoint")
+    loaded = load_study_text(BAD_TEACHER.format(checkpoint=junk, results=tmp_path / "r"))
+    summary = run_study(loaded, tracker=fake_tracker, progress=False)
+    assert summary.counts["completed"] == 1 and not summary.ok
+    assert [r.result.config["distill"]["mode"] for r in fake_tracker.records.values()] == \
+        ["none"]
+    errors = [line for line in capsys.readouterr().err.splitlines()
+              if line.startswith("error: teacher cnn_small could not be prepared: ")]
+    assert len(errors) == 1 and "Traceback" not in errors[0], errors
