@@ -176,15 +176,34 @@ def load_study(path: str | os.PathLike, overrides: dict[str, Any] | None = None
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, path: Path) -> None:
     node = raw
-    parts = dotted.split(".")
-    for part in parts[:-1]:
+    keys = _set_keys(raw, dotted.split("."))
+    for part in keys[:-1]:
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
             raise StudyError(f"--set {dotted}: {part} is not a section", file=path, field=dotted)
         node = child
-    node[parts[-1]] = value
+    node[keys[-1]] = value
+
+
+def _set_keys(raw: dict[str, Any], parts: list[str]) -> list[str]:
+    """The keys a --set path names. Under search.params and in a search.linked bundle the keys
+    are parameter paths, dotted themselves (``search.params.distill.mode``): the longest key
+    already there that the rest starts with, else the whole rest (a new parameter)."""
+    keys: list[str] = []
+    node: Any = raw
+    i = 0
+    while i < len(parts):
+        rest, step = parts[i:], 1
+        if keys == ["search", "params"] or (len(keys) == 4 and keys[:2] == ["search", "linked"]):
+            there = [j for j in range(len(rest), 0, -1)
+                     if isinstance(node, dict) and ".".join(rest[:j]) in node]
+            step = there[0] if there else len(rest)
+        keys.append(".".join(rest[:step]))
+        node = node.get(keys[-1]) if isinstance(node, dict) else None
+        i += step
+    return keys
 
 
 def _parse(text: str, path: Path) -> tuple[dict[str, Any], dict[str, int | None], dict]:

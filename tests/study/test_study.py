@@ -191,3 +191,22 @@ def test_set_overrides_replace_file_values_before_validation(tmp_path):
     assert loaded.study.distill.alpha == 0.5 and loaded.study.search.seeds == [3, 4]
     with pytest.raises(StudyError, match="alpha"):
         load_study(study, {"distill.alpha": -1})
+
+
+def test_set_names_a_searched_parameter_by_its_dotted_path(tmp_path):
+    """Under search.params a key is a parameter path: --set search.params.distill.mode=...
+    replaces that parameter's values (or adds a new parameter), and a key after it (values)
+    goes into the parameter; other sections still split at every dot."""
+    study = tmp_path / "s.yaml"
+    study.write_text("name: s\ndistill: {mode: none}\nsearch:\n  sampler: grid\n"
+                     "  params:\n    distill.mode: [none, bkd]\n")
+    replaced = load_study(study, {"search.params.distill.mode": ["none", "logit"]})
+    assert replaced.study.search.params["distill.mode"].values == ["none", "logit"]
+    added = load_study(study, {"search.params.student.timesteps": [1, 2],
+                               "train.epochs": 3})
+    assert added.study.search.params["student.timesteps"].values == [1, 2]
+    assert added.study.search.params["distill.mode"].values == ["none", "bkd"]
+    assert added.raw["train"]["epochs"] == 3
+    study.write_text(study.read_text().replace("[none, bkd]", "{values: [none, bkd]}"))
+    inner = load_study(study, {"search.params.distill.mode.values": ["mixed"]})
+    assert inner.study.search.params["distill.mode"].values == ["mixed"]
