@@ -292,7 +292,7 @@ def preflight_gate(loaded: LoadedStudy, storage_uri: str) -> "NodeGate":
 
 class NodeGate:
     """The nodes a sweep uses: those that passed preflight. Their resources are what
-    max_concurrent: auto counts, their ids what trials and teacher tasks are placed on
+    max_concurrent: auto counts, their ids what trials and teacher jobs are placed on
     (placement.node_selector). A node that joins later gets the same check before it counts,
     as a task the gate polls without waiting (capacity is asked often); one that fails, or
     whose check has not answered in NODE_CHECK_TIMEOUT_S, is named once on stderr and never
