@@ -271,3 +271,26 @@ def test_median_warmup_means_first_epochs_never_pruned():
         decisions.append(bad.should_prune())
     assert decisions == [False, False, True]
     assert math.isclose(study.trials[0].value, 90.0)
+
+
+@pytest.mark.parametrize("ref, allowed, message", [
+    ("student.timesteps: {low: 2, high: 8, step: 2}", "[4, 5]",
+     "when: student.timesteps never takes 5; its range: 2..8 step 2"),
+    ("distill.temperature: {low: 1.0, high: 4.0}", "[2.0]",
+     "when: distill.temperature is a float range without step"),
+])
+def test_when_on_a_range_names_a_value_it_takes(ref, allowed, message):
+    text = f"""
+search:
+  sampler: random
+  n_trials: 2
+  params:
+    {ref}
+    distill.blur_ratio: {{values: [0.1, 0.2], when: {{{ref.split(':')[0]}: {allowed}}}}}
+"""
+    with pytest.raises(StudyError, match=message.replace(".", r"\.")) as caught:
+        search(text)
+    assert caught.value.field == "search.params.distill.blur_ratio.when"
+    ok = search(text.replace(allowed, "[4]") if "step" in ref else text.replace(
+        "{low: 1.0, high: 4.0}", "{low: 1.0, high: 4.0, step: 1.0}"))
+    assert set(ok.params) == {ref.split(":")[0], "distill.blur_ratio"}

@@ -144,13 +144,29 @@ def check_search_values(loaded: LoadedStudy) -> None:
                 known = sorted((set(study.search.params) | set(linked)) - {path})
                 raise loaded.error(f"when: unknown parameter {ref!r}; known: "
                                    f"{', '.join(known) or 'none'}", f"{field}.when")
-            ref_spec = study.search.params[ref]
-            if isinstance(ref_spec, CategoricalParam):
-                bad = [v for v in allowed if v not in ref_spec.values]
-                if bad:
-                    raise loaded.error(
-                        f"when: {ref} never takes {bad[0]!r}; its values: {ref_spec.values}",
-                        f"{field}.when")
+            _check_when_values(loaded, ref, allowed, f"{field}.when")
+
+
+def _check_when_values(loaded: LoadedStudy, ref: str, allowed: list[Any], field: str) -> None:
+    """Each value ``when`` lists is one ``ref`` can take: a listed value, or a point of an
+    int or stepped range (a float range without step takes no exact value again)."""
+    from bkd_sweep.space import param_values
+
+    spec = loaded.study.search.params[ref]
+    if isinstance(spec, CategoricalParam):
+        takes, shown = param_values(spec), f"its values: {spec.values}"
+    else:
+        try:
+            takes = param_values(spec)
+        except ValueError:
+            raise loaded.error(f"when: {ref} is a float range without step, which never "
+                               "takes a listed value; use a list, an int range or a step",
+                               field) from None
+        shown = f"its range: {spec.low}..{spec.high}" + (f" step {spec.step}" if spec.step
+                                                          else "")
+    bad = [v for v in allowed if v not in takes]
+    if bad:
+        raise loaded.error(f"when: {ref} never takes {bad[0]!r}; {shown}", field)
 
 
 def check_linked(loaded: LoadedStudy) -> None:
