@@ -25,6 +25,7 @@ from bkd_sweep.config import LoadedStudy, StudyError
 
 VERSIONED = ("torch", "spikingjelly", "ray", "bkd-sweep")
 NODE_CHECK_TIMEOUT_S = 300.0
+NODE_RECHECK_S = 600.0  # a node that failed is checked again this long after (fixed by then?)
 
 
 class NodePreflightError(StudyError):
@@ -295,14 +296,16 @@ class NodeGate:
     max_concurrent: auto counts, their ids what trials and teacher jobs are placed on
     (placement.node_selector). A node that joins later gets the same check before it counts,
     as a task the gate polls without waiting (capacity is asked often); one that fails, or
-    whose check has not answered in NODE_CHECK_TIMEOUT_S, is named once on stderr and never
-    used."""
+    whose check has not answered in NODE_CHECK_TIMEOUT_S, is named on stderr and not used,
+    then checked again every NODE_RECHECK_S (a mount or a data copy that was not ready when
+    it joined): it counts once it passes, and the same failure is not named twice."""
 
     def __init__(self, loaded: LoadedStudy, storage_uri: str, passed: list[str]):
         self.loaded = loaded
         self.storage_uri = storage_uri
         self.passed: set[str] = set(passed)
         self.failed: dict[str, str] = {}  # node id: its line
+        self._failed_at: dict[str, float] = {}  # node id: when its check ended (monotonic)
         # a check's ref: its node, its probe and when it started (time.monotonic)
         self._pending: dict[Any, tuple[dict[str, Any], SharedProbe, float]] = {}
         self._looked_at = time.monotonic()
@@ -312,8 +315,10 @@ class NodeGate:
         self._looked_at = time.monotonic()
         alive = alive_nodes()
         self._collect()
-        known = self.passed | self.failed.keys() | {n["NodeID"] for n, _, _ in
-                                                    self._pending.values()}
+        now = time.monotonic()
+        waiting = {node_id for node_id, ended in self._failed_at.items()
+                   if now - ended < NODE_RECHECK_S}  # failed, not yet due for a recheck
+        known = self.passed | waiting | {n["NodeID"] for n, _, _ in self._pending.values()}
         for node in (n for n in alive if n["NodeID"] not in known):
             try:  # a probe of its own: each is removed when its node's check ends
                 shared = place_probe(self.loaded, self.storage_uri)
@@ -346,9 +351,22 @@ class NodeGate:
             else:
                 report = node_report(node, lambda ref=ref: ray.get(ref), shared)
             shared.remove([node["NodeID"]])
-            if not report.problems:
-                self.passed.add(node["NodeID"])
-                continue
-            self.failed[node["NodeID"]] = " ".join(report.line().split())
+            self._record(node["NodeID"], report)
+
+    def _record(self, node_id: str, report: NodeReport) -> None:
+        """A check's answer: passed (after a failure: said once), or failed (said unless it
+        failed the same way last time)."""
+        if not report.problems:
+            self.passed.add(node_id)
+            self._failed_at.pop(node_id, None)
+            if self.failed.pop(node_id, None) is not None:
+                print(f"note: node {report.address} passed preflight on a recheck; this sweep "
+                      "uses it from now on", file=sys.stderr, flush=True)
+            return
+        line = " ".join(report.line().split())
+        self._failed_at[node_id] = time.monotonic()
+        if self.failed.get(node_id) != line:
             print(f"warning: a node that joined failed preflight; nothing of this sweep runs "
-                  f"there: {self.failed[node['NodeID']]}", file=sys.stderr, flush=True)
+                  f"there until a recheck passes (every {NODE_RECHECK_S / 60:.0f} min): "
+                  f"{line}", file=sys.stderr, flush=True)
+        self.failed[node_id] = line

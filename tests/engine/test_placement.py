@@ -106,3 +106,65 @@ def test_a_joined_node_whose_check_never_answers_is_failed_not_waited_on(
     assert gate.nodes() == []  # not checked again
     warnings = [line for line in capsys.readouterr().err.splitlines() if "failed" in line]
     assert len(warnings) == 1 and "nothing of this sweep runs there" in warnings[0]
+
+
+@pytest.mark.ray
+def test_a_joined_node_that_failed_is_checked_again_and_counts_once_it_passes(
+        ray_session, tmp_path, monkeypatch, capsys):
+    """A mount or data copy not ready when the node joined: it fails, is rechecked after
+    NODE_RECHECK_S, the same failure is said once, and it counts once a recheck passes."""
+    import ray
+
+    import bkd_sweep.engine.nodes as nodes
+
+    checks = tmp_path / "checks"  # how many checks the node ran
+    checks.write_text("0")
+    answers = [["data root /mnt/data does not exist"]] * 2 + [[]]
+
+    @ray.remote(num_cpus=0)
+    def check(path: str) -> list[str]:
+        ran = int(open(path).read())
+        open(path, "w").write(str(ran + 1))
+        return answers[ran]
+
+    class NoProbe:  # the storage probe is the cluster test's part
+        def driver_side(self, node_id):
+            return None
+
+        def remove(self, node_ids):
+            pass
+
+    joined = {"NodeID": "e" * 56, "NodeManagerAddress": "10.0.0.8", "NodeManagerPort": 7,
+              "Alive": True, "Resources": {"CPU": 4.0}}
+    monkeypatch.setattr(nodes, "alive_nodes", lambda: [joined])
+    monkeypatch.setattr(nodes, "place_probe", lambda loaded, uri: NoProbe())
+    monkeypatch.setattr(nodes, "start_checks",
+                        lambda loaded, uri, listed, shared: {check.remote(str(checks)):
+                                                             listed[0]})
+    monkeypatch.setattr(nodes, "NODE_RECHECK_S", 1.0)
+    gate = nodes.NodeGate(load_study_text(STUDY, tmp_path / "s.yaml"), str(tmp_path), [])
+
+    def after_check(n: int) -> list[dict[str, float]]:
+        """gate.nodes() once the node's n-th check has answered."""
+        deadline = time.monotonic() + 30
+        while int(checks.read_text()) < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.3)  # its result reaches the driver
+        return gate.nodes()
+
+    assert gate.nodes() == []  # the first check started
+    assert after_check(1) == [] and gate.allowed(refresh_s=0) == []
+    assert list(gate.failed.values()) == [
+        f"node 10.0.0.8:7 (id {'e' * 12}): data root /mnt/data does not exist"]
+    assert gate.nodes() == [] and checks.read_text() == "1"  # not yet due again
+    time.sleep(1.1)
+    assert gate.nodes() == []  # due: the second check started; it fails the same way
+    assert after_check(2) == [] and gate.failed
+    time.sleep(1.1)
+    gate.nodes()  # the third check, which passes
+    assert after_check(3) == [{"CPU": 4.0}] and gate.allowed() == ["e" * 56]
+    assert gate.failed == {}
+    err = capsys.readouterr().err.splitlines()
+    assert len([line for line in err if "failed preflight" in line]) == 1
+    assert [line for line in err if "passed preflight on a recheck" in line] == [
+        "note: node 10.0.0.8:7 passed preflight on a recheck; this sweep uses it from now on"]
