@@ -8,8 +8,8 @@ written. The commands combine them:
 * ``check_references`` (validate, plan, run, submit): every registry name (dataset, student,
   teacher) exists, a distilling study names its teacher checkpoint, the search can run;
 * ``check_runnable`` (run, before Ray starts): variables set, a well-formed search, data roots
-  and teacher checkpoints present here, a writable results dir, an earlier sweep only with
-  resume and only of the same study;
+  and teacher checkpoints present here, a place for MLflow and a writable results dir, an
+  earlier sweep only with resume and only of the same study;
 * ``check_trial_runnable`` (train): the same for one resolved trial config.
 
 ``NODE_CHECKS`` are the checks whose answer depends on the machine; a cluster runs them on
@@ -29,8 +29,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from bkd_sweep.config import CategoricalParam, LoadedStudy, Study, StudyError, TrialConfig
-from bkd_sweep.config import names
+from bkd_sweep.config import CategoricalParam, LoadedStudy, Study, StudyError, TrialConfig, names
 from bkd_sweep.records import EPOCH_METRIC_MODES
 
 Check = Callable[[LoadedStudy], list[StudyError]]
@@ -382,10 +381,12 @@ def check_references(loaded: LoadedStudy) -> None:
 def check_runnable(loaded: LoadedStudy, resume: bool = False) -> None:
     """Refuse (StudyError, one line) before anything starts or is written when the sweep
     cannot run here: an unset ${VAR}, a trial larger than this machine (embedded Ray), a
-    missing data root or teacher checkpoint, an unwritable results dir, or an earlier sweep
-    in results/<name>/ without ``resume``."""
+    missing data root or teacher checkpoint, no place for MLflow, an unwritable results dir,
+    or an earlier sweep in results/<name>/ without ``resume``."""
+    from bkd_sweep.tracking.mlflow_values import tracking_problems  # the driver's alone
+
     run_checks(loaded, (variable_problems, search_problems, machine_problems, path_problems,
-                        results_dir_problems,
+                        tracking_problems, results_dir_problems,
                         functools.partial(sweep_state_problems, resume=resume)))
 
 

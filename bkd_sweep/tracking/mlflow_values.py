@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bkd_sweep.config import Study, StudyError
+from bkd_sweep.config import LoadedStudy, Study, StudyError
 from bkd_sweep.config.loading import absolute_tracking_uri
 from bkd_sweep.records import EpochMetrics, TrialRecord, result_metrics
 from bkd_sweep.redact import redact_value
@@ -34,6 +34,17 @@ def resolve_tracking_uri(study: Study, results_dir, explicit: str | None = None)
                          "tracking server: set tracking.mlflow_uri or MLFLOW_TRACKING_URI",
                          field="tracking.mlflow_uri")
     return f"sqlite:///{location.local_path.parent}/mlflow.db"
+
+
+def tracking_problems(loaded: LoadedStudy) -> list[StudyError]:
+    """No MLflow store for the sweep: an object-store root without a tracking server (the
+    SQLite default cannot live there). A check of the driver (preflight.check_runnable),
+    whose tracker writes MLflow; a node never does, and may lack MLFLOW_TRACKING_URI."""
+    try:
+        resolve_tracking_uri(loaded.study, loaded.results_location())
+    except StudyError as exc:
+        return [loaded.error(exc.message, exc.field)]
+    return []
 
 
 def param_value(value: Any, name: str = "") -> str:

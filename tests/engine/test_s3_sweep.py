@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -51,18 +52,25 @@ def test_a_sweep_on_an_object_store_root(s3_env, tmp_path, monkeypatch):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow/mlflow.db"}
     env.pop("RAY_ADDRESS", None)
 
-    # an object-store root without an MLflow server is refused before anything runs
+    # an object-store root without an MLflow server is refused before anything runs: no
+    # driver lease written, no Ray started (Ray points session_latest at each new session)
+    latest = Path(tempfile.gettempdir()) / "ray" / "session_latest"
+    session = os.readlink(latest) if latest.is_symlink() else None
     refused = _cli("run", str(study), "--storage", storage, cwd=work,
                    env={k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"})
-    assert refused.returncode == 2 and "needs an MLflow tracking server" in refused.stderr
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "an object-store root needs an MLflow tracking server" in refused.stderr
+    assert (os.readlink(latest) if latest.is_symlink() else None) == session
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("KeyCount") == 0
 
     done = _cli("run", str(study), "--storage", storage, cwd=work, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "2/2 trials done (2 completed" in done.stdout
     assert "teacher cnn_small trained" in done.stdout
 
-    keys = {o["Key"].removeprefix(f"{prefix}/") for page in boto3.client(
-        "s3", endpoint_url=endpoint).get_paginator("list_objects_v2").paginate(
+    keys = {o["Key"].removeprefix(f"{prefix}/") for page in s3.get_paginator(
+        "list_objects_v2").paginate(
         Bucket=BUCKET, Prefix=prefix) for o in page.get("Contents", [])}
     for expected in ("onstore/tables/trials/t0000.parquet", "onstore/trials/t0001/result.json",
                      "onstore/trials/t0001/ckpt/last.pt", "onstore/study.json",

@@ -265,6 +265,8 @@ def test_unreachable_object_store_is_one_line_and_nothing_is_written(tmp_path, m
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-printed-7")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # an object-store root needs an MLflow server (refused first, tests/engine/test_s3_sweep)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # never reached
     before = listing(tmp_path)
     code, out, err = run_cli(["run", str(file), "--storage", "s3://no-bucket/x"], tmp_path)
     assert_study_error(code, out, err, file, line=None, field="storage",
