@@ -7,7 +7,9 @@ cut to MLflow's limits.
 from __future__ import annotations
 
 import json
+import socket
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +40,32 @@ def resolve_tracking_uri(study: Study, results_dir, explicit: str | None = None)
 
 def tracking_problems(loaded: LoadedStudy) -> list[StudyError]:
     """No MLflow store for the sweep: an object-store root without a tracking server (the
-    SQLite default cannot live there). A check of the driver (preflight.check_runnable),
-    whose tracker writes MLflow; a node never does, and may lack MLFLOW_TRACKING_URI."""
+    SQLite default cannot live there), or a server that cannot be reached. A check of the
+    driver (preflight.check_runnable), whose tracker writes MLflow; a node never does, and
+    may lack MLFLOW_TRACKING_URI."""
     try:
-        resolve_tracking_uri(loaded.study, loaded.results_location())
+        uri = resolve_tracking_uri(loaded.study, loaded.results_location())
     except StudyError as exc:
         return [loaded.error(exc.message, exc.field)]
-    return []
+    problem = server_unreachable(uri)
+    return [loaded.error(problem, "tracking.mlflow_uri")] if problem else []
+
+
+def server_unreachable(uri: str, timeout_s: float = 5.0) -> str | None:
+    """Why an http(s) tracking server takes no connection, or None: MLflow's client would
+    retry its first request for minutes, then fail with a traceback."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None  # a database URI or a scheme MLflow resolves itself
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except ValueError as exc:  # a port that is no number
+        return f"{parts.scheme}://{parts.hostname}: {exc}"
+    except OSError as exc:  # the address only: the URI may hold a user and password
+        return (f"cannot reach the MLflow tracking server at {parts.scheme}://"
+                f"{parts.hostname}:{port}: {exc.strerror or exc}")
+    return None
 
 
 def param_value(value: Any, name: str = "") -> str:

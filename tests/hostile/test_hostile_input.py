@@ -266,13 +266,30 @@ def test_unreachable_object_store_is_one_line_and_nothing_is_written(tmp_path, m
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-printed-7")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     # an object-store root needs an MLflow server (refused first, tests/engine/test_s3_sweep)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # never reached
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")  # not made
     before = listing(tmp_path)
     code, out, err = run_cli(["run", str(file), "--storage", "s3://no-bucket/x"], tmp_path)
     assert_study_error(code, out, err, file, line=None, field="storage",
                        message="storage s3://no-bucket/x/hostile: not writable")
     assert "not-printed-7" not in err
     assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("uri, says", [
+    ("http://user:secret-9@127.0.0.1:9", "cannot reach the MLflow tracking server at "
+                                         "http://127.0.0.1:9: Connection refused"),
+    ("http://127.0.0.1:port", "http://127.0.0.1: Port could not be cast to integer value"),
+])
+def test_unreachable_mlflow_server_is_one_line_at_once_and_nothing_is_written(
+        tmp_path, monkeypatch, uri, says):
+    """MLflow's client would retry for minutes (4 on this machine), then print a traceback."""
+    file = _tiny_study(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    before = listing(tmp_path)
+    code, out, err = run_cli(["run", str(file), "--storage", str(tmp_path / "res")], tmp_path)
+    assert_study_error(code, out, err, file, line=None, field="tracking.mlflow_uri",
+                       message=says)
+    assert "secret-9" not in err and listing(tmp_path) == before
 
 
 def test_wrong_ray_address_is_one_line_at_once_and_nothing_is_written(tmp_path, monkeypatch):
