@@ -40,15 +40,31 @@ def resolve_tracking_uri(study: Study, results_dir, explicit: str | None = None)
 
 def tracking_problems(loaded: LoadedStudy) -> list[StudyError]:
     """No MLflow store for the sweep: an object-store root without a tracking server (the
-    SQLite default cannot live there), or a server that cannot be reached. A check of the
+    SQLite default cannot live there), a server that cannot be reached, a SQLite file set
+    elsewhere in a folder that cannot be written. A check of the
     driver (preflight.check_runnable), whose tracker writes MLflow; a node never does, and
     may lack MLFLOW_TRACKING_URI."""
+    location = loaded.results_location()
     try:
-        uri = resolve_tracking_uri(loaded.study, loaded.results_location())
+        uri = resolve_tracking_uri(loaded.study, location)
     except StudyError as exc:
         return [loaded.error(exc.message, exc.field)]
-    problem = server_unreachable(uri)
+    if not uri.startswith("sqlite:///"):
+        problem = server_unreachable(uri)
+    elif location.is_local and sqlite_path(uri).parent == location.local_path.parent:
+        problem = None  # the default store, in the results root: results_dir_problems' part
+    else:
+        problem = sqlite_unwritable(uri)
     return [loaded.error(problem, "tracking.mlflow_uri")] if problem else []
+
+
+def sqlite_unwritable(uri: str) -> str | None:
+    """Why MLflow could not create or write a SQLite store there, or None."""
+    from bkd_sweep.preflight import writable_dir
+
+    db = sqlite_path(uri)
+    return None if writable_dir(db.parent) else \
+        f"MLflow store {db}: its folder cannot be written or created"
 
 
 def server_unreachable(uri: str, timeout_s: float = 5.0) -> str | None:

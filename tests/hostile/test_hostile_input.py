@@ -279,11 +279,15 @@ def test_unreachable_object_store_is_one_line_and_nothing_is_written(tmp_path, m
     ("http://user:secret-9@127.0.0.1:9", "cannot reach the MLflow tracking server at "
                                          "http://127.0.0.1:9: Connection refused"),
     ("http://127.0.0.1:port", "http://127.0.0.1: Port could not be cast to integer value"),
+    ("sqlite:///{tmp}/tiny.yaml/mlflow.db", "MLflow store {tmp}/tiny.yaml/mlflow.db: its "
+                                            "folder cannot be written or created"),
 ])
-def test_unreachable_mlflow_server_is_one_line_at_once_and_nothing_is_written(
+def test_an_mlflow_store_out_of_reach_is_one_line_at_once_and_nothing_is_written(
         tmp_path, monkeypatch, uri, says):
-    """MLflow's client would retry for minutes (4 on this machine), then print a traceback."""
-    file = _tiny_study(tmp_path)
+    """A server MLflow's client would retry for minutes (4 on this machine), a SQLite file it
+    cannot create: each was a traceback after Ray's start."""
+    file = _tiny_study(tmp_path)  # a file where the SQLite store's folder would be
+    uri, says = uri.format(tmp=tmp_path), says.format(tmp=tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     before = listing(tmp_path)
     code, out, err = run_cli(["run", str(file), "--storage", str(tmp_path / "res")], tmp_path)
