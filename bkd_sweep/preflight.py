@@ -378,15 +378,15 @@ def check_references(loaded: LoadedStudy) -> None:
     run_checks(loaded, (reference_problems, teacher_problems, search_problems, device_problems))
 
 
-def check_runnable(loaded: LoadedStudy, resume: bool = False) -> None:
+def check_runnable(loaded: LoadedStudy, resume: bool = False, tracking: bool = True) -> None:
     """Refuse (StudyError, one line) before anything starts or is written when the sweep
     cannot run here: an unset ${VAR}, a trial larger than this machine (embedded Ray), a
-    missing data root or teacher checkpoint, no place for MLflow, an unwritable results dir,
-    or an earlier sweep in results/<name>/ without ``resume``."""
+    missing data root or teacher checkpoint, no place for MLflow (``tracking``: the driver
+    makes the study's tracker), an unwritable results dir, or an earlier sweep without resume."""
     from bkd_sweep.tracking.mlflow_values import tracking_problems  # the driver's alone
 
     run_checks(loaded, (variable_problems, search_problems, machine_problems, path_problems,
-                        tracking_problems, results_dir_problems,
+                        *([tracking_problems] if tracking else []), results_dir_problems,
                         functools.partial(sweep_state_problems, resume=resume)))
 
 

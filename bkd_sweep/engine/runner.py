@@ -167,7 +167,7 @@ def run_study(loaded: LoadedStudy, *, resume: bool = False, retry_failed: bool =
     ``trial_fn`` replaces ``bkd_sweep.trial.run_trial`` (same signature) and ``tracker``
     replaces the StudyTracker built from the study (both for tests and embedding).
     """
-    check_runnable(loaded, resume)
+    check_runnable(loaded, resume, tracking=tracker is None)  # a given tracker is the caller's
     if not is_embedded():
         check_reachable(settings().ray_address or "")  # before anything is written
     results_dir = loaded.results_location()  # a local/shared path or an object store
