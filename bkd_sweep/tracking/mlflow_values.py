@@ -41,9 +41,9 @@ def resolve_tracking_uri(study: Study, results_dir, explicit: str | None = None)
 def tracking_problems(loaded: LoadedStudy) -> list[StudyError]:
     """No MLflow store for the sweep: an object-store root without a tracking server (the
     SQLite default cannot live there), a server that cannot be reached, a SQLite file set
-    elsewhere in a folder that cannot be written. A check of the
-    driver (preflight.check_runnable), whose tracker writes MLflow; a node never does, and
-    may lack MLFLOW_TRACKING_URI."""
+    elsewhere in a folder that cannot be written. A check of the driver
+    (preflight.check_runnable), whose tracker writes MLflow; a node never does, and may lack
+    MLFLOW_TRACKING_URI."""
     location = loaded.results_location()
     try:
         uri = resolve_tracking_uri(loaded.study, location)
